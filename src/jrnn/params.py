@@ -1,0 +1,156 @@
+"""Parameters of the Elman cell ``h_t = act(x_t W_x + h_{t-1} W_h + b)`` and their initialisers.
+
+The layout is the seed notebook's (and Keras'): inputs multiply ``W_x`` from the
+left, so ``w_x`` is ``(input_size, hidden_size)``. PyTorch stores the transposes
+and two biases; ``b`` is their sum.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["INITIALIZERS", "RNNParams", "init_params", "initializer"]
+
+Initializer = Callable[[jax.Array, tuple[int, ...], Any], jax.Array]
+
+
+class RNNParams(NamedTuple):
+    """Weights of one Elman RNN layer, a pytree that optax and ``jax.grad`` keep as is.
+
+    Attributes:
+        w_x: `(input_size, hidden_size)` input-to-hidden weights.
+        w_h: `(hidden_size, hidden_size)` hidden-to-hidden (recurrent) weights.
+        b: `(hidden_size,)` bias (PyTorch's ``b_ih + b_hh``).
+    """
+
+    w_x: jax.Array
+    w_h: jax.Array
+    b: jax.Array
+
+    @property
+    def input_size(self) -> int:
+        return int(self.w_x.shape[-2])
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.w_h.shape[-1])
+
+
+def _identity(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """IRNN recurrent init (Le, Jaitly & Hinton 2015): the identity matrix."""
+    del key
+    if len(shape) != 2 or shape[0] != shape[1]:
+        raise ValueError(f"the 'identity' initializer needs a square 2-D shape; got {shape}")
+    return jnp.eye(shape[0], dtype=dtype)
+
+
+def _torch_bound(shape: tuple[int, ...]) -> float:
+    # PyTorch's nn.RNN draws every weight from U(-1/sqrt(H), 1/sqrt(H)), H the hidden size,
+    # which is the last axis in jrnn's layout.
+    return 1.0 / float(np.sqrt(shape[-1]))
+
+
+def _pytorch_uniform(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """PyTorch ``nn.RNN`` init: U(-1/sqrt(H), 1/sqrt(H)), H = ``shape[-1]``."""
+    k = _torch_bound(shape)
+    return jax.random.uniform(key, shape, dtype, minval=-k, maxval=k)
+
+
+def _pytorch_bias(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """PyTorch's folded bias ``b_ih + b_hh``: the sum of two U(-1/sqrt(H), 1/sqrt(H)) draws."""
+    k1, k2 = jax.random.split(key)
+    return _pytorch_uniform(k1, shape, dtype) + _pytorch_uniform(k2, shape, dtype)
+
+
+INITIALIZERS: dict[str, Initializer] = {
+    "glorot_uniform": jax.nn.initializers.glorot_uniform(),
+    "glorot_normal": jax.nn.initializers.glorot_normal(),
+    "lecun_normal": jax.nn.initializers.lecun_normal(),
+    "he_normal": jax.nn.initializers.he_normal(),
+    "orthogonal": jax.nn.initializers.orthogonal(),
+    "identity": _identity,
+    "pytorch": _pytorch_uniform,
+    "zeros": jax.nn.initializers.zeros,
+}
+"""Initialisers by name. ``"pytorch"`` used as ``bias_init`` draws PyTorch's two biases and sums
+them, so the folded bias has the distribution PyTorch's model has."""
+
+
+def initializer(spec: str | Initializer, *, for_bias: bool = False) -> Initializer:
+    """Resolves an initializer given by name or as a ``(key, shape, dtype) -> array`` callable.
+
+    Args:
+        spec: a key of :data:`INITIALIZERS` or a callable with the signature of
+            ``jax.nn.initializers`` functions.
+        for_bias: resolve ``"pytorch"`` to the folded two-bias draw.
+
+    Returns:
+        The initializer callable.
+    """
+    if callable(spec):
+        return spec
+    if not isinstance(spec, str):
+        raise TypeError(
+            f"an initializer must be a name in {sorted(INITIALIZERS)} or a callable "
+            f"(key, shape, dtype) -> array; got {type(spec).__name__}"
+        )
+    if for_bias and spec == "pytorch":
+        return _pytorch_bias
+    try:
+        return INITIALIZERS[spec]
+    except KeyError:
+        raise ValueError(
+            f"unknown initializer {spec!r}; expected one of {sorted(INITIALIZERS)} or a callable"
+        ) from None
+
+
+def _check_size(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be a positive int; got {type(value).__name__} {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive int; got {value}")
+    return int(value)
+
+
+def init_params(
+    key: jax.Array,
+    input_size: int,
+    hidden_size: int,
+    *,
+    dtype: Any = jnp.float32,
+    kernel_init: str | Initializer = "glorot_uniform",
+    recurrent_init: str | Initializer = "orthogonal",
+    bias_init: str | Initializer = "zeros",
+) -> RNNParams:
+    """Initialises an :class:`RNNParams`; the defaults are Keras ``SimpleRNN``'s.
+
+    Args:
+        key: a PRNG key; split here into one key per weight.
+        input_size: ``F``, the feature size of ``x_t``.
+        hidden_size: ``H``, the size of ``h_t``.
+        dtype: a floating dtype for all three arrays.
+        kernel_init: initializer of ``w_x`` `(F, H)`: a name in :data:`INITIALIZERS`
+            (``"glorot_uniform"`` as Keras, ``"pytorch"`` for U(-1/sqrt(H), 1/sqrt(H)), ...)
+            or a ``(key, shape, dtype) -> array`` callable.
+        recurrent_init: initializer of ``w_h`` `(H, H)`; ``"orthogonal"`` as Keras,
+            ``"identity"`` for the IRNN of Le et al. (2015), ``"pytorch"`` as ``nn.RNN``.
+        bias_init: initializer of ``b`` `(H,)`; ``"zeros"`` as Keras, ``"pytorch"``
+            for the sum of PyTorch's two uniform biases.
+
+    Returns:
+        ``RNNParams(w_x (F, H), w_h (H, H), b (H,))``.
+    """
+    input_size = _check_size("input_size", input_size)
+    hidden_size = _check_size("hidden_size", hidden_size)
+    if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
+        raise TypeError(f"dtype must be a floating dtype; got {jnp.dtype(dtype)}")
+    k_x, k_h, k_b = jax.random.split(key, 3)
+    w_x = initializer(kernel_init)(k_x, (input_size, hidden_size), dtype)
+    w_h = initializer(recurrent_init)(k_h, (hidden_size, hidden_size), dtype)
+    b = initializer(bias_init, for_bias=True)(k_b, (hidden_size,), dtype)
+    return RNNParams(jnp.asarray(w_x, dtype), jnp.asarray(w_h, dtype), jnp.asarray(b, dtype))
