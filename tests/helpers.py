@@ -1,0 +1,84 @@
+"""Shared test helpers: the tolerance table, error measures and a NumPy reference RNN."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+import jrnn
+
+# Normwise relative tolerances, per dtype: max|a - ref| / max|ref|.
+TOL = {
+    np.dtype(np.float64): {"forward": 1e-12, "grad": 1e-10, "fd": 1e-8},
+    np.dtype(np.float32): {"forward": 1e-5, "grad": 1e-5},
+}
+
+ACTS = {"tanh": np.tanh, "relu": lambda a: np.maximum(a, 0.0), "linear": lambda a: a}
+
+
+def tol(dtype, kind: str) -> float:
+    return TOL[np.dtype(dtype)][kind]
+
+
+def rel_err(a, ref) -> float:
+    """Normwise relative error ``max|a - ref| / max|ref|`` (absolute if ``ref`` is zero)."""
+    a, ref = np.asarray(a, np.float64), np.asarray(ref, np.float64)
+    assert a.shape == ref.shape, (a.shape, ref.shape)
+    if a.size == 0:
+        return 0.0
+    err = float(np.max(np.abs(a - ref)))
+    scale = float(np.max(np.abs(ref)))
+    return err / scale if scale > 0 else err
+
+
+def tree_rel_err(a, ref) -> float:
+    errs = jax.tree.map(rel_err, a, ref)
+    return max(jax.tree.leaves(errs))
+
+
+def reference_forward(params, xs, h0=None, *, activation="tanh", reverse=False, lengths=None):
+    """A plain Python loop over time in float64 NumPy; xs `(B, T, F)` batch-first."""
+    w_x, w_h, b = (np.asarray(p, np.float64) for p in params)
+    xs = np.asarray(xs, np.float64)
+    batch, steps, _ = xs.shape
+    hidden = w_h.shape[0]
+    h0 = np.zeros((batch, hidden)) if h0 is None else np.asarray(h0, np.float64)
+    lengths = np.full(batch, steps) if lengths is None else np.asarray(lengths)
+    act = ACTS[activation]
+    hs = np.zeros((batch, steps, hidden))
+    h_last = np.zeros((batch, hidden))
+    for i in range(batch):
+        h = h0[i]
+        order = range(lengths[i] - 1, -1, -1) if reverse else range(lengths[i])
+        for t in order:
+            h = act(xs[i, t] @ w_x + h @ w_h + b)
+            hs[i, t] = h
+        h_last[i] = h
+    return hs, h_last
+
+
+def random_problem(
+    key,
+    batch=3,
+    steps=5,
+    features=4,
+    hidden=6,
+    *,
+    dtype=np.float64,
+    with_h0=True,
+    with_lengths=False,
+    recurrent_scale=1.0,
+):
+    """Random params `(F, H)`, xs `(B, T, F)`, h0 `(B, H)` or None, lengths `(B,)` or None."""
+    kp, kx, kh, kl, kb = jax.random.split(key, 5)
+    params = jrnn.init_params(kp, features, hidden, dtype=dtype, bias_init="pytorch")
+    params = params._replace(w_h=params.w_h * recurrent_scale)
+    xs = jax.random.normal(kx, (batch, steps, features), dtype)
+    h0 = 0.5 * jax.random.normal(kh, (batch, hidden), dtype) if with_h0 else None
+    lengths = None
+    if with_lengths:
+        lengths = np.array(jax.random.randint(kl, (batch,), 0, steps + 1))
+        lengths[0] = steps  # always one full-length and, when batch > 1, one empty sequence
+        if batch > 1:
+            lengths[-1] = 0
+    return params, xs, h0, lengths
