@@ -70,7 +70,7 @@ def random_problem(
     recurrent_scale=1.0,
 ):
     """Random params `(F, H)`, xs `(B, T, F)`, h0 `(B, H)` or None, lengths `(B,)` or None."""
-    kp, kx, kh, kl, kb = jax.random.split(key, 5)
+    kp, kx, kh, kl, _kb = jax.random.split(key, 5)
     params = jrnn.init_params(kp, features, hidden, dtype=dtype, bias_init="pytorch")
     params = params._replace(w_h=params.w_h * recurrent_scale)
     xs = jax.random.normal(kx, (batch, steps, features), dtype)

@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 
 import jrnn
 
-OPTIONS = list(itertools.product(["tanh", "relu", "linear"], [False, True], [False, True], [False, True]))
+OPTIONS = list(
+    itertools.product(["tanh", "relu", "linear"], [False, True], [False, True], [False, True])
+)
 
 
 def _run_layout(fn, params, xs, h0, lengths, layout, **kw):
@@ -24,8 +26,13 @@ def _run_layout(fn, params, xs, h0, lengths, layout, **kw):
         return jnp.swapaxes(hs, 0, 1), h_last
     # unbatched: one call per sequence
     outs = [
-        fn(params, xs[i], None if h0 is None else h0[i],
-           lengths=None if lengths is None else lengths[i], **kw)
+        fn(
+            params,
+            xs[i],
+            None if h0 is None else h0[i],
+            lengths=None if lengths is None else lengths[i],
+            **kw,
+        )
         for i in range(xs.shape[0])
     ]
     return jnp.stack([o[0] for o in outs]), jnp.stack([o[1] for o in outs])
@@ -34,11 +41,15 @@ def _run_layout(fn, params, xs, h0, lengths, layout, **kw):
 @pytest.mark.parametrize("activation,reverse,with_lengths,with_h0", OPTIONS)
 @pytest.mark.parametrize("layout", ["batch_first", "time_major", "unbatched"])
 @pytest.mark.parametrize("fn", [jrnn.forward, jrnn.rnn], ids=["forward", "rnn"])
-def test_forward_equals_python_loop_float64(x64, fn, layout, activation, reverse, with_lengths, with_h0):
+def test_forward_equals_python_loop_float64(
+    x64, fn, layout, activation, reverse, with_lengths, with_h0
+):
     params, xs, h0, lengths = random_problem(
         jax.random.PRNGKey(0), with_h0=with_h0, with_lengths=with_lengths
     )
-    hs, h_last = _run_layout(fn, params, xs, h0, lengths, layout, activation=activation, reverse=reverse)
+    hs, h_last = _run_layout(
+        fn, params, xs, h0, lengths, layout, activation=activation, reverse=reverse
+    )
     ref_hs, ref_last = reference_forward(
         params, xs, h0, activation=activation, reverse=reverse, lengths=lengths
     )
@@ -52,9 +63,9 @@ def test_forward_equals_python_loop_float32(activation, reverse, with_lengths, w
     params, xs, h0, lengths = random_problem(
         jax.random.PRNGKey(1), dtype=np.float32, with_h0=with_h0, with_lengths=with_lengths
     )
-    hs, h_last = jax.jit(
-        jrnn.forward, static_argnames=("activation", "reverse")
-    )(params, xs, h0, activation=activation, reverse=reverse, lengths=lengths)
+    hs, h_last = jax.jit(jrnn.forward, static_argnames=("activation", "reverse"))(
+        params, xs, h0, activation=activation, reverse=reverse, lengths=lengths
+    )
     ref_hs, ref_last = reference_forward(
         params, xs, h0, activation=activation, reverse=reverse, lengths=lengths
     )
@@ -73,12 +84,16 @@ def test_forward_equals_python_loop_float32(activation, reverse, with_lengths, w
     with_lengths=st.booleans(),
     seed=st.integers(0, 2**16),
 )
-def test_forward_property_random_shapes(batch, steps, features, hidden, activation, reverse, with_lengths, seed):
+def test_forward_property_random_shapes(
+    batch, steps, features, hidden, activation, reverse, with_lengths, seed
+):
     with jax.enable_x64(True):
         params, xs, h0, lengths = random_problem(
             jax.random.PRNGKey(seed), batch, steps, features, hidden, with_lengths=with_lengths
         )
-        hs, h_last = jrnn.forward(params, xs, h0, activation=activation, reverse=reverse, lengths=lengths)
+        hs, h_last = jrnn.forward(
+            params, xs, h0, activation=activation, reverse=reverse, lengths=lengths
+        )
         ref_hs, ref_last = reference_forward(
             params, xs, h0, activation=activation, reverse=reverse, lengths=lengths
         )
@@ -126,9 +141,13 @@ def test_second_call_same_shapes_does_not_recompile():
         traces.append(1)
         return jrnn.forward(params, xs, h0, lengths=lengths)
 
-    params, xs, h0, lengths = random_problem(jax.random.PRNGKey(4), dtype=np.float32, with_lengths=True)
+    params, xs, h0, lengths = random_problem(
+        jax.random.PRNGKey(4), dtype=np.float32, with_lengths=True
+    )
     run(params, xs, h0, lengths)
-    params2, xs2, h02, lengths2 = random_problem(jax.random.PRNGKey(5), dtype=np.float32, with_lengths=True)
+    params2, xs2, h02, lengths2 = random_problem(
+        jax.random.PRNGKey(5), dtype=np.float32, with_lengths=True
+    )
     out = run(params2, xs2, h02, lengths2)
     assert len(traces) == 1
     assert not np.allclose(np.asarray(out[1]), np.asarray(run(params, xs, h0, lengths)[1]))
@@ -147,7 +166,9 @@ def test_zero_steps_returns_empty_and_h0(x64, fn, time_major):
     assert hs.shape == ((0, 2, 6) if time_major else (2, 0, 6))
     np.testing.assert_array_equal(np.asarray(h_last), np.asarray(h0))
     # gradients exist: dh0 = dL/dh_last, the rest zero
-    g = jax.grad(lambda p, h: jnp.sum(fn(p, xs, h, time_major=time_major)[1] ** 2), argnums=(0, 1))(params, h0)
+    g = jax.grad(lambda p, h: jnp.sum(fn(p, xs, h, time_major=time_major)[1] ** 2), argnums=(0, 1))(
+        params, h0
+    )
     np.testing.assert_allclose(np.asarray(g[1]), 2 * np.asarray(h0))
     assert all(float(jnp.max(jnp.abs(a))) == 0 for a in g[0])
 

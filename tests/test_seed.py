@@ -11,7 +11,9 @@ from jrnn.seed import SEED_H_LAST, SEED_NOTEBOOK_DH, SEED_NOTEBOOK_DX, seed_exam
 
 # The true gradients of L = 0.5 * ||h_T||^2 for the seed example, as printed by
 # `python -m jrnn` (hand-written BPTT; autodiff and finite differences agree to the last digit).
-TRUE_DXS = np.array([[[0.00028861, 0.00039817], [0.00290763, 0.00408686], [0.03946000, 0.05796616]]])
+TRUE_DXS = np.array(
+    [[[0.00028861, 0.00039817], [0.00290763, 0.00408686], [0.03946000, 0.05796616]]]
+)
 TRUE_DH0 = np.array([[0.00028861, 0.00035379, 0.00039817, 0.00048416]])
 TRUE_DB = np.array([0.30850676, 0.28857766, 0.26732320, 0.25068110])
 TRUE_DH_PREV = np.array([[0.03946000, 0.04985792, 0.05796616, 0.07065375]])  # dL/dh_{T-1}

@@ -20,7 +20,9 @@ from jrnn.params import init_params
 from jrnn.seed import SEED_H_LAST, seed_example, seed_loss
 
 
-def demo(batch: int = 8, steps: int = 64, features: int = 16, hidden: int = 32, seed: int = 0) -> int:
+def demo(
+    batch: int = 8, steps: int = 64, features: int = 16, hidden: int = 32, seed: int = 0
+) -> int:
     """Runs the demo; returns a process exit code (1 if a gradient check fails)."""
     with jax.enable_x64(True):
         params, xs, h0 = seed_example()
@@ -46,8 +48,10 @@ def demo(batch: int = 8, steps: int = 64, features: int = 16, hidden: int = 32, 
     print(random_report.table())
 
     ok = seed_report.ok() and random_report.ok()
-    print(f"\ngradient checks {'passed' if ok else 'FAILED'} "
-          "(BPTT vs autodiff rel <= 1e-10, vs finite differences rel <= 1e-7)")
+    print(
+        f"\ngradient checks {'passed' if ok else 'FAILED'} "
+        "(BPTT vs autodiff rel <= 1e-10, vs finite differences rel <= 1e-7)"
+    )
     return 0 if ok else 1
 
 

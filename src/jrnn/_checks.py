@@ -116,8 +116,7 @@ def check_params(params: Any) -> tuple[int, int]:
     """
     if not isinstance(params, RNNParams):
         raise TypeError(
-            "params must be a jrnn.RNNParams(w_x, w_h, b) NamedTuple; "
-            f"got {type(params).__name__}"
+            f"params must be a jrnn.RNNParams(w_x, w_h, b) NamedTuple; got {type(params).__name__}"
         )
     w_x, w_h, b = (_array(p, f"params.{n}") for p, n in zip(params, params._fields, strict=True))
     for arr, field in zip((w_x, w_h, b), params._fields, strict=True):
@@ -156,9 +155,7 @@ def _check_lengths(lengths: Any, batched: bool, batch: int, steps: int) -> jax.A
     expected = (batch,) if batched else ()
     if tuple(lengths.shape) != expected:
         what = "(batch,)" if batched else "() (a scalar, for unbatched xs)"
-        raise ValueError(
-            f"lengths must have shape {what} = {expected}; got {tuple(lengths.shape)}"
-        )
+        raise ValueError(f"lengths must have shape {what} = {expected}; got {tuple(lengths.shape)}")
     value = _concrete(lengths)
     if value is not None and value.size and (value.min() < 0 or value.max() > steps):
         raise ValueError(
@@ -227,7 +224,11 @@ def prepare(
     xs = jnp.asarray(xs, dtype)
     if not batched:
         xs = xs[:, None, :]
-    h0 = jnp.zeros((batch, h), dtype) if h0 is None else jnp.reshape(jnp.asarray(h0, dtype), (batch, h))
+    h0 = (
+        jnp.zeros((batch, h), dtype)
+        if h0 is None
+        else jnp.reshape(jnp.asarray(h0, dtype), (batch, h))
+    )
     return Prepared(params, xs, h0, lengths, act, x_layout, batched, bool(time_major))
 
 
@@ -236,5 +237,7 @@ def check_like(x: Any, name: str, shape: tuple[int, ...], what: str, dtype: Any)
     x = _array(x, name)
     _check_float(x, name)
     if tuple(x.shape) != tuple(shape):
-        raise ValueError(f"{name} must have the shape of {what}, {tuple(shape)}; got {tuple(x.shape)}")
+        raise ValueError(
+            f"{name} must have the shape of {what}, {tuple(shape)}; got {tuple(x.shape)}"
+        )
     return jnp.asarray(x, dtype)

@@ -1,8 +1,9 @@
-"""Hand-written backpropagation through time for ``h_t = act(a_t)``, ``a_t = x_t W_x + h_{t-1} W_h + b``.
+"""Hand-written backpropagation through time for the Elman cell ``h_t = act(a_t)``.
 
-With ``g_t = dL/dh_t`` the gradient reaching ``h_t`` from the loss directly and
-``dA_t = dL/da_t``, the adjoint recurrence, run backwards from ``t = T`` with
-``dA_{T+1} W_h^T := dL/dh_T`` (the cotangent of ``h_last``), is::
+Here ``a_t = x_t W_x + h_{t-1} W_h + b``. With ``g_t = dL/dh_t`` the gradient
+reaching ``h_t`` from the loss directly and ``dA_t = dL/da_t``, the adjoint
+recurrence, run backwards from ``t = T`` with ``dA_{T+1} W_h^T := dL/dh_T`` (the
+cotangent of ``h_last``), is::
 
     dA_t      = (g_t + dA_{t+1} W_h^T) * act'(a_t)       # act'(a_t) from h_t: 1 - h_t**2 for tanh
     dL/dW_x   = sum_t x_t^T dA_t
@@ -218,5 +219,7 @@ def rnn(
         unroll=unroll,
         time_major=time_major,
     )
-    hs, h_last = _rnn_core(p.params, p.xs, p.h0, p.lengths, p.act, bool(reverse), unroll, p.x_layout)
+    hs, h_last = _rnn_core(
+        p.params, p.xs, p.h0, p.lengths, p.act, bool(reverse), unroll, p.x_layout
+    )
     return p.hs_to_caller(hs), p.state_to_caller(h_last)

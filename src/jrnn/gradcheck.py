@@ -1,4 +1,4 @@
-"""Gradient cross-check: hand-written BPTT vs ``jax.grad`` through ``forward`` vs finite differences.
+"""Gradient cross-check: hand-written BPTT vs ``jax.grad(forward)`` vs finite differences.
 
 Everything runs in float64 (inside ``jax.enable_x64``), whatever the dtype of the
 arguments, so that the comparison measures the derivation and not float32
@@ -117,7 +117,7 @@ class GradCheckReport(NamedTuple):
         for r in self.rows:
             checked = f"{r.fd_entries}/{int(np.prod(r.shape))}"
             lines.append(
-                f"{r.name:<6}{str(r.shape):<14}{r.scale:>11.3e}"
+                f"{r.name:<6}{r.shape!s:<14}{r.scale:>11.3e}"
                 f"{r.bptt_autodiff_abs:>15.2e}{r.bptt_autodiff_rel:>10.2e}"
                 f"{r.bptt_fd_abs:>11.2e}{r.bptt_fd_rel:>10.2e}"
                 f"{r.autodiff_fd_rel:>13.2e}{checked:>12}"
@@ -188,7 +188,9 @@ def check_grads(
     if loss is None:
         loss = default_loss
     if not callable(loss):
-        raise TypeError(f"loss must be a callable loss(hs, h_last) -> scalar; got {type(loss).__name__}")
+        raise TypeError(
+            f"loss must be a callable loss(hs, h_last) -> scalar; got {type(loss).__name__}"
+        )
     if not (isinstance(fd_entries, int) and fd_entries >= 0):
         raise ValueError(f"fd_entries must be a non-negative int; got {fd_entries!r}")
     if not eps > 0:
@@ -229,14 +231,20 @@ def check_grads(
         for name in _NAMES:
             g_ad, g_bp = np.asarray(flat_ad[name]), np.asarray(flat_bp[name])
             size = g_ad.size
-            idx = np.arange(size) if size <= fd_entries else rng.choice(size, fd_entries, replace=False)
+            idx = (
+                np.arange(size)
+                if size <= fd_entries
+                else rng.choice(size, fd_entries, replace=False)
+            )
             idx = np.sort(idx)
 
             def loss_of(arr, name=name):
                 a = dict(inputs, **{name: arr})
                 return total(RNNParams(a["w_x"], a["w_h"], a["b"]), a["xs"], a["h0"])
 
-            fd_vals = _finite_differences(loss_of, inputs[name], idx, eps) if idx.size else np.zeros(0)
+            fd_vals = (
+                _finite_differences(loss_of, inputs[name], idx, eps) if idx.size else np.zeros(0)
+            )
             fd = np.full(size, np.nan)
             fd[idx] = fd_vals
             fds[name] = fd.reshape(g_ad.shape)
@@ -246,7 +254,15 @@ def check_grads(
             scale = float(np.max(np.abs(g_ad))) if size else 0.0
             rows.append(
                 GradCheckRow(
-                    name, tuple(g_ad.shape), scale, abs_ad, rel_ad, abs_fd, rel_fd, rel_ad_fd, idx.size
+                    name,
+                    tuple(g_ad.shape),
+                    scale,
+                    abs_ad,
+                    rel_ad,
+                    abs_fd,
+                    rel_fd,
+                    rel_ad_fd,
+                    idx.size,
                 )
             )
 

@@ -149,8 +149,11 @@ def init_params(
     hidden_size = _check_size("hidden_size", hidden_size)
     if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
         raise TypeError(f"dtype must be a floating dtype; got {jnp.dtype(dtype)}")
+    # Draw in at least float32 (the QR behind "orthogonal" has no bfloat16/float16 kernel on
+    # CPU), then cast.
+    draw = jnp.promote_types(dtype, jnp.float32)
     k_x, k_h, k_b = jax.random.split(key, 3)
-    w_x = initializer(kernel_init)(k_x, (input_size, hidden_size), dtype)
-    w_h = initializer(recurrent_init)(k_h, (hidden_size, hidden_size), dtype)
-    b = initializer(bias_init, for_bias=True)(k_b, (hidden_size,), dtype)
+    w_x = initializer(kernel_init)(k_x, (input_size, hidden_size), draw)
+    w_h = initializer(recurrent_init)(k_h, (hidden_size, hidden_size), draw)
+    b = initializer(bias_init, for_bias=True)(k_b, (hidden_size,), draw)
     return RNNParams(jnp.asarray(w_x, dtype), jnp.asarray(w_h, dtype), jnp.asarray(b, dtype))

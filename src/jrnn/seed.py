@@ -30,9 +30,9 @@ def seed_example() -> tuple[RNNParams, np.ndarray, np.ndarray]:
     """
     xs = np.array([[[1, 2], [2, 3], [3, 4]]], dtype=np.float64) / 100
     w_x = np.array([[1, 3, 5, 7], [3, 5, 7, 8]], dtype=np.float64) / 100
-    w_h = np.array(
-        [[1, 3, 5, 7], [2, 4, 6, 8], [3, 5, 7, 8], [4, 6, 8, 10]], dtype=np.float64
-    ) / 100
+    w_h = (
+        np.array([[1, 3, 5, 7], [2, 4, 6, 8], [3, 5, 7, 8], [4, 6, 8, 10]], dtype=np.float64) / 100
+    )
     b = np.array([1, 1, 1, 1], dtype=np.float64)
     h0 = np.zeros((1, 4), dtype=np.float64)
     return RNNParams(w_x, w_h, b), xs, h0
