@@ -1,6 +1,6 @@
 """jrnn: the simple (Elman) RNN ``h_t = act(x_t W_x + h_{t-1} W_h + b)`` in JAX, as pure functions.
 
-* :func:`forward` runs the recurrence with ``lax.scan`` (ordinary autodiff).
+* :func:`forward` runs the recurrence as a scan loop (ordinary autodiff).
 * :func:`backward` is the hand-written BPTT.
 * :func:`rnn` is ``forward`` with ``backward`` as its ``custom_vjp``.
 * :func:`check_grads` cross-checks BPTT, autodiff and finite differences in float64.

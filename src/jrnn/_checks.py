@@ -4,11 +4,10 @@ Everything here runs in Python at trace time, on shapes and dtypes only (and on
 the values of ``lengths`` when they are concrete), so a wrong argument raises a
 ``TypeError``/``ValueError`` that names it instead of an XLA error.
 
-Internally the recurrence runs time-major: the scan walks the leading axis, so
-the hidden states come out as `(T, B, H)` and each step reads a contiguous
-`(B, H)` slab. The input projection and the weight gradients are einsums that
-read ``xs`` in whatever layout the caller gave (``"btf"`` or ``"tbf"``), so
-``xs`` itself is never transposed.
+Internally every array stays in the caller's layout (``"btf"`` or ``"tbf"``):
+the loops index the time axis wherever it is, and the GEMMs before and after
+them contract over all ``T * B`` rows as they lie, so nothing is transposed.
+Unbatched input gains a batch axis of 1 (a free reshape).
 """
 
 from __future__ import annotations
@@ -68,16 +67,12 @@ class Prepared(NamedTuple):
         return tuple(self.h0.shape) if self.batched else (int(self.h0.shape[1]),)
 
     def hs_to_internal(self, hs: jax.Array) -> jax.Array:
-        """Caller-layout hidden states to `(T, B, H)`."""
-        if not self.batched:
-            return hs[:, None, :]
-        return hs if self.time_major else jnp.swapaxes(hs, 0, 1)
+        """Caller-layout hidden states to the internal layout (unbatched gains `B = 1`)."""
+        return hs if self.batched else hs[:, None, :]
 
     def hs_to_caller(self, hs: jax.Array) -> jax.Array:
-        """`(T, B, H)` to the caller's layout."""
-        if not self.batched:
-            return hs[:, 0, :]
-        return hs if self.time_major else jnp.swapaxes(hs, 0, 1)
+        """Internal-layout hidden states to the caller's layout."""
+        return hs if self.batched else hs[:, 0, :]
 
     def state_to_caller(self, h: jax.Array) -> jax.Array:
         """`(B, H)` to the caller's `(B, H)` or, unbatched, `(H,)`."""

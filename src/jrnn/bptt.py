@@ -15,9 +15,9 @@ cotangent of ``h_last``), is::
 This is the seed notebook's set of formulas, done right: its backward cell
 applied ``tanh'`` to the incoming gradient (``1 - tanh(dh)**2``) instead of using
 ``1 - h_t**2``, stepped back only once, and started the parameter gradients from
-random noise. Here one reverse ``lax.scan`` carries ``dA_{t+1} W_h^T`` and emits
-``dA_t``; the four gradients are then single GEMMs/reductions over all ``T * B``
-rows. With ``lengths``, padded steps pass the carried gradient through unchanged
+random noise. Here one reverse loop (a ``lax.fori_loop``, which JAX lowers to
+``lax.scan``) carries ``dA_{t+1} W_h^T`` and stores ``dA_t``; the four gradients
+are then single GEMMs/reductions over all ``T * B`` rows. With ``lengths``, padded steps pass the carried gradient through unchanged
 and have ``dA_t = 0``.
 
 ``rnn`` wires this backward into ``jax.custom_vjp`` so that ``jax.grad`` of any
@@ -31,13 +31,25 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
 
 from jrnn._checks import check_like, prepare
 from jrnn.activations import Activation
-from jrnn.forward import scan_forward, step_mask
+from jrnn.forward import index_step, scan_forward, update_step
 from jrnn.params import RNNParams
 
 __all__ = ["backward", "rnn"]
+
+
+def _gram(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a2^T @ b2`` over all ``T * B`` rows of two same-layout arrays, as one 2-D GEMM.
+
+    Contracting the flattened rows of row-major arrays lets XLA call a transposed-lhs GEMM
+    with no copy of either operand (a 3-D ``einsum`` over ``(t, b)`` copies one or both).
+    """
+    return lax.dot_general(
+        a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1]), (((0,), (0,)), ((), ()))
+    )
 
 
 def bptt(
@@ -53,12 +65,12 @@ def bptt(
     unroll: int | bool,
     x_layout: str,
 ) -> tuple[RNNParams, jax.Array, jax.Array]:
-    """BPTT on validated arguments in the internal layout (see ``scan_forward``).
+    """BPTT on validated arguments in the caller's layout (see ``scan_forward``).
 
     Args:
         params, xs, h0, lengths: as given to ``scan_forward``.
-        hs: `(T, B, H)` the outputs of ``scan_forward``.
-        dhs: `(T, B, H)` cotangent of ``hs`` or ``None`` (zero).
+        hs: the outputs of ``scan_forward``, layout of ``xs`` with ``H`` last.
+        dhs: cotangent of ``hs`` or ``None`` (zero).
         dh_last: `(B, H)` cotangent of ``h_last`` or ``None`` (zero).
         act, reverse, unroll, x_layout: as given to ``scan_forward``.
 
@@ -66,7 +78,10 @@ def bptt(
         ``(dparams, dxs, dh0)`` with ``dxs`` in ``x_layout``.
     """
     w_x, w_h, _ = params
-    num_steps, batch, hidden = hs.shape
+    axis = x_layout.index("t")
+    h_layout = x_layout.replace("f", "h")
+    num_steps = xs.shape[axis]
+    batch, hidden = h0.shape
     carry0 = jnp.zeros((batch, hidden), hs.dtype) if dh_last is None else dh_last
     if num_steps == 0:
         zeros = RNNParams(*(jnp.zeros_like(p) for p in params))
@@ -74,37 +89,42 @@ def bptt(
 
     act_grad = act.grad_from_output
     w_h_t = w_h.T  # (H, H), transposed once outside the loop
-    mask = None if lengths is None else step_mask(lengths, num_steps)  # (T, B, 1)
+    # Step t read the state of step t - 1 (t + 1 in reverse). dA_t is stored in that state's
+    # slot, sigma(t) = (t + shift) mod T, so dW_h is one GEMM of hs against the stored dA over
+    # all rows, with no shifted copy of either; the step that read h0 wraps around (below).
+    shift = 1 if reverse else -1
 
     # Adjoint recurrence: dA_t = (dL/dh_t + dA_{t+1} W_h^T) * act'(a_t).
-    def step(carry, inp):
-        h_t, dh_t, m_t = inp  # (B, H), (B, H) or None, (B, 1) or None
-        g = carry if dh_t is None else carry + dh_t  # (B, H)
-        if m_t is not None:
-            g = jnp.where(m_t, g, 0)
-        da = g if act_grad is None else g * act_grad(h_t)  # (B, H)
-        new_carry = da @ w_h_t  # (B, H)
-        if m_t is not None:
-            new_carry = new_carry + jnp.where(m_t, 0, carry)
-        return new_carry, da
+    def step(i, carry):
+        c, das = carry  # (B, H), layout of hs
+        t = i if reverse else num_steps - 1 - i
+        g = c if dhs is None else c + index_step(dhs, t, axis)  # (B, H)
+        if lengths is not None:
+            valid = (t < lengths)[:, None]  # (B, 1)
+            g = jnp.where(valid, g, 0)
+        da = g if act_grad is None else g * act_grad(index_step(hs, t, axis))  # (B, H)
+        new_c = da @ w_h_t  # (B, H)
+        if lengths is not None:
+            new_c = new_c + jnp.where(valid, 0, c)  # padded steps pass the gradient through
+        return new_c, update_step(das, da, (t + shift) % num_steps, axis)
 
-    dh0, das = lax.scan(step, carry0, (hs, dhs, mask), reverse=not reverse, unroll=unroll)
-    # das: (T, B, H); every weight gradient below is one contraction over all T * B rows.
+    dh0, das = lax.fori_loop(0, num_steps, step, (carry0, jnp.zeros_like(hs)), unroll=unroll)
+    # das[sigma(t)] = dA_t; every weight gradient is one contraction over all T * B rows.
 
-    dw_x = jnp.einsum(f"{x_layout},tbh->fh", xs, das)  # (F, H)
-    db = jnp.sum(das, axis=(0, 1))  # (H,)
-    dxs = jnp.einsum(f"tbh,fh->{x_layout}", das, w_x)  # layout of xs
-    # dW_h = sum_t h_{t-1}^T dA_t, h_{t-1} the state before step t in scan order: hs shifted
-    # by one step, and h0 for the step that starts each sequence.
+    # The step that read h0 stored its dA in slot p: T - 1 (forward), else 0, or with lengths in
+    # reverse, lengths mod T. The GEMM paired it with hs[p]; swap in h0 (hs[p] is 0 if padded).
     if not reverse:
-        dw_h = jnp.einsum("tbi,tbj->ij", hs[:-1], das[1:]) + h0.T @ das[0]  # (H, H)
+        first = jnp.full((batch,), num_steps - 1, jnp.int32)
+    elif lengths is None:
+        first = jnp.zeros((batch,), jnp.int32)
     else:
-        if lengths is None:
-            da_first = das[-1]  # (B, H)
-        else:
-            last = jnp.clip(lengths - 1, 0, num_steps - 1)  # (B,)
-            da_first = das[last, jnp.arange(batch)] * (lengths > 0)[:, None]  # (B, H)
-        dw_h = jnp.einsum("tbi,tbj->ij", hs[1:], das[:-1]) + h0.T @ da_first  # (H, H)
+        first = lengths % num_steps
+    rows = jnp.arange(batch)
+    pick = (lambda a: a[rows, first]) if axis == 1 else (lambda a: a[first, rows])
+    dw_h = _gram(hs, das) + (h0 - pick(hs)).T @ pick(das)  # (H, H)
+    dw_x = _gram(jnp.roll(xs, shift, axis), das)  # (F, H); x_t lines up with sigma(t)
+    db = jnp.sum(das, axis=(0, 1))  # (H,)
+    dxs = jnp.roll(jnp.einsum(f"{h_layout},fh->{x_layout}", das, w_x), -shift, axis)
     return RNNParams(dw_x, dw_h, db), dxs, dh0
 
 
@@ -168,21 +188,29 @@ def _rnn_core(params, xs, h0, lengths, act, reverse, unroll, x_layout):
     return scan_forward(params, xs, h0, lengths, act, reverse, unroll, x_layout)
 
 
+def _value(tree):
+    # with symbolic_zeros=True, custom_vjp hands fwd each leaf as a CustomVJPPrimal
+    return jax.tree.map(lambda a: a.value, tree, is_leaf=lambda a: isinstance(a, CustomVJPPrimal))
+
+
 def _rnn_core_fwd(params, xs, h0, lengths, act, reverse, unroll, x_layout):
+    params, xs, h0, lengths = _value((params, xs, h0, lengths))
     hs, h_last = scan_forward(params, xs, h0, lengths, act, reverse, unroll, x_layout)
     return (hs, h_last), (params, xs, h0, lengths, hs)
 
 
 def _rnn_core_bwd(act, reverse, unroll, x_layout, residuals, cotangents):
     params, xs, h0, lengths, hs = residuals
-    dhs, dh_last = cotangents
+    # A loss that reads only h_last (or only hs) leaves the other cotangent a symbolic zero:
+    # skip it instead of materialising a (T, B, H) buffer of zeros.
+    dhs, dh_last = (None if isinstance(ct, SymbolicZero) else ct for ct in cotangents)
     dparams, dxs, dh0 = bptt(
         params, xs, h0, lengths, hs, dhs, dh_last, act, reverse, unroll, x_layout
     )
     return dparams, dxs, dh0, None
 
 
-_rnn_core.defvjp(_rnn_core_fwd, _rnn_core_bwd)
+_rnn_core.defvjp(_rnn_core_fwd, _rnn_core_bwd, symbolic_zeros=True)
 
 
 def rnn(

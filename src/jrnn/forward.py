@@ -1,12 +1,14 @@
-"""The forward recurrence ``h_t = act(x_t W_x + h_{t-1} W_h + b)`` as a ``lax.scan``.
+"""The forward recurrence ``h_t = act(x_t W_x + h_{t-1} W_h + b)`` as a scan loop.
 
 ``forward`` is plain JAX: ordinary autodiff differentiates it in reverse and in
 forward mode. ``jrnn.rnn`` computes the same values but differentiates with the
 hand-written BPTT of :mod:`jrnn.bptt`.
 
-Hot path: the input projection ``xs @ W_x + b`` is one GEMM over all ``T * B``
-rows before the loop, so the scan body holds only the recurrent matmul
-``h_{t-1} @ W_h``, one add and the nonlinearity.
+Hot path: the input projection ``xs @ W_x`` is one GEMM over all ``T * B`` rows
+before the loop, so the loop body holds only the recurrent matmul
+``h_{t-1} @ W_h``, the bias add and the nonlinearity. The loop writes each state
+into the GEMM's own buffer, in the caller's layout: one `(T, B, H)` buffer and no
+transposes.
 """
 
 from __future__ import annotations
@@ -19,12 +21,17 @@ from jrnn._checks import prepare
 from jrnn.activations import Activation
 from jrnn.params import RNNParams
 
-__all__ = ["forward", "step_mask"]
+__all__ = ["forward"]
 
 
-def step_mask(lengths: jax.Array, num_steps: int) -> jax.Array:
-    """`(T, B, 1)` bool: step ``t`` of sequence ``b`` is valid iff ``t < lengths[b]``."""
-    return (jnp.arange(num_steps, dtype=jnp.int32)[:, None] < lengths[None, :])[..., None]
+def index_step(buf: jax.Array, t: jax.Array, axis: int) -> jax.Array:
+    """Step ``t`` of a `(B, T, ...)`/`(T, B, ...)` buffer along its time ``axis``."""
+    return lax.dynamic_index_in_dim(buf, t, axis, keepdims=False)
+
+
+def update_step(buf: jax.Array, value: jax.Array, t: jax.Array, axis: int) -> jax.Array:
+    """``buf`` with step ``t`` along ``axis`` set to ``value`` (in place inside a loop)."""
+    return lax.dynamic_update_index_in_dim(buf, value, t, axis)
 
 
 def scan_forward(
@@ -37,7 +44,7 @@ def scan_forward(
     unroll: int | bool,
     x_layout: str,
 ) -> tuple[jax.Array, jax.Array]:
-    """The recurrence on validated arguments, in the internal layout.
+    """The recurrence on validated arguments, in the caller's layout.
 
     Args:
         params: `w_x (F, H)`, `w_h (H, H)`, `b (H,)`.
@@ -46,34 +53,38 @@ def scan_forward(
         lengths: `(B,)` int32 or ``None``.
         act: the activation.
         reverse: run from the last (valid) step to the first.
-        unroll: passed to ``lax.scan``.
+        unroll: loop unroll factor.
         x_layout: ``"btf"`` or ``"tbf"``.
 
     Returns:
-        ``(hs, h_last)``: `(T, B, H)` outputs (zero at padded steps), `(B, H)` final state.
+        ``(hs, h_last)``: outputs in the layout of ``xs`` with ``H`` last (zero at padded
+        steps), and the `(B, H)` final state.
     """
     w_x, w_h, b = params
-    xw = jnp.einsum(f"{x_layout},fh->tbh", xs, w_x) + b  # (T, B, H), the hoisted input GEMM
+    axis = x_layout.index("t")
+    num_steps = xs.shape[axis]
     act_fn = act.fn
+    # The hoisted input GEMM over all T * B rows. The loop then overwrites its buffer in place,
+    # step by step, with the hidden states: the forward pass allocates one (T, B, H) buffer in
+    # all, in the caller's layout, so nothing is transposed. The bias is added per step for the
+    # same reason (a separate `+ b` pass over the GEMM output would need a second buffer).
+    buf = jnp.einsum(f"{x_layout},fh->{x_layout.replace('f', 'h')}", xs, w_x)
+    if num_steps == 0:
+        return buf, h0
 
-    if lengths is None:
+    def step(i, carry):
+        h, buf = carry
+        t = num_steps - 1 - i if reverse else i
+        h_new = act_fn(index_step(buf, t, axis) + b + h @ w_h)  # (B, H)
+        if lengths is None:
+            return h_new, update_step(buf, h_new, t, axis)
+        # Padded steps keep the state and emit zeros. Running in reverse, the padded tail
+        # comes first and leaves h0 untouched, so each sequence starts at its last valid step.
+        valid = (t < lengths)[:, None]  # (B, 1)
+        h = jnp.where(valid, h_new, h)
+        return h, update_step(buf, jnp.where(valid, h_new, 0), t, axis)
 
-        def step(h, xw_t):
-            h = act_fn(xw_t + h @ w_h)
-            return h, h
-
-        h_last, hs = lax.scan(step, h0, xw, reverse=reverse, unroll=unroll)
-        return hs, h_last
-
-    # Padded steps keep the state and emit zeros. Scanning in reverse, the padded tail
-    # comes first and leaves h0 untouched, so each sequence starts at its last valid step.
-    def masked_step(h, inp):
-        xw_t, m_t = inp
-        h_new = act_fn(xw_t + h @ w_h)
-        return jnp.where(m_t, h_new, h), jnp.where(m_t, h_new, 0)
-
-    mask = step_mask(lengths, xw.shape[0])
-    h_last, hs = lax.scan(masked_step, h0, (xw, mask), reverse=reverse, unroll=unroll)
+    h_last, hs = lax.fori_loop(0, num_steps, step, (h0, buf), unroll=unroll)
     return hs, h_last
 
 
@@ -88,7 +99,9 @@ def forward(
     unroll: int | bool = 1,
     time_major: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
-    """Runs the Elman RNN over a sequence with ``lax.scan`` (ordinary autodiff).
+    """Runs the Elman RNN over a sequence (a ``lax.fori_loop``, lowered to ``lax.scan``).
+
+    Plain JAX: ordinary autodiff differentiates it in reverse and forward mode.
 
     Args:
         params: ``RNNParams(w_x (F, H), w_h (H, H), b (H,))``.
@@ -103,7 +116,7 @@ def forward(
             ``h_last`` is each sequence's last valid state (``h0`` if the length is 0).
             Values are range-checked when concrete; traced values outside ``[0, T]``
             act as if clipped to it.
-        unroll: scan unroll factor (an int >= 1 or a bool), as in ``lax.scan``.
+        unroll: loop unroll factor (an int >= 1, or ``True`` for a full unroll).
         time_major: ``xs`` and ``hs`` are `(T, B, ...)` instead of `(B, T, ...)`.
 
     Returns:

@@ -1,0 +1,398 @@
+"""Side-by-side speed of jrnn and the RNNs researchers would use instead, in one process.
+
+For each shape ``(batch, time, features, hidden)`` (float32) it times the forward
+pass and the train step (forward + backward of ``0.5 * sum(hs**2)`` with respect
+to the params) of:
+
+1. ``jrnn.rnn`` (hand-written BPTT through ``custom_vjp``),
+2. ``jax.grad`` through a plain ``lax.scan`` cell (what a user writes by hand),
+3. flax linen ``nn.RNN(nn.SimpleCell)``,
+4. dm-haiku ``VanillaRNN`` with ``hk.dynamic_unroll``,
+5. Keras 3 ``SimpleRNN`` on the JAX backend (jitted ``stateless_call``),
+6. PyTorch ``nn.RNN`` (CPU; cuDNN on a GPU).
+
+Every figure is the median of ``--repeats`` runs after warm-up, each ended with
+``block_until_ready`` (``torch.cuda.synchronize`` for PyTorch on a GPU). Compile
+time and XLA's temporary memory come from ``jax.jit(f).lower(...).compile()``.
+Peers come from ``pip install -e '.[bench]'``; a peer that fails to import is
+reported as missing. Results go to ``benchmarks/RESULTS.md``.
+
+    python benchmarks/compare.py                       # the default grid, writes RESULTS.md
+    python benchmarks/compare.py --shape 8,512,32,128  # your own shape(s)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+import jrnn
+
+GRID = [(1, 1000, 8, 32), (16, 256, 32, 64), (32, 128, 64, 128), (64, 256, 256, 512)]
+MEMORY_SHAPES = [(32, 4096, 64, 256)]
+PEERS = ["plain-scan", "flax", "haiku", "keras", "torch"]
+
+
+class Impl:
+    """One implementation at one shape: jitted forward and train-step callables."""
+
+    def __init__(self, name: str, fwd: Callable, train: Callable, args: tuple, jax_based: bool):
+        self.name, self.fwd, self.train, self.args, self.jax_based = (
+            name,
+            fwd,
+            train,
+            args,
+            jax_based,
+        )
+
+
+def _loss_of(apply: Callable) -> Callable:
+    return lambda params, xs: 0.5 * jnp.sum(apply(params, xs) ** 2)
+
+
+def make_jrnn(key, xs, hidden):
+    params = jrnn.init_params(key, xs.shape[-1], hidden)
+    apply = lambda p, x: jrnn.rnn(p, x)[0]
+    return Impl("jrnn", apply, jax.grad(_loss_of(apply)), (params, xs), True)
+
+
+def make_plain_scan(key, xs, hidden):
+    params = jrnn.init_params(key, xs.shape[-1], hidden)
+
+    def apply(p, x):
+        def cell(h, x_t):
+            h = jnp.tanh(x_t @ p.w_x + h @ p.w_h + p.b)
+            return h, h
+
+        h0 = jnp.zeros((x.shape[0], hidden), x.dtype)
+        _, hs = lax.scan(cell, h0, jnp.swapaxes(x, 0, 1))
+        return jnp.swapaxes(hs, 0, 1)
+
+    return Impl("plain-scan", apply, jax.grad(_loss_of(apply)), (params, xs), True)
+
+
+def make_flax(key, xs, hidden):
+    import flax.linen as nn
+
+    model = nn.RNN(nn.SimpleCell(features=hidden))
+    variables = model.init(key, xs)
+    apply = lambda v, x: model.apply(v, x)
+    return Impl("flax", apply, jax.grad(_loss_of(apply)), (variables, xs), True)
+
+
+def make_haiku(key, xs, hidden):
+    import haiku as hk
+
+    def unroll(x):
+        core = hk.VanillaRNN(hidden)
+        hs, _ = hk.dynamic_unroll(core, x, core.initial_state(x.shape[0]), time_major=False)
+        return hs
+
+    model = hk.without_apply_rng(hk.transform(unroll))
+    params = model.init(key, xs)
+    return Impl("haiku", model.apply, jax.grad(_loss_of(model.apply)), (params, xs), True)
+
+
+def make_keras(key, xs, hidden):
+    import keras
+
+    keras.utils.set_random_seed(int(jax.random.randint(key, (), 0, 2**30)))
+    layer = keras.layers.SimpleRNN(hidden, return_sequences=True)
+    layer.build(xs.shape)
+    trainable = [v.value for v in layer.trainable_variables]
+    fixed = [v.value for v in layer.non_trainable_variables]
+
+    def apply(tv, x):
+        out, _ = layer.stateless_call(tv, fixed, x)
+        return out
+
+    return Impl("keras", apply, jax.grad(_loss_of(apply)), (trainable, xs), True)
+
+
+def make_torch(key, xs, hidden):
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(0)
+    rnn = torch.nn.RNN(xs.shape[-1], hidden, batch_first=True).to(device)
+    x = torch.from_numpy(np.array(xs)).to(device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def fwd():
+        with torch.no_grad():
+            out, _ = rnn(x)
+        sync()
+        return out
+
+    def train():
+        rnn.zero_grad(set_to_none=True)
+        out, _ = rnn(x)
+        (0.5 * (out**2).sum()).backward()
+        sync()
+        return rnn.weight_hh_l0.grad
+
+    return Impl(f"torch ({device})", fwd, train, (), False)
+
+
+MAKERS = {
+    "jrnn": make_jrnn,
+    "plain-scan": make_plain_scan,
+    "flax": make_flax,
+    "haiku": make_haiku,
+    "keras": make_keras,
+    "torch": make_torch,
+}
+
+
+def median_ms(fn: Callable, args: tuple, repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def compile_jax(fn: Callable, args: tuple) -> tuple[Any, float, int]:
+    """(compiled, compile seconds, XLA temporary bytes)."""
+    start = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    seconds = time.perf_counter() - start
+    mem = compiled.memory_analysis()
+    return compiled, seconds, int(mem.temp_size_in_bytes) if mem is not None else -1
+
+
+def matmul_gflops(repeats: int) -> float:
+    a = jax.random.normal(jax.random.PRNGKey(0), (1024, 1024), jnp.float32)
+    f = jax.jit(lambda x, y: x @ y)
+    ms = median_ms(f, (a, a), max(repeats, 20), 3)
+    return 2 * 1024**3 / (ms * 1e-3) / 1e9
+
+
+def flops(shape: tuple[int, int, int, int], train: bool) -> float:
+    b, t, f, h = shape
+    return (6 if train else 2) * b * t * (f * h + h * h)
+
+
+def run_shape(shape, names, repeats, warmup, log) -> dict[str, dict]:
+    b, t, f, h = shape
+    key_p, key_x = jax.random.split(jax.random.PRNGKey(0))
+    xs = jax.random.normal(key_x, (b, t, f), jnp.float32)
+    rows: dict[str, dict] = {}
+    for name in names:
+        try:
+            impl = MAKERS[name](key_p, xs, h)
+        except ImportError as e:
+            rows[name] = {"missing": f"not installed ({e.name or e})"}
+            log(f"  {name}: missing ({e})")
+            continue
+        except Exception as e:  # a peer that breaks is reported, never silently skipped
+            rows[name] = {"missing": f"failed: {type(e).__name__}: {e}"[:160]}
+            log(f"  {name}: failed ({type(e).__name__}: {e})")
+            continue
+        row: dict[str, Any] = {"label": impl.name}
+        if impl.jax_based:
+            fwd, row["fwd_compile_s"], _ = compile_jax(impl.fwd, impl.args)
+            train, row["train_compile_s"], row["train_temp"] = compile_jax(impl.train, impl.args)
+        else:
+            fwd, train = impl.fwd, impl.train
+        row["fwd_ms"] = median_ms(fwd, impl.args, repeats, warmup)
+        row["train_ms"] = median_ms(train, impl.args, repeats, warmup)
+        rows[name] = row
+        log(f"  {impl.name:14s} fwd {row['fwd_ms']:9.3f} ms  train {row['train_ms']:9.3f} ms")
+    return rows
+
+
+def memory_only(shape) -> dict[str, float]:
+    b, t, f, h = shape
+    xs = jnp.zeros((b, t, f), jnp.float32)
+    out = {}
+    for name in ("jrnn", "plain-scan"):
+        impl = MAKERS[name](jax.random.PRNGKey(0), xs, h)
+        _, _, temp = compile_jax(impl.train, impl.args)
+        out[name] = temp / (t * b * h * 4)
+    return out
+
+
+def _versions() -> str:
+    names = ["jax", "jaxlib", "optax", "numpy", "flax", "dm-haiku", "keras", "torch"]
+    found = []
+    for n in names:
+        try:
+            found.append(f"{n} {metadata.version(n)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{n} (not installed)")
+    return ", ".join(found)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def summary_row(shape, rows: dict[str, dict], mm_gflops: float) -> str | None:
+    """One line of the summary table: jrnn against the fastest peer at this shape."""
+    j = rows.get("jrnn", {})
+    peers = {n: r for n, r in rows.items() if n != "jrnn" and "missing" not in r}
+    if "train_ms" not in j or not peers:
+        return None
+    b, t, _f, h = shape
+    hs_bytes = t * b * h * 4
+    best_t = min(peers, key=lambda n: peers[n]["train_ms"])
+    best_f = min(peers, key=lambda n: peers[n]["fwd_ms"])
+    gf = flops(shape, True) / (j["train_ms"] * 1e-3) / 1e9
+    plain = rows.get("plain-scan", {})
+    plain_temp = plain["train_temp"] / hs_bytes if "train_temp" in plain else None
+    return (
+        f"| {shape} | {peers[best_t]['train_ms'] / j['train_ms']:.2f}x ({best_t}) "
+        f"| {peers[best_f]['fwd_ms'] / j['fwd_ms']:.2f}x ({best_f}) "
+        f"| {gf:.1f} ({100 * gf / mm_gflops:.0f}%) "
+        f"| {j['train_temp'] / hs_bytes:.2f}, {_fmt(plain_temp, '.2f')} "
+        f"| {j['train_compile_s']:.2f}, {_fmt(plain.get('train_compile_s'), '.2f')} |"
+    )
+
+
+def render(results, mm_gflops, memory, args) -> str:
+    device = jax.devices()[0]
+    command = " ".join(["python benchmarks/compare.py", *args.argv])
+    header = [
+        "# Benchmark results",
+        "",
+        f"Generated by `{command}` on "
+        f"{datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}.",
+        "",
+        f"- Machine: {_cpu_model()}, {os.cpu_count()} cores, {platform.system()} "
+        f"{platform.machine()}; JAX device: {device.platform} ({device.device_kind})",
+        f"- Python {platform.python_version()}; {_versions()}",
+        f"- float32; each time is the median of {args.repeats} runs after {args.warmup} "
+        "warm-up runs. Train step = forward + backward of `0.5 * sum(hs**2)` w.r.t. the params; "
+        "GFLOP/s counts 6*B*T*(F*H + H*H) per train step.",
+        f"- 1024x1024 float32 matmul in the same run: **{mm_gflops:.1f} GFLOP/s**.",
+        "",
+    ]
+    summary = [
+        "## Summary",
+        "",
+        "| shape (B, T, F, H) | train: fastest peer / jrnn | forward: fastest peer / jrnn "
+        "| jrnn train GFLOP/s (% of matmul) | train temp memory / hs bytes: jrnn, plain-scan "
+        "| train compile s: jrnn, plain-scan |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    details = []
+    for shape, rows in results:
+        b, t, _f, h = shape
+        hs_bytes = t * b * h * 4
+        details += [
+            f"## (B, T, F, H) = {shape}",
+            "",
+            "| implementation | forward ms | train ms | train GFLOP/s | train compile s "
+            "| train temp MiB (x hs bytes) |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for name, r in rows.items():
+            if "missing" in r:
+                details.append(f"| {name} | {r['missing']} | | | | |")
+                continue
+            gf = flops(shape, True) / (r["train_ms"] * 1e-3) / 1e9
+            temp = r.get("train_temp")
+            temp_s = "n/a" if temp is None else f"{temp / 2**20:.1f} ({temp / hs_bytes:.2f})"
+            details.append(
+                f"| {r['label']} | {r['fwd_ms']:.3f} | {r['train_ms']:.3f} | {gf:.1f} "
+                f"| {_fmt(r.get('train_compile_s'), '.2f')} | {temp_s} |"
+            )
+        details.append("")
+        row = summary_row(shape, rows, mm_gflops)
+        if row:
+            summary.append(row)
+    if memory:
+        summary += [
+            "",
+            "XLA temporary memory of the train step (compiled only, not run), in units of the "
+            "hidden states' bytes T*B*H*4:",
+            "",
+        ]
+        for shape, m in memory:
+            summary.append(f"- {shape}: jrnn {m['jrnn']:.2f}x, plain-scan {m['plain-scan']:.2f}x")
+    return "\n".join([*header, *summary, "", *details])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--shape",
+        action="append",
+        default=None,
+        help="B,T,F,H; repeat for several (default: the grid)",
+    )
+    parser.add_argument(
+        "--peers", default=",".join(PEERS), help=f"comma-separated subset of {PEERS}"
+    )
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    shapes = GRID
+    if args.shape:
+        try:
+            shapes = [tuple(int(v) for v in s.split(",")) for s in args.shape]
+        except ValueError:
+            parser.error("--shape takes B,T,F,H as four integers")
+        if any(len(s) != 4 or min(s) <= 0 for s in shapes):
+            parser.error("--shape takes B,T,F,H as four positive integers")
+    peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+    unknown = sorted(set(peers) - set(PEERS))
+    if unknown:
+        parser.error(f"unknown peers {unknown}; choose from {PEERS}")
+    names = ["jrnn", *peers]
+
+    mm = matmul_gflops(args.repeats)
+    print(f"1024^2 float32 matmul: {mm:.1f} GFLOP/s", flush=True)
+    results = []
+    for shape in shapes:
+        print(f"shape {shape}", flush=True)
+        results.append(
+            (
+                shape,
+                run_shape(shape, names, args.repeats, args.warmup, lambda s: print(s, flush=True)),
+            )
+        )
+    memory = [(s, memory_only(s)) for s in MEMORY_SHAPES] if not args.shape else []
+    text = render(results, mm, memory, args)
+    print(text)
+    if not args.no_write:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
