@@ -46,6 +46,7 @@ import jrnn
 
 GRID = [(1, 1000, 8, 32), (16, 256, 32, 64), (32, 128, 64, 128), (64, 256, 256, 512)]
 MEMORY_SHAPES = [(32, 4096, 64, 256)]
+REMAT_SHAPE, REMAT_KS = (32, 4096, 64, 256), (None, 16, 64, 256)
 PEERS = ["plain-scan", "flax", "haiku", "keras", "torch"]
 
 
@@ -232,6 +233,27 @@ def memory_only(shape) -> dict[str, float]:
     return out
 
 
+def remat_tradeoff(shape, ks, repeats: int, warmup: int) -> list[tuple]:
+    """Train-step time and XLA temporary memory of jrnn.rnn(..., remat=k), two losses."""
+    b, t, f, h = shape
+    key_p, key_x = jax.random.split(jax.random.PRNGKey(0))
+    params = jrnn.init_params(key_p, f, h)
+    xs = jax.random.normal(key_x, (b, t, f), jnp.float32)
+    losses = {
+        "many-to-one (0.5*sum(h_last**2))": lambda hs, h_last: 0.5 * jnp.sum(h_last**2),
+        "all steps (0.5*sum(hs**2))": lambda hs, h_last: 0.5 * jnp.sum(hs**2),
+    }
+    out = []
+    for loss_name, loss in losses.items():
+        for k in ks:
+            step = jax.grad(lambda p, x, k=k, loss=loss: loss(*jrnn.rnn(p, x, remat=k)))
+            compiled, _, temp = compile_jax(step, (params, xs))
+            ms = median_ms(compiled, (params, xs), repeats, warmup)
+            out.append((loss_name, k, ms, temp / (t * b * h * 4)))
+            print(f"  remat={k} {loss_name}: {ms:.1f} ms, temp {temp / (t * b * h * 4):.2f}x hs")
+    return out
+
+
 def _versions() -> str:
     names = ["jax", "jaxlib", "optax", "numpy", "flax", "dm-haiku", "keras", "torch"]
     found = []
@@ -279,7 +301,7 @@ def summary_row(shape, rows: dict[str, dict], mm_gflops: float) -> str | None:
     )
 
 
-def render(results, mm_gflops, memory, args) -> str:
+def render(results, mm_gflops, memory, remat, args) -> str:
     device = jax.devices()[0]
     command = " ".join(["python benchmarks/compare.py", *args.argv])
     header = [
@@ -340,6 +362,19 @@ def render(results, mm_gflops, memory, args) -> str:
         ]
         for shape, m in memory:
             summary.append(f"- {shape}: jrnn {m['jrnn']:.2f}x, plain-scan {m['plain-scan']:.2f}x")
+    if remat:
+        details += [
+            f"## Rematerialisation: `jrnn.rnn(..., remat=k)` at {REMAT_SHAPE}",
+            "",
+            "Train step (gradient w.r.t. the params), median of "
+            f"{max(3, args.repeats // 4)} runs; temporary memory in units of T*B*H*4 bytes.",
+            "",
+            "| loss | remat | train ms | temp memory (x hs bytes) |",
+            "| --- | --- | --- | --- |",
+        ]
+        for loss_name, k, ms, rel in remat:
+            details.append(f"| {loss_name} | {k} | {ms:.1f} | {rel:.2f} |")
+        details.append("")
     return "\n".join([*header, *summary, "", *details])
 
 
@@ -358,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--skip-remat", action="store_true", help="skip the remat trade-off")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     shapes = GRID
@@ -386,7 +422,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     memory = [(s, memory_only(s)) for s in MEMORY_SHAPES] if not args.shape else []
-    text = render(results, mm, memory, args)
+    remat = []
+    if not args.shape and not args.skip_remat:
+        print(f"remat trade-off at {REMAT_SHAPE}", flush=True)
+        remat = remat_tradeoff(REMAT_SHAPE, REMAT_KS, max(3, args.repeats // 4), 1)
+    text = render(results, mm, memory, remat, args)
     print(text)
     if not args.no_write:
         Path(args.out).write_text(text)

@@ -17,8 +17,8 @@ applied ``tanh'`` to the incoming gradient (``1 - tanh(dh)**2``) instead of usin
 ``1 - h_t**2``, stepped back only once, and started the parameter gradients from
 random noise. Here one reverse loop (a ``lax.fori_loop``, which JAX lowers to
 ``lax.scan``) carries ``dA_{t+1} W_h^T`` and stores ``dA_t``; the four gradients
-are then single GEMMs/reductions over all ``T * B`` rows. With ``lengths``, padded steps pass the carried gradient through unchanged
-and have ``dA_t = 0``.
+are then single GEMMs/reductions over all ``T * B`` rows. With ``lengths``,
+padded steps pass the carried gradient through unchanged and have ``dA_t = 0``.
 
 ``rnn`` wires this backward into ``jax.custom_vjp`` so that ``jax.grad`` of any
 loss built on it runs the hand-written BPTT.
@@ -188,13 +188,13 @@ def _rnn_core(params, xs, h0, lengths, act, reverse, unroll, x_layout):
     return scan_forward(params, xs, h0, lengths, act, reverse, unroll, x_layout)
 
 
-def _value(tree):
+def primal_values(tree):
     # with symbolic_zeros=True, custom_vjp hands fwd each leaf as a CustomVJPPrimal
     return jax.tree.map(lambda a: a.value, tree, is_leaf=lambda a: isinstance(a, CustomVJPPrimal))
 
 
 def _rnn_core_fwd(params, xs, h0, lengths, act, reverse, unroll, x_layout):
-    params, xs, h0, lengths = _value((params, xs, h0, lengths))
+    params, xs, h0, lengths = primal_values((params, xs, h0, lengths))
     hs, h_last = scan_forward(params, xs, h0, lengths, act, reverse, unroll, x_layout)
     return (hs, h_last), (params, xs, h0, lengths, hs)
 
@@ -223,10 +223,11 @@ def rnn(
     lengths: jax.Array | None = None,
     unroll: int | bool = 1,
     time_major: bool = False,
+    remat: int | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """:func:`jrnn.forward` whose reverse-mode derivative is the hand-written BPTT.
 
-    Same arguments, results and errors as :func:`jrnn.forward`. It is a
+    Same arguments, results and errors as :func:`jrnn.forward`, plus ``remat``. It is a
     ``jax.custom_vjp``: ``jax.grad``/``jax.vjp`` of any loss built on it run
     :func:`jrnn.backward`, and it composes with ``jit``, ``vmap`` (per-example
     gradients, ensembles of params), ``lax.scan`` and ``grad``-of-``grad`` (the
@@ -234,9 +235,19 @@ def rnn(
     ``jax.jacfwd``, ``jax.hessian``) is not defined for a ``custom_vjp`` function:
     use :func:`jrnn.forward` for those.
 
+    Args:
+        remat: ``None`` (default) keeps every hidden state for the backward pass. An int
+            ``k`` keeps only the state entering each segment of ``k`` steps and recomputes
+            each segment in the backward pass (see :mod:`jrnn.remat`): less memory for long
+            sequences, one more forward pass of compute. ``k`` near ``sqrt(T)`` minimises
+            memory.
+        Others: as :func:`jrnn.forward`.
+
     Returns:
         ``(hs, h_last)`` as :func:`jrnn.forward`.
     """
+    if remat is not None and (isinstance(remat, bool) or not isinstance(remat, int) or remat < 1):
+        raise ValueError(f"remat must be None or a positive int (segment length); got {remat!r}")
     p = prepare(
         params,
         xs,
@@ -247,7 +258,14 @@ def rnn(
         unroll=unroll,
         time_major=time_major,
     )
-    hs, h_last = _rnn_core(
-        p.params, p.xs, p.h0, p.lengths, p.act, bool(reverse), unroll, p.x_layout
-    )
+    if remat is None:
+        hs, h_last = _rnn_core(
+            p.params, p.xs, p.h0, p.lengths, p.act, bool(reverse), unroll, p.x_layout
+        )
+    else:
+        from jrnn.remat import remat_rnn  # remat builds on this module
+
+        hs, h_last = remat_rnn(
+            p.params, p.xs, p.h0, p.lengths, p.act, bool(reverse), unroll, p.x_layout, remat
+        )
     return p.hs_to_caller(hs), p.state_to_caller(h_last)

@@ -1,0 +1,97 @@
+"""rnn(..., remat=k): the segment-recomputing BPTT gives the plain BPTT's values and gradients."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import random_problem, tree_rel_err
+from hypothesis import given
+from hypothesis import strategies as st
+
+import jrnn
+import jrnn.bptt
+
+
+def _grads(params, xs, h0, lengths, remat, loss_kind="all", **kw):
+    def loss(p, x, h):
+        hs, h_last = jrnn.rnn(p, x, h, lengths=lengths, remat=remat, **kw)
+        out = 0.5 * jnp.sum(h_last**2)
+        if loss_kind == "all":
+            out = out + jnp.sum(jnp.sin(hs))
+        return out
+
+    value, grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(params, xs, h0)
+    outputs = jrnn.rnn(params, xs, h0, lengths=lengths, remat=remat, **kw)
+    return value, grads, outputs
+
+
+@pytest.mark.parametrize(
+    "activation,reverse,with_lengths,loss_kind",
+    list(itertools.product(["tanh", "relu"], [False, True], [False, True], ["all", "last"])),
+)
+@pytest.mark.parametrize("k", [1, 3, 4, 12, 50])  # 12 steps: divisible, not, whole, longer
+def test_remat_equals_plain_bptt(x64, activation, reverse, with_lengths, loss_kind, k):
+    params, xs, h0, lengths = random_problem(
+        jax.random.PRNGKey(0), batch=3, steps=12, with_lengths=with_lengths
+    )
+    kw = dict(activation=activation, reverse=reverse, loss_kind=loss_kind)
+    v0, g0, out0 = _grads(params, xs, h0, lengths, None, **kw)
+    v1, g1, out1 = _grads(params, xs, h0, lengths, k, **kw)
+    assert abs(float(v1) - float(v0)) <= 1e-12 * abs(float(v0))
+    assert tree_rel_err(out1, out0) <= 1e-12
+    assert tree_rel_err(g1, g0) <= 1e-10
+
+
+@given(
+    batch=st.integers(1, 3),
+    steps=st.integers(1, 10),
+    k=st.integers(1, 6),
+    reverse=st.booleans(),
+    with_lengths=st.booleans(),
+    time_major=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_remat_property(batch, steps, k, reverse, with_lengths, time_major, seed):
+    with jax.enable_x64(True):
+        params, xs, h0, lengths = random_problem(
+            jax.random.PRNGKey(seed), batch, steps, 3, 4, with_lengths=with_lengths
+        )
+        if time_major:
+            xs = jnp.swapaxes(xs, 0, 1)
+        kw = dict(reverse=reverse, time_major=time_major)
+        _, g0, out0 = _grads(params, xs, h0, lengths, None, **kw)
+        _, g1, out1 = _grads(params, xs, h0, lengths, k, **kw)
+        assert tree_rel_err(out1, out0) <= 1e-12
+        assert tree_rel_err(g1, g0) <= 1e-10
+
+
+def test_remat_unbatched_vmap_and_zero_steps(x64):
+    params, xs, h0, _ = random_problem(jax.random.PRNGKey(1), batch=4, steps=9)
+    loss = lambda p, x, h, r: jnp.sum(jrnn.rnn(p, x, h, remat=r)[1] ** 2)
+    per_example = jax.vmap(jax.grad(loss), in_axes=(None, 0, 0, None))
+    assert tree_rel_err(per_example(params, xs, h0, 4), per_example(params, xs, h0, None)) <= 1e-10
+    hs, h_last = jrnn.rnn(params, xs[:, :0], h0, remat=3)
+    assert hs.shape == (4, 0, 6)
+    np.testing.assert_array_equal(np.asarray(h_last), np.asarray(h0))
+
+
+def test_remat_keeps_fewer_states_in_memory():
+    """Many-to-one loss at T = 512: XLA's temporary memory drops with remat."""
+    params, xs, h0, _ = random_problem(
+        jax.random.PRNGKey(2), batch=8, steps=512, features=4, hidden=32, dtype=np.float32
+    )
+
+    def temp(remat):
+        loss = lambda p: jnp.sum(jrnn.rnn(p, xs, h0, remat=remat)[1] ** 2)
+        return jax.jit(jax.grad(loss)).lower(params).compile().memory_analysis().temp_size_in_bytes
+
+    assert temp(32) < 0.5 * temp(None)
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True, "4"])
+def test_remat_bad_values(bad):
+    params, xs, h0, _ = random_problem(jax.random.PRNGKey(3), dtype=np.float32)
+    with pytest.raises(ValueError, match="remat must be None or a positive int"):
+        jrnn.rnn(params, xs, h0, remat=bad)
