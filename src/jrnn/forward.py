@@ -26,12 +26,13 @@ __all__ = ["forward"]
 
 def index_step(buf: jax.Array, t: jax.Array, axis: int) -> jax.Array:
     """Step ``t`` of a `(B, T, ...)`/`(T, B, ...)` buffer along its time ``axis``."""
-    return lax.dynamic_index_in_dim(buf, t, axis, keepdims=False)
+    # t is always in range: skipping negative-index wrapping saves a select per step
+    return lax.dynamic_index_in_dim(buf, t, axis, keepdims=False, allow_negative_indices=False)
 
 
 def update_step(buf: jax.Array, value: jax.Array, t: jax.Array, axis: int) -> jax.Array:
     """``buf`` with step ``t`` along ``axis`` set to ``value`` (in place inside a loop)."""
-    return lax.dynamic_update_index_in_dim(buf, value, t, axis)
+    return lax.dynamic_update_index_in_dim(buf, value, t, axis, allow_negative_indices=False)
 
 
 def scan_forward(
