@@ -1,0 +1,42 @@
+"""benchmarks/compare.py runs end to end on a tiny shape (a smoke test; no timing is asserted)."""
+
+import importlib.util
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("compare", ROOT / "benchmarks" / "compare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_compare_runs_and_reports(tmp_path, capsys):
+    compare = _load()
+    out = tmp_path / "RESULTS.md"
+    argv = ["--shape", "2,5,3,4", "--peers", "plain-scan", "--repeats", "2", "--warmup", "1"]
+    assert compare.main([*argv, "--out", str(out), "--skip-remat"]) == 0
+    text = out.read_text()
+    assert "## (B, T, F, H) = (2, 5, 3, 4)" in text
+    assert "| jrnn |" in text and "| plain-scan |" in text
+    assert "train: fastest peer / jrnn" in text
+    assert "1024x1024 float32 matmul" in text
+
+
+def test_missing_peer_is_reported_not_skipped(monkeypatch):
+    compare = _load()
+
+    def broken(*args):
+        raise ImportError("no module named 'nopeer'", name="nopeer")
+
+    monkeypatch.setitem(compare.MAKERS, "flax", broken)
+    rows = compare.run_shape((1, 3, 2, 2), ["jrnn", "flax"], 1, 0, lambda s: None)
+    assert rows["flax"] == {"missing": "not installed (nopeer)"}
+    assert "train_ms" in rows["jrnn"]
+
+
+def test_flop_count():
+    compare = _load()
+    assert compare.flops((2, 3, 4, 5), True) == 6 * 2 * 3 * (4 * 5 + 5 * 5)
