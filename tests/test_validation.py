@@ -194,3 +194,18 @@ def test_check_grads_bad_arguments(good):
         jrnn.check_grads(params, xs, h0, fd_entries=-1)
     with pytest.raises(ValueError, match="xs has 7 features"):
         jrnn.check_grads(params, jnp.ones((3, 5, 7)), h0)
+
+
+def test_traced_lengths_outside_range_give_clipped_gradients(x64):
+    """Under jit, lengths > T act as T (and < 0 as 0) in the backward pass too."""
+    params = jrnn.init_params(jax.random.PRNGKey(1), 3, 4, dtype=jnp.float64)
+    xs = jax.random.normal(jax.random.PRNGKey(2), (2, 5, 3))
+
+    def grads(n):
+        loss = lambda p, n: jnp.sum(jrnn.rnn(p, xs, lengths=n, reverse=True)[0] ** 2)
+        return jax.jit(jax.grad(loss))(params, n)  # n traced: not range-checked
+
+    got = grads(jnp.array([8, -2]))
+    ref = grads(jnp.array([5, 0]))
+    for a, b in zip(got, ref, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-15)

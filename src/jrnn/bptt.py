@@ -118,7 +118,7 @@ def bptt(
     elif lengths is None:
         first = jnp.zeros((batch,), jnp.int32)
     else:
-        first = lengths % num_steps
+        first = jnp.clip(lengths, 0, num_steps) % num_steps  # traced lengths may lie outside
     rows = jnp.arange(batch)
     pick = (lambda a: a[rows, first]) if axis == 1 else (lambda a: a[first, rows])
     dw_h = _gram(hs, das) + (h0 - pick(hs)).T @ pick(das)  # (H, H)
