@@ -4,12 +4,14 @@
 * :func:`backward` is the hand-written BPTT.
 * :func:`rnn` is ``forward`` with ``backward`` as its ``custom_vjp``.
 * :func:`check_grads` cross-checks BPTT, autodiff and finite differences in float64.
+* :mod:`jrnn.layers`: bidirectional and stacked RNNs, input dropout, streaming.
 """
 
 from jrnn.activations import ACTIVATIONS
 from jrnn.bptt import backward, rnn
 from jrnn.forward import forward
 from jrnn.gradcheck import GradCheckReport, check_grads
+from jrnn.layers import BiRNNParams, bidirectional, init_stack, stack, zero_state
 from jrnn.params import INITIALIZERS, RNNParams, init_params
 
 __version__ = "0.1.0"
@@ -17,11 +19,16 @@ __version__ = "0.1.0"
 __all__ = [
     "ACTIVATIONS",
     "INITIALIZERS",
+    "BiRNNParams",
     "GradCheckReport",
     "RNNParams",
     "backward",
+    "bidirectional",
     "check_grads",
     "forward",
     "init_params",
+    "init_stack",
     "rnn",
+    "stack",
+    "zero_state",
 ]

@@ -1,0 +1,281 @@
+"""Composite RNNs over params pytrees: bidirectional, stacked, input dropout, streaming.
+
+Every composite runs each direction of each layer through :func:`jrnn.rnn`, so
+``jax.grad`` of a loss on it runs the hand-written BPTT layer by layer.
+
+- A layer's params are an :class:`~jrnn.RNNParams` (one direction) or a
+  :class:`BiRNNParams` (two). A stack is a tuple of layers; layer ``k > 0`` reads
+  layer ``k - 1``'s output sequence.
+- Bidirectional merge modes are Keras': ``"concat"`` (features ``2H``), ``"sum"``,
+  ``"mul"``, ``"ave"`` and ``"none"`` (a pair of sequences; last layer only).
+  With ``lengths`` the backward direction starts at each sequence's last valid
+  step, as PyTorch's packed sequences do.
+- Input dropout has Keras ``SimpleRNN(dropout=...)`` semantics: one mask per
+  sequence and feature, drawn from an explicit PRNG key, reused at every step,
+  scaled by ``1 / (1 - rate)``, and off unless ``training=True``.
+- Streaming (Keras ``stateful=True``): the final states a call returns have the
+  structure its ``h0`` takes, so a long sequence can be fed chunk by chunk with
+  the state carried over; for unidirectional stacks the outputs equal one call
+  on the whole sequence. (A backward direction cannot see past its chunk, so a
+  bidirectional layer streamed in chunks computes something else, as in Keras.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jrnn.bptt import rnn
+from jrnn.params import RNNParams, init_params
+
+__all__ = [
+    "MERGE_MODES",
+    "BiRNNParams",
+    "bidirectional",
+    "init_stack",
+    "input_dropout",
+    "stack",
+    "zero_state",
+]
+
+MERGE_MODES = ("concat", "sum", "mul", "ave", "none")
+
+
+class BiRNNParams(NamedTuple):
+    """A bidirectional layer: two independent directions over the same input.
+
+    Attributes:
+        forward: the direction that reads ``x_1 .. x_T``.
+        backward: the direction that reads ``x_T .. x_1`` (from each sequence's last
+            valid step when ``lengths`` is given).
+    """
+
+    forward: RNNParams
+    backward: RNNParams
+
+
+Layer = RNNParams | BiRNNParams
+
+
+def _check_merge(merge_mode: Any) -> str:
+    if merge_mode not in MERGE_MODES:
+        raise ValueError(f"merge_mode must be one of {list(MERGE_MODES)}; got {merge_mode!r}")
+    return merge_mode
+
+
+def _merge(hs_f: jax.Array, hs_b: jax.Array, merge_mode: str) -> Any:
+    if merge_mode == "concat":
+        return jnp.concatenate([hs_f, hs_b], axis=-1)
+    if merge_mode == "sum":
+        return hs_f + hs_b
+    if merge_mode == "mul":
+        return hs_f * hs_b
+    if merge_mode == "ave":
+        return 0.5 * (hs_f + hs_b)
+    return hs_f, hs_b
+
+
+def bidirectional(
+    params: BiRNNParams,
+    xs: jax.Array,
+    h0: tuple[jax.Array, jax.Array] | None = None,
+    *,
+    merge_mode: str = "concat",
+    **options: Any,
+) -> tuple[Any, tuple[jax.Array, jax.Array]]:
+    """Runs a bidirectional layer (Keras ``Bidirectional(SimpleRNN)``, PyTorch ``bidirectional``).
+
+    Args:
+        params: a :class:`BiRNNParams`.
+        xs: `(B, T, F)` (or `(T, B, F)` with ``time_major=True``, or unbatched `(T, F)`).
+        h0: ``None`` (zeros) or ``(h0_forward, h0_backward)``, each shaped as ``rnn``'s ``h0``.
+        merge_mode: ``"concat"`` (outputs `(..., 2H)`), ``"sum"``, ``"mul"``, ``"ave"``
+            (`(..., H)`) or ``"none"`` (the pair ``(hs_forward, hs_backward)``).
+        **options: ``activation``, ``lengths``, ``unroll``, ``time_major``, ``remat`` as
+            for :func:`jrnn.rnn` (not ``reverse``).
+
+    Returns:
+        ``(outputs, (h_last_forward, h_last_backward))``. The backward direction's final
+        state is the one after it reaches step 0.
+    """
+    if not isinstance(params, BiRNNParams):
+        raise TypeError(f"params must be a jrnn.layers.BiRNNParams; got {type(params).__name__}")
+    _check_merge(merge_mode)
+    if "reverse" in options:
+        raise TypeError("bidirectional() runs both directions; it takes no 'reverse' option")
+    h0_f, h0_b = (None, None) if h0 is None else _pair(h0, "h0")
+    hs_f, h_f = rnn(params.forward, xs, h0_f, **options)
+    hs_b, h_b = rnn(params.backward, xs, h0_b, reverse=True, **options)
+    return _merge(hs_f, hs_b, merge_mode), (h_f, h_b)
+
+
+def _pair(h0: Any, name: str) -> tuple[Any, Any]:
+    if not (isinstance(h0, tuple | list) and len(h0) == 2):
+        raise TypeError(
+            f"{name} of a bidirectional layer must be a pair (forward, backward) of states; "
+            f"got {type(h0).__name__}"
+        )
+    return h0[0], h0[1]
+
+
+def input_dropout(key: jax.Array, xs: jax.Array, rate: float, *, time_major: bool = False):
+    """Keras input dropout: one `(B, F)` mask per sequence, reused at every step.
+
+    Args:
+        key: a PRNG key.
+        xs: `(B, T, F)`, `(T, B, F)` with ``time_major``, or unbatched `(T, F)`.
+        rate: the probability of dropping a feature, in ``[0, 1)``.
+        time_major: the layout of ``xs``.
+
+    Returns:
+        ``xs * mask / (1 - rate)`` with the mask broadcast over time.
+    """
+    if not 0.0 <= float(rate) < 1.0:
+        raise ValueError(f"dropout rate must lie in [0, 1); got {rate!r}")
+    if rate == 0:
+        return xs
+    if xs.ndim == 2:
+        mask_shape, time_axis = (xs.shape[-1],), 0
+    else:
+        mask_shape = (xs.shape[0 if not time_major else 1], xs.shape[-1])
+        time_axis = 0 if time_major else 1
+    keep = jax.random.bernoulli(key, 1.0 - rate, mask_shape)
+    mask = jnp.expand_dims(keep, time_axis) if xs.ndim == 3 else keep
+    return jnp.where(mask, xs / (1.0 - rate), 0).astype(xs.dtype)
+
+
+def init_stack(
+    key: jax.Array,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int = 1,
+    *,
+    bidirectional: bool = False,
+    merge_mode: str = "concat",
+    **init_options: Any,
+) -> tuple[Layer, ...]:
+    """Initialises a stack of ``num_layers`` layers (each as :func:`jrnn.init_params`).
+
+    Args:
+        key: a PRNG key, split once per direction and layer.
+        input_size: ``F`` of the first layer.
+        hidden_size: ``H`` of every layer (per direction).
+        num_layers: the number of layers, >= 1.
+        bidirectional: make every layer a :class:`BiRNNParams`.
+        merge_mode: how bidirectional layers merge; sets the next layer's input size
+            (``2H`` for ``"concat"``, else ``H``). ``"none"`` allows one layer only.
+        **init_options: ``dtype``, ``kernel_init``, ``recurrent_init``, ``bias_init``.
+
+    Returns:
+        A tuple of layers for :func:`stack`.
+    """
+    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+        raise ValueError(f"num_layers must be a positive int; got {num_layers!r}")
+    _check_merge(merge_mode)
+    if bidirectional and merge_mode == "none" and num_layers > 1:
+        raise ValueError(
+            "merge_mode='none' leaves a pair of sequences: it cannot feed a next layer"
+        )
+    keys = jax.random.split(key, 2 * num_layers)
+    layers: list[Layer] = []
+    size = input_size
+    for k in range(num_layers):
+        fwd = init_params(keys[2 * k], size, hidden_size, **init_options)
+        if bidirectional:
+            bwd = init_params(keys[2 * k + 1], size, hidden_size, **init_options)
+            layers.append(BiRNNParams(fwd, bwd))
+            size = 2 * hidden_size if merge_mode == "concat" else hidden_size
+        else:
+            layers.append(fwd)
+            size = hidden_size
+    return tuple(layers)
+
+
+def zero_state(layers: Sequence[Layer], batch: int | None, dtype: Any = None) -> tuple:
+    """Zero initial states with the structure :func:`stack` takes and returns.
+
+    Args:
+        layers: the stack.
+        batch: the batch size, or ``None`` for unbatched input.
+        dtype: defaults to each layer's ``w_h`` dtype.
+    """
+    states = []
+    for layer in layers:
+        dirs = layer if isinstance(layer, BiRNNParams) else (layer,)
+        zs = tuple(
+            jnp.zeros(
+                ((batch,) if batch is not None else ()) + (p.w_h.shape[0],), dtype or p.w_h.dtype
+            )
+            for p in dirs
+        )
+        states.append(zs if isinstance(layer, BiRNNParams) else zs[0])
+    return tuple(states)
+
+
+def stack(
+    layers: Sequence[Layer],
+    xs: jax.Array,
+    h0: Sequence[Any] | None = None,
+    *,
+    merge_mode: str = "concat",
+    dropout: float = 0.0,
+    key: jax.Array | None = None,
+    training: bool = False,
+    time_major: bool = False,
+    **options: Any,
+) -> tuple[Any, tuple]:
+    """Runs a stack of layers, layer ``k > 0`` reading layer ``k - 1``'s output sequence.
+
+    Args:
+        layers: a sequence of :class:`~jrnn.RNNParams` and/or :class:`BiRNNParams`.
+        xs: `(B, T, F)` (or `(T, B, F)` with ``time_major``, or unbatched `(T, F)`).
+        h0: ``None`` (zeros) or one state per layer: an array for a one-direction
+            layer, a pair for a bidirectional one (the structure returned as final states).
+        merge_mode: for bidirectional layers, as :func:`bidirectional`.
+        dropout: Keras input-dropout rate applied to every layer's input when
+            ``training`` (one mask per sequence, see :func:`input_dropout`).
+        key: the PRNG key for the dropout masks (split once per layer); required when
+            ``training`` and ``dropout > 0``.
+        training: apply dropout.
+        time_major: the layout of ``xs`` and of the outputs.
+        **options: ``activation``, ``lengths``, ``unroll``, ``remat`` as for :func:`jrnn.rnn`.
+
+    Returns:
+        ``(outputs, final_states)``: the last layer's outputs and one final state per layer.
+    """
+    layers = tuple(layers)
+    if not layers:
+        raise ValueError("layers must hold at least one layer")
+    for k, layer in enumerate(layers):
+        if not isinstance(layer, RNNParams | BiRNNParams):
+            raise TypeError(
+                f"layers[{k}] must be a jrnn.RNNParams or jrnn.layers.BiRNNParams; "
+                f"got {type(layer).__name__}"
+            )
+    _check_merge(merge_mode)
+    if merge_mode == "none" and any(isinstance(layer, BiRNNParams) for layer in layers[:-1]):
+        raise ValueError(
+            "merge_mode='none' leaves a pair of sequences: only a last layer may use it"
+        )
+    if h0 is not None and len(h0) != len(layers):
+        raise ValueError(f"h0 must hold one state per layer ({len(layers)}); got {len(h0)}")
+    use_dropout = training and dropout > 0
+    if use_dropout and key is None:
+        raise ValueError("stack(training=True, dropout > 0) needs a PRNG key: pass key=")
+    keys = jax.random.split(key, len(layers)) if use_dropout else [None] * len(layers)
+    out, finals = xs, []
+    for k, layer in enumerate(layers):
+        if use_dropout:
+            out = input_dropout(keys[k], out, dropout, time_major=time_major)
+        state = None if h0 is None else h0[k]
+        if isinstance(layer, BiRNNParams):
+            out, h = bidirectional(
+                layer, out, state, merge_mode=merge_mode, time_major=time_major, **options
+            )
+        else:
+            out, h = rnn(layer, out, state, time_major=time_major, **options)
+        finals.append(h)
+    return out, tuple(finals)

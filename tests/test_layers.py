@@ -1,0 +1,198 @@
+"""jrnn.layers: bidirectional and stacked RNNs, input dropout, streaming; gradients in float64."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import rel_err, tree_rel_err
+from jax.flatten_util import ravel_pytree
+
+import jrnn
+import jrnn.layers
+from jrnn.gradcheck import _finite_differences
+
+
+def _xs(key, batch=3, steps=6, features=4, dtype=jnp.float64):
+    return jax.random.normal(key, (batch, steps, features), dtype)
+
+
+@pytest.mark.parametrize("merge_mode", ["concat", "sum", "mul", "ave", "none"])
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_bidirectional_is_two_directions_merged(x64, merge_mode, with_lengths):
+    (layer,) = jrnn.init_stack(jax.random.PRNGKey(0), 4, 5, bidirectional=True, dtype=jnp.float64)
+    xs = _xs(jax.random.PRNGKey(1))
+    lengths = np.array([6, 2, 0]) if with_lengths else None
+    out, (h_f, h_b) = jrnn.bidirectional(layer, xs, merge_mode=merge_mode, lengths=lengths)
+    hs_f, ref_f = jrnn.forward(layer.forward, xs, lengths=lengths)
+    hs_b, ref_b = jrnn.forward(layer.backward, xs, lengths=lengths, reverse=True)
+    expected = {
+        "concat": jnp.concatenate([hs_f, hs_b], -1),
+        "sum": hs_f + hs_b,
+        "mul": hs_f * hs_b,
+        "ave": (hs_f + hs_b) / 2,
+        "none": (hs_f, hs_b),
+    }[merge_mode]
+    assert tree_rel_err(out, expected) <= 1e-14
+    assert rel_err(h_f, ref_f) <= 1e-14 and rel_err(h_b, ref_b) <= 1e-14
+
+
+def test_bidirectional_backward_direction_starts_at_last_valid_step(x64):
+    (layer,) = jrnn.init_stack(jax.random.PRNGKey(2), 4, 5, bidirectional=True, dtype=jnp.float64)
+    xs = _xs(jax.random.PRNGKey(3))
+    out, (_, h_b) = jrnn.bidirectional(layer, xs, merge_mode="none", lengths=np.array([6, 4, 1]))
+    # sequence 1 alone, truncated to its 4 valid steps, run backwards from step 3
+    hs_alone, h_alone = jrnn.forward(layer.backward, xs[1, :4], reverse=True)
+    assert rel_err(out[1][1, :4], hs_alone) <= 1e-13
+    assert rel_err(h_b[1], h_alone) <= 1e-13
+    np.testing.assert_array_equal(np.asarray(out[1][1, 4:]), 0.0)
+
+
+@pytest.mark.parametrize(
+    "bidirectional,merge_mode", [(False, "concat"), (True, "concat"), (True, "sum")]
+)
+def test_stack_equals_manual_chaining(x64, bidirectional, merge_mode):
+    layers = jrnn.init_stack(
+        jax.random.PRNGKey(4),
+        4,
+        5,
+        3,
+        bidirectional=bidirectional,
+        merge_mode=merge_mode,
+        dtype=jnp.float64,
+    )
+    width = 10 if bidirectional and merge_mode == "concat" else 5
+    assert (
+        layers[1].forward.w_x.shape[0] == width if bidirectional else layers[1].w_x.shape == (5, 5)
+    )
+    xs = _xs(jax.random.PRNGKey(5))
+    out, finals = jrnn.stack(layers, xs, merge_mode=merge_mode, activation="relu")
+    ref, ref_finals = xs, []
+    for layer in layers:
+        if bidirectional:
+            ref, h = jrnn.bidirectional(layer, ref, merge_mode=merge_mode, activation="relu")
+        else:
+            ref, h = jrnn.rnn(layer, ref, activation="relu")
+        ref_finals.append(h)
+    assert rel_err(out, ref) <= 1e-14
+    assert tree_rel_err(finals, tuple(ref_finals)) <= 1e-14
+    assert jax.tree.structure(finals) == jax.tree.structure(jrnn.zero_state(layers, 3))
+
+
+@pytest.mark.parametrize("time_major", [False, True])
+def test_streaming_chunks_equal_one_shot(x64, time_major):
+    layers = jrnn.init_stack(jax.random.PRNGKey(6), 4, 5, 2, dtype=jnp.float64)
+    xs = _xs(jax.random.PRNGKey(7), steps=12)
+    if time_major:
+        xs = jnp.swapaxes(xs, 0, 1)
+    one_shot, final = jrnn.stack(layers, xs, time_major=time_major)
+    state, outs = jrnn.zero_state(layers, 3), []
+    for start in (0, 5, 7):  # uneven chunks
+        stop = {0: 5, 5: 7, 7: 12}[start]
+        chunk = xs[start:stop] if time_major else xs[:, start:stop]
+        hs, state = jrnn.stack(layers, chunk, state, time_major=time_major)
+        outs.append(hs)
+    streamed = jnp.concatenate(outs, axis=0 if time_major else 1)
+    assert rel_err(streamed, one_shot) <= 1e-13
+    assert tree_rel_err(state, final) <= 1e-13
+
+
+def test_input_dropout_keras_semantics():
+    xs = jnp.ones((4, 7, 50))
+    dropped = jrnn.layers.input_dropout(jax.random.PRNGKey(8), xs, 0.3)
+    kept = np.asarray(dropped[:, 0, :]) != 0
+    # one mask per sequence and feature, the same at every step, inverted scaling
+    for t in range(7):
+        np.testing.assert_array_equal(np.asarray(dropped[:, t, :]) != 0, kept)
+    np.testing.assert_allclose(np.asarray(dropped)[np.asarray(dropped) != 0], 1 / 0.7, rtol=1e-6)
+    assert 0.5 < kept.mean() < 0.9
+    again = jrnn.layers.input_dropout(jax.random.PRNGKey(8), xs, 0.3)
+    other = jrnn.layers.input_dropout(jax.random.PRNGKey(9), xs, 0.3)
+    np.testing.assert_array_equal(np.asarray(again), np.asarray(dropped))
+    assert not np.array_equal(np.asarray(other), np.asarray(dropped))
+    tm = jrnn.layers.input_dropout(
+        jax.random.PRNGKey(8), jnp.ones((7, 4, 50)), 0.3, time_major=True
+    )
+    for t in range(7):
+        np.testing.assert_array_equal(np.asarray(tm[t]) != 0, np.asarray(tm[0]) != 0)
+
+
+def test_stack_dropout_only_when_training(x64):
+    layers = jrnn.init_stack(jax.random.PRNGKey(10), 4, 5, 2, dtype=jnp.float64)
+    xs = _xs(jax.random.PRNGKey(11))
+    plain, _ = jrnn.stack(layers, xs)
+    evaluated, _ = jrnn.stack(layers, xs, dropout=0.5, key=jax.random.PRNGKey(0))
+    trained, _ = jrnn.stack(layers, xs, dropout=0.5, key=jax.random.PRNGKey(0), training=True)
+    np.testing.assert_array_equal(np.asarray(evaluated), np.asarray(plain))
+    assert rel_err(trained, plain) > 1e-3
+    with pytest.raises(ValueError, match="needs a PRNG key"):
+        jrnn.stack(layers, xs, dropout=0.5, training=True)
+
+
+COMPOSITES = list(itertools.product([False, True], ["concat", "ave"], [False, True]))
+
+
+@pytest.mark.parametrize("bidirectional,merge_mode,with_lengths", COMPOSITES)
+def test_stack_gradients_bptt_autodiff_fd(
+    x64, monkeypatch, bidirectional, merge_mode, with_lengths
+):
+    """jax.grad through the composite (hand-written BPTT per layer) against the same composite
+    on plain autodiff, and against fourth-order finite differences on 40 entries."""
+    layers = jrnn.init_stack(
+        jax.random.PRNGKey(12),
+        3,
+        4,
+        2,
+        bidirectional=bidirectional,
+        merge_mode=merge_mode,
+        dtype=jnp.float64,
+        bias_init="pytorch",
+    )
+    xs = _xs(jax.random.PRNGKey(13), batch=2, steps=5, features=3)
+    lengths = np.array([5, 3]) if with_lengths else None
+    key = jax.random.PRNGKey(14)
+
+    def loss(layers, xs):
+        out, finals = jrnn.stack(
+            layers, xs, merge_mode=merge_mode, lengths=lengths, dropout=0.25, key=key, training=True
+        )
+        return jnp.sum(jnp.sin(out)) + 0.5 * sum(jnp.sum(h**2) for h in jax.tree.leaves(finals))
+
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(layers, xs)
+    monkeypatch.setattr(jrnn.layers, "rnn", jrnn.forward)  # the same composite, plain autodiff
+    reference = jax.grad(loss, argnums=(0, 1))(layers, xs)
+    assert tree_rel_err(grads, reference) <= 1e-10
+
+    flat, unravel = ravel_pytree(layers)
+    idx = np.random.default_rng(0).choice(flat.size, 40, replace=False)
+    fd = _finite_differences(lambda v: loss(unravel(v), xs), flat, idx, 1e-3)
+    g_flat, _ = ravel_pytree(grads[0])
+    assert rel_err(np.asarray(g_flat)[idx], fd) <= 1e-8
+
+
+def test_bad_input():
+    layers = jrnn.init_stack(jax.random.PRNGKey(15), 4, 5, 2, bidirectional=True)
+    xs = jnp.ones((2, 3, 4))
+    with pytest.raises(ValueError, match=r"merge_mode must be one of"):
+        jrnn.stack(layers, xs, merge_mode="max")
+    with pytest.raises(ValueError, match="only a last layer"):
+        jrnn.stack(layers, xs, merge_mode="none")
+    with pytest.raises(ValueError, match="cannot feed a next layer"):
+        jrnn.init_stack(jax.random.PRNGKey(0), 4, 5, 2, bidirectional=True, merge_mode="none")
+    with pytest.raises(ValueError, match="num_layers must be a positive int"):
+        jrnn.init_stack(jax.random.PRNGKey(0), 4, 5, 0)
+    with pytest.raises(ValueError, match=r"one state per layer \(2\); got 1"):
+        jrnn.stack(layers, xs, (jnp.zeros((2, 5)),))
+    with pytest.raises(TypeError, match="must be a pair"):
+        jrnn.stack(layers, xs, (jnp.zeros((2, 5)), jnp.zeros((2, 5))))
+    with pytest.raises(TypeError, match=r"layers\[0\] must be a jrnn.RNNParams"):
+        jrnn.stack([{"w": 1}], xs)
+    with pytest.raises(TypeError, match="BiRNNParams"):
+        jrnn.bidirectional(layers[0].forward, xs)
+    with pytest.raises(TypeError, match="no 'reverse' option"):
+        jrnn.bidirectional(layers[0], xs, reverse=True)
+    with pytest.raises(ValueError, match=r"dropout rate must lie in \[0, 1\)"):
+        jrnn.layers.input_dropout(jax.random.PRNGKey(0), xs, 1.0)
+    with pytest.raises(ValueError, match="xs has 4 features"):  # errors of rnn come through
+        jrnn.stack(layers[1:], xs)
