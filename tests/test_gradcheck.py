@@ -75,3 +75,14 @@ def test_verbose_prints_table(x64, capsys):
     assert out.strip() == report.table()
     assert "activation=linear, reverse=True" in out
     assert report.ok()
+
+
+def test_no_finite_differences_reports_nan_not_zero(x64):
+    params, xs, h0, _ = random_problem(
+        jax.random.PRNGKey(4), batch=1, steps=2, features=2, hidden=2
+    )
+    report = jrnn.check_grads(params, xs, h0, fd_entries=0)
+    assert all(np.isnan(r.bptt_fd_rel) and r.fd_entries == 0 for r in report.rows)
+    assert np.isnan(report.max_bptt_fd_rel)
+    assert report.ok()  # only the autodiff comparison ran, and it passes
+    assert "nan" in report.table()

@@ -90,8 +90,32 @@ def test_remat_keeps_fewer_states_in_memory():
     assert temp(32) < 0.5 * temp(None)
 
 
-@pytest.mark.parametrize("bad", [0, -2, 1.5, True, "4"])
-def test_remat_bad_values(bad):
+@pytest.mark.parametrize(
+    "bad,exc",
+    [(0, ValueError), (-2, ValueError), (1.5, TypeError), (True, TypeError), ("4", TypeError)],
+)
+def test_remat_bad_values(bad, exc):
     params, xs, h0, _ = random_problem(jax.random.PRNGKey(3), dtype=np.float32)
-    with pytest.raises(ValueError, match="remat must be None or a positive int"):
+    with pytest.raises(exc, match="remat must be None or a positive int"):
         jrnn.rnn(params, xs, h0, remat=bad)
+    jrnn.rnn(params, xs, h0, remat=np.int64(2))  # numpy ints are ints
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_remat_traced_lengths_above_t_with_padding(x64, reverse):
+    """k not dividing T pads the time axis; traced lengths > T must still act as T."""
+    params, xs, h0, _ = random_problem(jax.random.PRNGKey(4), batch=1, steps=3)
+
+    def run(n, remat):
+        return jax.jit(lambda n: jrnn.rnn(params, xs, h0, lengths=n, remat=remat, reverse=reverse))(
+            n
+        )
+
+    for remat in (2, None):
+        got = run(jnp.array([4]), remat)  # traced, so not range-checked
+        ref = run(jnp.array([3]), None)
+        assert tree_rel_err(got, ref) <= 1e-13
+    loss = lambda p, n: jnp.sum(jrnn.rnn(p, xs, h0, lengths=n, remat=2, reverse=reverse)[1] ** 2)
+    g = jax.jit(jax.grad(loss))(params, jnp.array([4]))
+    g_ref = jax.grad(lambda p: jnp.sum(jrnn.forward(p, xs, h0, reverse=reverse)[1] ** 2))(params)
+    assert tree_rel_err(g, g_ref) <= 1e-10

@@ -209,3 +209,29 @@ def test_traced_lengths_outside_range_give_clipped_gradients(x64):
     ref = grads(jnp.array([5, 0]))
     for a, b in zip(got, ref, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-15)
+
+
+def test_traced_int64_lengths_clip_instead_of_wrapping(x64):
+    params = jrnn.init_params(jax.random.PRNGKey(1), 3, 4, dtype=jnp.float64)
+    xs = jax.random.normal(jax.random.PRNGKey(2), (1, 5, 3))
+    run = jax.jit(lambda n: jrnn.forward(params, xs, lengths=n)[1])
+    np.testing.assert_allclose(
+        np.asarray(run(jnp.array([2**32 + 1], jnp.int64))),
+        np.asarray(run(jnp.array([5]))),
+        rtol=1e-14,
+    )
+
+
+def test_zero_sizes_and_list_params():
+    with pytest.raises(
+        ValueError, match=r"params.w_x must have positive sizes; got shape \(0, 4\)"
+    ):
+        jrnn.rnn(jrnn.RNNParams(jnp.ones((0, 4)), jnp.eye(4), jnp.zeros(4)), jnp.ones((2, 5, 0)))
+    params = jrnn.init_params(jax.random.PRNGKey(0), 3, 4)
+    as_lists = jrnn.RNNParams(*(np.asarray(p).tolist() for p in params))
+    xs = jnp.ones((2, 5, 3))
+    np.testing.assert_allclose(
+        np.asarray(jrnn.forward(as_lists, xs)[1]),
+        np.asarray(jrnn.forward(params, xs)[1]),
+        rtol=1e-6,
+    )

@@ -103,11 +103,11 @@ def _check_float(x: Any, name: str) -> None:
         )
 
 
-def check_params(params: Any) -> tuple[int, int]:
+def check_params(params: Any) -> RNNParams:
     """Checks that ``params`` is an :class:`RNNParams` of consistent float arrays.
 
     Returns:
-        ``(input_size, hidden_size)``.
+        The params with every field as an array (lists are converted).
     """
     if not isinstance(params, RNNParams):
         raise TypeError(
@@ -121,6 +121,8 @@ def check_params(params: Any) -> tuple[int, int]:
             f"params.w_x must be 2-D (input_size, hidden_size); got shape {tuple(w_x.shape)}"
         )
     f, h = (int(s) for s in w_x.shape)
+    if f == 0 or h == 0:
+        raise ValueError(f"params.w_x must have positive sizes; got shape {tuple(w_x.shape)}")
     if tuple(w_h.shape) != (h, h):
         raise ValueError(
             f"params.w_h must have shape (hidden_size, hidden_size) = ({h}, {h}) to match "
@@ -131,7 +133,7 @@ def check_params(params: Any) -> tuple[int, int]:
             f"params.b must have shape (hidden_size,) = ({h},) to match params.w_x "
             f"{tuple(w_x.shape)}; got {tuple(b.shape)}"
         )
-    return f, h
+    return RNNParams(w_x, w_h, b)
 
 
 def _concrete(x: Any) -> np.ndarray | None:
@@ -157,7 +159,9 @@ def _check_lengths(lengths: Any, batched: bool, batch: int, steps: int) -> jax.A
             f"lengths must lie in [0, T] = [0, {steps}]; got values from {value.min()} "
             f"to {value.max()}"
         )
-    return jnp.reshape(jnp.asarray(lengths, jnp.int32), (batch,))
+    # Traced values are not checked: clip in their own dtype (a cast first could wrap).
+    clipped = jnp.clip(jnp.asarray(lengths), 0, steps).astype(jnp.int32)
+    return jnp.reshape(clipped, (batch,))
 
 
 def _check_options(reverse: Any, unroll: Any, time_major: Any) -> None:
@@ -184,7 +188,8 @@ def prepare(
     """Validates the arguments of ``forward``/``rnn``/``backward`` and normalises them."""
     act = get_activation(activation)
     _check_options(reverse, unroll, time_major)
-    f, h = check_params(params)
+    params = check_params(params)
+    f, h = params.w_x.shape
     xs = _array(xs, "xs")
     _check_float(xs, "xs")
     batched = xs.ndim == 3

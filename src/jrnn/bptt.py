@@ -30,6 +30,7 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
 
@@ -231,9 +232,10 @@ def rnn(
     ``jax.custom_vjp``: ``jax.grad``/``jax.vjp`` of any loss built on it run
     :func:`jrnn.backward`, and it composes with ``jit``, ``vmap`` (per-example
     gradients, ensembles of params), ``lax.scan`` and ``grad``-of-``grad`` (the
-    backward is itself differentiable JAX). Forward-mode autodiff (``jax.jvp``,
-    ``jax.jacfwd``, ``jax.hessian``) is not defined for a ``custom_vjp`` function:
-    use :func:`jrnn.forward` for those.
+    backward is itself differentiable JAX, so forward-over-reverse such as
+    ``jax.hessian`` of a loss works too). Forward mode applied to ``rnn`` itself
+    (``jax.jvp``, ``jax.jacfwd`` of its outputs) is not defined for a ``custom_vjp``
+    function: use :func:`jrnn.forward` for those.
 
     Args:
         remat: ``None`` (default) keeps every hidden state for the backward pass. An int
@@ -246,8 +248,14 @@ def rnn(
     Returns:
         ``(hs, h_last)`` as :func:`jrnn.forward`.
     """
-    if remat is not None and (isinstance(remat, bool) or not isinstance(remat, int) or remat < 1):
-        raise ValueError(f"remat must be None or a positive int (segment length); got {remat!r}")
+    if remat is not None:
+        if isinstance(remat, bool) or not isinstance(remat, int | np.integer):
+            raise TypeError(f"remat must be None or a positive int (segment length); got {remat!r}")
+        if remat < 1:
+            raise ValueError(
+                f"remat must be None or a positive int (segment length); got {remat!r}"
+            )
+        remat = int(remat)
     p = prepare(
         params,
         xs,

@@ -142,6 +142,7 @@ def remat_rnn(
         # padded steps are masked out like those past a sequence's length
         if lengths is None:
             lengths = jnp.full((batch,), num_steps, jnp.int32)
+        lengths = jnp.minimum(lengths, num_steps)
         widths = [(0, 0)] * xs.ndim
         widths[axis] = (0, pad)
         xs = jnp.pad(xs, widths)

@@ -1,0 +1,267 @@
+"""jrnn.interop against the real libraries: PyTorch nn.RNN and Keras 3 SimpleRNN (JAX backend)."""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import rel_err
+
+import jrnn
+from jrnn.interop import from_keras, from_torch, to_keras, to_torch
+
+torch = pytest.importorskip("torch")
+keras = pytest.importorskip("keras")
+
+TORCH_CASES = [
+    c
+    for c in itertools.product(
+        [1, 2], [False, True], ["tanh", "relu"], [True, False], [True, False]
+    )
+    if c[3] or c[4]  # bias=False only with batch_first=True, to keep the grid small
+]
+
+
+def _torch_run(module, x, lengths=None):
+    """Outputs (batch-first layout of the module), h_n, and grads of a random linear loss."""
+    x = x.clone().requires_grad_(True)
+    if lengths is None:
+        out, h_n = module(x)
+    else:
+        packed = torch.nn.utils.rnn.pack_padded_sequence(
+            x, torch.tensor(lengths), batch_first=module.batch_first, enforce_sorted=False
+        )
+        out, h_n = module(packed)
+        out, _ = torch.nn.utils.rnn.pad_packed_sequence(
+            out,
+            batch_first=module.batch_first,
+            total_length=x.shape[1 if module.batch_first else 0],
+        )
+    gen = torch.Generator().manual_seed(0)
+    r = torch.randn(out.shape, generator=gen, dtype=out.dtype)
+    s = torch.randn(h_n.shape, generator=gen, dtype=out.dtype)
+    ((out * r).sum() + (h_n * s).sum()).backward()
+    return out, h_n, x.grad, r, s
+
+
+def _torch_param_grads(module, layers):
+    """Torch's parameter gradients in jrnn's layout and structure."""
+    bidirectional = isinstance(layers[0], jrnn.BiRNNParams)
+    out = []
+    for k in range(len(layers)):
+        dirs = []
+        for rev in (False, True) if bidirectional else (False,):
+            sfx = f"_l{k}" + ("_reverse" if rev else "")
+            g = {n: getattr(module, n + sfx).grad for n in ("weight_ih", "weight_hh")}
+            b = getattr(module, "bias_ih" + sfx, None)
+            db = b.grad.numpy() if b is not None else np.zeros(module.hidden_size)
+            dirs.append(jrnn.RNNParams(g["weight_ih"].numpy().T, g["weight_hh"].numpy().T, db))
+        out.append(jrnn.BiRNNParams(*dirs) if bidirectional else dirs[0])
+    return tuple(out)
+
+
+def _assert_grads_match(grads, torch_grads, bias, tol):
+    def directions(layers):
+        return [
+            d
+            for layer in layers
+            for d in (layer if isinstance(layer, jrnn.BiRNNParams) else (layer,))
+        ]
+
+    for mine, theirs in zip(directions(grads), directions(torch_grads), strict=True):
+        fields = ("w_x", "w_h", "b") if bias else ("w_x", "w_h")  # no bias, no bias gradient
+        for f in fields:
+            assert rel_err(getattr(mine, f), getattr(theirs, f)) <= tol, f
+
+
+def _jrnn_run(conv, xs, r, s, lengths=None, bias=True):
+    def loss(layers, xs):
+        out, finals = jrnn.stack(
+            layers, xs, activation=conv.activation, time_major=conv.time_major, lengths=lengths
+        )
+        h_n = jnp.stack(jax.tree.leaves(finals))
+        return jnp.sum(out * r) + jnp.sum(h_n * s), (out, h_n)
+
+    (_, (out, h_n)), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(conv.layers, xs)
+    return out, h_n, grads
+
+
+@pytest.mark.parametrize("num_layers,bidirectional,nonlinearity,bias,batch_first", TORCH_CASES)
+def test_torch_outputs_states_and_gradients_float32(
+    num_layers, bidirectional, nonlinearity, bias, batch_first
+):
+    torch.manual_seed(0)
+    module = torch.nn.RNN(
+        3,
+        5,
+        num_layers=num_layers,
+        bidirectional=bidirectional,
+        nonlinearity=nonlinearity,
+        bias=bias,
+        batch_first=batch_first,
+    )
+    x = torch.randn((4, 6, 3) if batch_first else (6, 4, 3))
+    out_t, h_t, dx_t, r, s = _torch_run(module, x)
+    conv = from_torch(module)
+    assert conv.activation == nonlinearity and conv.time_major == (not batch_first)
+    out, h_n, (grads, dx) = _jrnn_run(conv, jnp.asarray(x.numpy()), r.numpy(), s.numpy())
+    assert rel_err(out, out_t.detach().numpy()) <= 1e-5
+    assert rel_err(h_n, h_t.detach().numpy()) <= 1e-5
+    assert rel_err(dx, dx_t.numpy()) <= 1e-4
+    _assert_grads_match(grads, _torch_param_grads(module, conv.layers), bias, 1e-4)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_torch_float64_and_packed_lengths(x64, bidirectional):
+    torch.manual_seed(1)
+    module = torch.nn.RNN(
+        3, 5, num_layers=2, bidirectional=bidirectional, batch_first=True
+    ).double()
+    x = torch.randn(4, 6, 3, dtype=torch.float64)
+    lengths = [6, 2, 4, 1]
+    out_t, h_t, dx_t, r, s = _torch_run(module, x, lengths)
+    conv = from_torch(module)
+    out, h_n, (grads, dx) = _jrnn_run(
+        conv, jnp.asarray(x.numpy()), r.numpy(), s.numpy(), np.array(lengths)
+    )
+    assert rel_err(out, out_t.detach().numpy()) <= 1e-12
+    assert rel_err(h_n, h_t.detach().numpy()) <= 1e-12
+    assert rel_err(dx, dx_t.numpy()) <= 1e-10
+    _assert_grads_match(grads, _torch_param_grads(module, conv.layers), True, 1e-10)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_torch_round_trips_are_exact(bidirectional):
+    layers = jrnn.init_stack(
+        jax.random.PRNGKey(0), 3, 5, 2, bidirectional=bidirectional, bias_init="pytorch"
+    )
+    back = from_torch(to_torch(layers, activation="relu")).layers
+    for a, b in zip(jax.tree.leaves(layers), jax.tree.leaves(back), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    module = torch.nn.RNN(3, 5, num_layers=2, bidirectional=bidirectional)
+    again = to_torch(from_torch(module).layers, batch_first=False)
+    for k, v in again.state_dict().items():
+        if k.startswith("bias_hh"):
+            continue  # folded into bias_ih: b = b_ih + b_hh
+        if k.startswith("bias_ih"):
+            v_ref = module.state_dict()[k] + module.state_dict()[k.replace("ih", "hh")]
+        else:
+            v_ref = module.state_dict()[k]
+        assert torch.equal(v, v_ref), k
+
+
+def test_torch_bad_input():
+    with pytest.raises(TypeError, match=r"torch.nn.RNN .*got LSTM \(mode LSTM\)"):
+        from_torch(torch.nn.LSTM(3, 5))
+    with pytest.raises(
+        ValueError,
+        match=r"weight_hh_l0 must be square \(H, H\) for an nn.RNN; got \(15, 5\) \(3H rows: GRU",
+    ):
+        from_torch(torch.nn.GRU(3, 5).state_dict())
+    sd = torch.nn.RNN(3, 5).state_dict()
+    with pytest.raises(ValueError, match=r"missing \['weight_hh_l0'\]"):
+        from_torch({k: v for k, v in sd.items() if k != "weight_hh_l0"})
+    with pytest.raises(ValueError, match="unexpected key 'extra'"):
+        from_torch({**sd, "extra": torch.zeros(1)})
+    with pytest.raises(ValueError, match=r"bias_hh_l0 must have shape \(5,\); got \(4,\)"):
+        from_torch({**sd, "bias_hh_l0": torch.zeros(4)})
+    with pytest.raises(ValueError, match="nonlinearity must be 'tanh' or 'relu'"):
+        from_torch(sd, nonlinearity="sigmoid")
+    layer = jrnn.init_params(jax.random.PRNGKey(0), 3, 5)
+    with pytest.raises(ValueError, match="supports activation 'tanh' or 'relu'"):
+        to_torch(layer, activation="linear")
+    with pytest.raises(ValueError, match="bias=False needs every b to be zero"):
+        to_torch(layer._replace(b=jnp.ones(5)), bias=False)
+    with pytest.raises(TypeError, match="expected an RNNParams"):
+        to_torch({"w_x": 1})
+
+
+@pytest.mark.parametrize("activation,use_bias", [("tanh", True), ("relu", True), ("linear", False)])
+def test_keras_simple_rnn_outputs_states_and_gradients(activation, use_bias):
+    keras.utils.set_random_seed(0)
+    layer = keras.layers.SimpleRNN(
+        5,
+        activation=activation,
+        use_bias=use_bias,
+        return_sequences=True,
+        return_state=True,
+        bias_initializer="random_normal",
+    )
+    xs = jax.random.normal(jax.random.PRNGKey(1), (4, 6, 3))
+    layer.build(xs.shape)
+    conv = from_keras(layer)
+    assert conv.activation == activation
+    out_k, h_k = layer(xs)
+    out, h = jrnn.rnn(conv.layers[0], xs, activation=activation)
+    assert rel_err(out, out_k) <= 1e-5 and rel_err(h, h_k) <= 1e-5
+
+    r = jax.random.normal(jax.random.PRNGKey(2), out.shape)
+    tv = [v.value for v in layer.trainable_variables]
+    ntv = [v.value for v in layer.non_trainable_variables]
+
+    def keras_loss(tv, xs):
+        (o, s), _ = layer.stateless_call(tv, ntv, xs)
+        return jnp.sum(o * r) + jnp.sum(s**2)
+
+    def jrnn_loss(p, xs):
+        o, s = jrnn.rnn(p, xs, activation=activation)
+        return jnp.sum(o * r) + jnp.sum(s**2)
+
+    g_k, dx_k = jax.grad(keras_loss, argnums=(0, 1))(tv, xs)
+    g_j, dx_j = jax.grad(jrnn_loss, argnums=(0, 1))(conv.layers[0], xs)
+    assert rel_err(dx_j, dx_k) <= 1e-4
+    for a, b in zip(g_j, g_k, strict=False):  # no bias gradient in Keras when use_bias=False
+        assert rel_err(a, b) <= 1e-4
+
+
+@pytest.mark.parametrize("merge_mode", ["concat", "sum", "mul", "ave", "none"])
+def test_keras_bidirectional_merge_modes(merge_mode):
+    keras.utils.set_random_seed(3)
+    layer = keras.layers.Bidirectional(
+        keras.layers.SimpleRNN(5, return_sequences=True),
+        merge_mode=None if merge_mode == "none" else merge_mode,
+    )
+    xs = jax.random.normal(jax.random.PRNGKey(4), (2, 7, 3))
+    layer.build(xs.shape)
+    conv = from_keras(layer)
+    assert conv.merge_mode == merge_mode
+    out_k = layer(xs)
+    out, _ = jrnn.bidirectional(conv.layers[0], xs, merge_mode=merge_mode)
+    assert (
+        max(
+            rel_err(a, b) for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(out_k), strict=True)
+        )
+        <= 1e-5
+    )
+
+
+def test_keras_round_trips_are_exact():
+    bi = jrnn.init_stack(jax.random.PRNGKey(5), 3, 5, bidirectional=True, bias_init="pytorch")[0]
+    for params in (bi.forward, bi):
+        back = from_keras(to_keras(params, activation="relu", merge_mode="sum"))
+        for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(back.layers[0]), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        assert back.activation == "relu"
+    weights = [np.ones((3, 5)), np.eye(5), np.zeros(5)]
+    np.testing.assert_array_equal(from_keras(weights).layers[0].w_h, np.eye(5))
+
+
+def test_keras_bad_input():
+    lstm = keras.layers.LSTM(5)
+    lstm.build((None, None, 3))
+    with pytest.raises(TypeError, match=r"SimpleRNN or Bidirectional.*got LSTM"):
+        from_keras(lstm)
+    with pytest.raises(
+        ValueError,
+        match=r"recurrent_kernel must be square \(H, H\) for a SimpleRNN; got \(5, 20\) \(4H columns: LSTM",
+    ):
+        from_keras(lstm.get_weights())
+    with pytest.raises(ValueError, match="got 1 arrays"):
+        from_keras([np.ones((3, 5))])
+    with pytest.raises(ValueError, match="activation must be one of"):
+        to_keras(jrnn.init_params(jax.random.PRNGKey(0), 3, 5), activation="elu")
