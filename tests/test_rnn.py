@@ -137,7 +137,7 @@ def test_forward_mode_is_not_available_through_rnn(x64):
     params, xs, h0, _ = random_problem(jax.random.PRNGKey(7))
     with pytest.raises(TypeError, match="custom_vjp"):
         jax.jvp(lambda x: jrnn.rnn(params, x, h0)[1], (xs,), (jnp.ones_like(xs),))
-    assert "forward-mode" in jrnn.rnn.__doc__.lower() or "Forward-mode" in jrnn.rnn.__doc__
+    assert "forward mode" in jrnn.rnn.__doc__.lower() and "jrnn.forward" in jrnn.rnn.__doc__
 
 
 def test_optax_step_on_rnn_params():
