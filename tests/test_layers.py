@@ -155,7 +155,14 @@ def test_stack_gradients_bptt_autodiff_fd(
 
     def loss(layers, xs):
         out, finals = jrnn.stack(
-            layers, xs, merge_mode=merge_mode, lengths=lengths, dropout=0.25, key=key, training=True
+            layers,
+            xs,
+            merge_mode=merge_mode,
+            lengths=lengths,
+            dropout=0.25,
+            recurrent_dropout=0.3,
+            key=key,
+            training=True,
         )
         return jnp.sum(jnp.sin(out)) + 0.5 * sum(jnp.sum(h**2) for h in jax.tree.leaves(finals))
 
@@ -196,3 +203,99 @@ def test_bad_input():
         jrnn.layers.input_dropout(jax.random.PRNGKey(0), xs, 1.0)
     with pytest.raises(ValueError, match="xs has 4 features"):  # errors of rnn come through
         jrnn.stack(layers[1:], xs)
+
+
+ACTS = {"tanh": np.tanh, "relu": lambda a: np.maximum(a, 0), "linear": lambda a: a}
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "linear"])
+def test_recurrent_mask_equals_python_loop(x64, activation):
+    params = jrnn.init_params(jax.random.PRNGKey(20), 3, 4, dtype=jnp.float64, bias_init="pytorch")
+    xs = _xs(jax.random.PRNGKey(21), batch=2, steps=5, features=3)
+    m = np.asarray(jrnn.layers.dropout_mask(jax.random.PRNGKey(22), (2, 4), 0.5, jnp.float64))
+    hs, h_last = jrnn.rnn(params, xs, recurrent_mask=m, activation=activation)
+    w_x, w_h, b = (np.asarray(a) for a in params)
+    h = np.zeros((2, 4))
+    for t in range(5):
+        h = ACTS[activation](np.asarray(xs[:, t]) @ w_x + (h * m) @ w_h + b)
+        np.testing.assert_allclose(np.asarray(hs[:, t]), h, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(np.asarray(h_last), h, rtol=1e-12, atol=1e-14)
+    ones = jrnn.rnn(params, xs, recurrent_mask=np.ones((2, 4)), activation=activation)
+    assert tree_rel_err(ones, jrnn.rnn(params, xs, activation=activation)) == 0
+
+
+@pytest.mark.parametrize(
+    "reverse,with_lengths,remat,time_major",
+    list(itertools.product([False, True], [False, True], [None, 3], [False, True])),
+)
+def test_recurrent_mask_gradients_match_autodiff(x64, reverse, with_lengths, remat, time_major):
+    params = jrnn.init_params(jax.random.PRNGKey(23), 3, 4, dtype=jnp.float64, bias_init="pytorch")
+    xs = _xs(jax.random.PRNGKey(24), batch=3, steps=7, features=3)
+    h0 = 0.3 * jax.random.normal(jax.random.PRNGKey(25), (3, 4))
+    lengths = np.array([7, 3, 0]) if with_lengths else None
+    m = jrnn.layers.dropout_mask(jax.random.PRNGKey(26), (3, 4), 0.4, jnp.float64)
+    if time_major:
+        xs = jnp.swapaxes(xs, 0, 1)
+
+    def loss(fn, **kw):
+        def f(p, x, h):
+            hs, h_last = fn(
+                p,
+                x,
+                h,
+                lengths=lengths,
+                reverse=reverse,
+                recurrent_mask=m,
+                time_major=time_major,
+                **kw,
+            )
+            return jnp.sum(jnp.sin(hs)) + jnp.sum(h_last**2)
+
+        return f
+
+    got = jax.jit(jax.grad(loss(jrnn.rnn, remat=remat), argnums=(0, 1, 2)))(params, xs, h0)
+    ref = jax.grad(loss(jrnn.forward), argnums=(0, 1, 2))(params, xs, h0)
+    assert tree_rel_err(got, ref) <= 1e-10
+    hs, h_last = jrnn.forward(
+        params, xs, h0, lengths=lengths, reverse=reverse, recurrent_mask=m, time_major=time_major
+    )
+    bp = jrnn.backward(
+        params,
+        xs,
+        h0,
+        hs,
+        jnp.cos(hs),
+        2 * h_last,
+        lengths=lengths,
+        reverse=reverse,
+        recurrent_mask=m,
+        time_major=time_major,
+    )
+    assert tree_rel_err(bp, ref) <= 1e-10
+
+
+def test_stack_recurrent_dropout_semantics(x64):
+    layers = jrnn.init_stack(jax.random.PRNGKey(27), 4, 5, 2, dtype=jnp.float64)
+    xs = _xs(jax.random.PRNGKey(28))
+    key = jax.random.PRNGKey(29)
+    plain, _ = jrnn.stack(layers, xs)
+    evaluated, _ = jrnn.stack(layers, xs, recurrent_dropout=0.5, key=key)
+    trained, _ = jrnn.stack(layers, xs, recurrent_dropout=0.5, key=key, training=True)
+    np.testing.assert_array_equal(np.asarray(evaluated), np.asarray(plain))
+    assert rel_err(trained, plain) > 1e-3
+    # one (B, H) mask per layer, the same at every step: the stack is rnn with those masks
+    keys = jax.random.split(key, (2, 3))
+    ref = xs
+    for k, layer in enumerate(layers):
+        m = jrnn.layers.dropout_mask(keys[k, 1], (3, 5), 0.5, jnp.float64)
+        ref, _ = jrnn.rnn(layer, ref, recurrent_mask=m)
+    assert rel_err(trained, ref) <= 1e-14
+    with pytest.raises(ValueError, match="needs a PRNG key"):
+        jrnn.stack(layers, xs, recurrent_dropout=0.5, training=True)
+    with pytest.raises(ValueError, match=r"recurrent_dropout must lie in \[0, 1\)"):
+        jrnn.stack(layers, xs, recurrent_dropout=1.5, key=key, training=True)
+    with pytest.raises(
+        ValueError,
+        match=r"recurrent_mask must have shape \(batch, hidden_size\) = \(3, 5\); got \(5,\)",
+    ):
+        jrnn.rnn(layers[0], xs, recurrent_mask=jnp.ones(5))

@@ -34,6 +34,7 @@ class Prepared(NamedTuple):
         x_layout: ``"btf"`` or ``"tbf"``.
         batched: whether the caller's ``xs`` had a batch axis.
         time_major: whether the caller's arrays are time-major.
+        recurrent_mask: `(B, H)` multiplier of ``h_{t-1}`` before ``W_h``, or ``None``.
     """
 
     params: RNNParams
@@ -44,6 +45,7 @@ class Prepared(NamedTuple):
     x_layout: str
     batched: bool
     time_major: bool
+    recurrent_mask: jax.Array | None = None
 
     @property
     def num_steps(self) -> int:
@@ -184,6 +186,7 @@ def prepare(
     lengths: Any,
     unroll: Any,
     time_major: Any,
+    recurrent_mask: Any = None,
 ) -> Prepared:
     """Validates the arguments of ``forward``/``rnn``/``backward`` and normalises them."""
     act = get_activation(activation)
@@ -218,6 +221,15 @@ def prepare(
             raise ValueError(f"h0 must have shape {what} = {state_shape}; got {tuple(h0.shape)}")
     if lengths is not None:
         lengths = _check_lengths(lengths, batched, batch, steps)
+    if recurrent_mask is not None:
+        recurrent_mask = _array(recurrent_mask, "recurrent_mask")
+        _check_float(recurrent_mask, "recurrent_mask")
+        if tuple(recurrent_mask.shape) != state_shape:
+            what = "(batch, hidden_size)" if batched else "(hidden_size,) for unbatched xs"
+            raise ValueError(
+                f"recurrent_mask must have shape {what} = {state_shape}; "
+                f"got {tuple(recurrent_mask.shape)}"
+            )
 
     dtype = jnp.result_type(*params, xs, *(() if h0 is None else (h0,)))
     params = RNNParams(*(jnp.asarray(p, dtype) for p in params))
@@ -229,7 +241,11 @@ def prepare(
         if h0 is None
         else jnp.reshape(jnp.asarray(h0, dtype), (batch, h))
     )
-    return Prepared(params, xs, h0, lengths, act, x_layout, batched, bool(time_major))
+    if recurrent_mask is not None:
+        recurrent_mask = jnp.reshape(jnp.asarray(recurrent_mask, dtype), (batch, h))
+    return Prepared(
+        params, xs, h0, lengths, act, x_layout, batched, bool(time_major), recurrent_mask
+    )
 
 
 def check_like(x: Any, name: str, shape: tuple[int, ...], what: str, dtype: Any) -> jax.Array:

@@ -65,6 +65,7 @@ def bptt(
     reverse: bool,
     unroll: int | bool,
     x_layout: str,
+    recurrent_mask: jax.Array | None = None,
 ) -> tuple[RNNParams, jax.Array, jax.Array]:
     """BPTT on validated arguments in the caller's layout (see ``scan_forward``).
 
@@ -73,7 +74,8 @@ def bptt(
         hs: the outputs of ``scan_forward``, layout of ``xs`` with ``H`` last.
         dhs: cotangent of ``hs`` or ``None`` (zero).
         dh_last: `(B, H)` cotangent of ``h_last`` or ``None`` (zero).
-        act, reverse, unroll, x_layout: as given to ``scan_forward``.
+        act, reverse, unroll, x_layout, recurrent_mask: as given to ``scan_forward``; the
+            mask is a constant here (no gradient flows to it).
 
     Returns:
         ``(dparams, dxs, dh0)`` with ``dxs`` in ``x_layout``.
@@ -105,6 +107,8 @@ def bptt(
             g = jnp.where(valid, g, 0)
         da = g if act_grad is None else g * act_grad(index_step(hs, t, axis))  # (B, H)
         new_c = da @ w_h_t  # (B, H)
+        if recurrent_mask is not None:
+            new_c = new_c * recurrent_mask  # the step read h_{t-1} * m
         if lengths is not None:
             new_c = new_c + jnp.where(valid, 0, c)  # padded steps pass the gradient through
         return new_c, update_step(das, da, (t + shift) % num_steps, axis)
@@ -122,7 +126,11 @@ def bptt(
         first = jnp.clip(lengths, 0, num_steps) % num_steps  # traced lengths may lie outside
     rows = jnp.arange(batch)
     pick = (lambda a: a[rows, first]) if axis == 1 else (lambda a: a[first, rows])
-    dw_h = _gram(hs, das) + (h0 - pick(hs)).T @ pick(das)  # (H, H)
+    h_read, h0_read = hs, h0 - pick(hs)  # what W_h multiplied: the states (times the mask)
+    if recurrent_mask is not None:
+        h_read = hs * jnp.expand_dims(recurrent_mask, axis)  # (layout of hs)
+        h0_read = h0_read * recurrent_mask
+    dw_h = _gram(h_read, das) + h0_read.T @ pick(das)  # (H, H)
     dw_x = _gram(jnp.roll(xs, shift, axis), das)  # (F, H); x_t lines up with sigma(t)
     db = jnp.sum(das, axis=(0, 1))  # (H,)
     dxs = jnp.roll(jnp.einsum(f"{h_layout},fh->{x_layout}", das, w_x), -shift, axis)
@@ -142,6 +150,7 @@ def backward(
     lengths: jax.Array | None = None,
     unroll: int | bool = 1,
     time_major: bool = False,
+    recurrent_mask: jax.Array | None = None,
 ) -> tuple[RNNParams, jax.Array, jax.Array]:
     """The hand-written BPTT: gradients of a loss given its cotangents on ``forward``'s outputs.
 
@@ -151,7 +160,8 @@ def backward(
         dhs: ``dL/dhs``, shaped as ``hs``, or ``None`` when the loss does not read ``hs``.
         dh_last: ``dL/dh_last``, shaped as ``h_last``, or ``None`` when the loss does not
             read it.
-        activation, reverse, lengths, unroll, time_major: the options given to ``forward``.
+        activation, reverse, lengths, unroll, time_major, recurrent_mask: the options
+            given to ``forward``.
 
     Returns:
         ``(dparams, dxs, dh0)``: an ``RNNParams`` of gradients, ``dL/dxs`` shaped as ``xs``
@@ -170,6 +180,7 @@ def backward(
         lengths=lengths,
         unroll=unroll,
         time_major=time_major,
+        recurrent_mask=recurrent_mask,
     )
     dtype = p.h0.dtype
     hs = p.hs_to_internal(check_like(hs, "hs", p.hs_shape, "forward's hs", dtype))
@@ -179,14 +190,25 @@ def backward(
         dh_last = check_like(dh_last, "dh_last", p.state_shape, "h_last", dtype)
         dh_last = jnp.reshape(dh_last, p.h0.shape)
     dparams, dxs, dh0 = bptt(
-        p.params, p.xs, p.h0, p.lengths, hs, dhs, dh_last, p.act, bool(reverse), unroll, p.x_layout
+        p.params,
+        p.xs,
+        p.h0,
+        p.lengths,
+        hs,
+        dhs,
+        dh_last,
+        p.act,
+        bool(reverse),
+        unroll,
+        p.x_layout,
+        p.recurrent_mask,
     )
     return dparams, p.xs_to_caller(dxs), p.state_to_caller(dh0)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
-def _rnn_core(params, xs, h0, lengths, act, reverse, unroll, x_layout):
-    return scan_forward(params, xs, h0, lengths, act, reverse, unroll, x_layout)
+@partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8))
+def _rnn_core(params, xs, h0, lengths, mask, act, reverse, unroll, x_layout):
+    return scan_forward(params, xs, h0, lengths, act, reverse, unroll, x_layout, mask)
 
 
 def primal_values(tree):
@@ -194,21 +216,21 @@ def primal_values(tree):
     return jax.tree.map(lambda a: a.value, tree, is_leaf=lambda a: isinstance(a, CustomVJPPrimal))
 
 
-def _rnn_core_fwd(params, xs, h0, lengths, act, reverse, unroll, x_layout):
-    params, xs, h0, lengths = primal_values((params, xs, h0, lengths))
-    hs, h_last = scan_forward(params, xs, h0, lengths, act, reverse, unroll, x_layout)
-    return (hs, h_last), (params, xs, h0, lengths, hs)
+def _rnn_core_fwd(params, xs, h0, lengths, mask, act, reverse, unroll, x_layout):
+    params, xs, h0, lengths, mask = primal_values((params, xs, h0, lengths, mask))
+    hs, h_last = scan_forward(params, xs, h0, lengths, act, reverse, unroll, x_layout, mask)
+    return (hs, h_last), (params, xs, h0, lengths, mask, hs)
 
 
 def _rnn_core_bwd(act, reverse, unroll, x_layout, residuals, cotangents):
-    params, xs, h0, lengths, hs = residuals
+    params, xs, h0, lengths, mask, hs = residuals
     # A loss that reads only h_last (or only hs) leaves the other cotangent a symbolic zero:
     # skip it instead of materialising a (T, B, H) buffer of zeros.
     dhs, dh_last = (None if isinstance(ct, SymbolicZero) else ct for ct in cotangents)
     dparams, dxs, dh0 = bptt(
-        params, xs, h0, lengths, hs, dhs, dh_last, act, reverse, unroll, x_layout
+        params, xs, h0, lengths, hs, dhs, dh_last, act, reverse, unroll, x_layout, mask
     )
-    return dparams, dxs, dh0, None
+    return dparams, dxs, dh0, None, None  # lengths and the mask get no gradient
 
 
 _rnn_core.defvjp(_rnn_core_fwd, _rnn_core_bwd, symbolic_zeros=True)
@@ -224,6 +246,7 @@ def rnn(
     lengths: jax.Array | None = None,
     unroll: int | bool = 1,
     time_major: bool = False,
+    recurrent_mask: jax.Array | None = None,
     remat: int | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """:func:`jrnn.forward` whose reverse-mode derivative is the hand-written BPTT.
@@ -243,6 +266,8 @@ def rnn(
             each segment in the backward pass (see :mod:`jrnn.remat`): less memory for long
             sequences, one more forward pass of compute. ``k`` near ``sqrt(T)`` minimises
             memory.
+        recurrent_mask: as :func:`jrnn.forward`; treated as a constant (``rnn`` returns no
+            gradient for it; differentiate through ``forward`` if you need one).
         Others: as :func:`jrnn.forward`.
 
     Returns:
@@ -265,15 +290,33 @@ def rnn(
         lengths=lengths,
         unroll=unroll,
         time_major=time_major,
+        recurrent_mask=recurrent_mask,
     )
     if remat is None:
         hs, h_last = _rnn_core(
-            p.params, p.xs, p.h0, p.lengths, p.act, bool(reverse), unroll, p.x_layout
+            p.params,
+            p.xs,
+            p.h0,
+            p.lengths,
+            p.recurrent_mask,
+            p.act,
+            bool(reverse),
+            unroll,
+            p.x_layout,
         )
     else:
         from jrnn.remat import remat_rnn  # remat builds on this module
 
         hs, h_last = remat_rnn(
-            p.params, p.xs, p.h0, p.lengths, p.act, bool(reverse), unroll, p.x_layout, remat
+            p.params,
+            p.xs,
+            p.h0,
+            p.lengths,
+            p.act,
+            bool(reverse),
+            unroll,
+            p.x_layout,
+            remat,
+            p.recurrent_mask,
         )
     return p.hs_to_caller(hs), p.state_to_caller(h_last)

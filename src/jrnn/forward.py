@@ -44,6 +44,7 @@ def scan_forward(
     reverse: bool,
     unroll: int | bool,
     x_layout: str,
+    recurrent_mask: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """The recurrence on validated arguments, in the caller's layout.
 
@@ -56,6 +57,7 @@ def scan_forward(
         reverse: run from the last (valid) step to the first.
         unroll: loop unroll factor.
         x_layout: ``"btf"`` or ``"tbf"``.
+        recurrent_mask: `(B, H)` multiplier of ``h_{t-1}`` before ``W_h`` or ``None``.
 
     Returns:
         ``(hs, h_last)``: outputs in the layout of ``xs`` with ``H`` last (zero at padded
@@ -76,7 +78,8 @@ def scan_forward(
     def step(i, carry):
         h, buf = carry
         t = num_steps - 1 - i if reverse else i
-        h_new = act_fn(index_step(buf, t, axis) + b + h @ w_h)  # (B, H)
+        h_in = h if recurrent_mask is None else h * recurrent_mask  # (B, H)
+        h_new = act_fn(index_step(buf, t, axis) + b + h_in @ w_h)  # (B, H)
         if lengths is None:
             return h_new, update_step(buf, h_new, t, axis)
         # Padded steps keep the state and emit zeros. Running in reverse, the padded tail
@@ -99,6 +102,7 @@ def forward(
     lengths: jax.Array | None = None,
     unroll: int | bool = 1,
     time_major: bool = False,
+    recurrent_mask: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Runs the Elman RNN over a sequence (a ``lax.fori_loop``, lowered to ``lax.scan``).
 
@@ -119,6 +123,9 @@ def forward(
             act as if clipped to it.
         unroll: loop unroll factor (an int >= 1, or ``True`` for a full unroll).
         time_major: ``xs`` and ``hs`` are `(T, B, ...)` instead of `(B, T, ...)`.
+        recurrent_mask: `(B, H)` (unbatched `(H,)`) multiplier applied to ``h_{t-1}``
+            before ``W_h`` at every step: ``h_t = act(x_t W_x + (h_{t-1} * m) W_h + b)``.
+            Keras' recurrent dropout is such a mask (see ``jrnn.layers.stack``).
 
     Returns:
         ``(hs, h_last)``: ``hs`` `(B, T, H)` (or `(T, B, H)`, or unbatched `(T, H)`) and
@@ -140,8 +147,17 @@ def forward(
         lengths=lengths,
         unroll=unroll,
         time_major=time_major,
+        recurrent_mask=recurrent_mask,
     )
     hs, h_last = scan_forward(
-        p.params, p.xs, p.h0, p.lengths, p.act, bool(reverse), unroll, p.x_layout
+        p.params,
+        p.xs,
+        p.h0,
+        p.lengths,
+        p.act,
+        bool(reverse),
+        unroll,
+        p.x_layout,
+        p.recurrent_mask,
     )
     return p.hs_to_caller(hs), p.state_to_caller(h_last)

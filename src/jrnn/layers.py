@@ -10,9 +10,10 @@ Every composite runs each direction of each layer through :func:`jrnn.rnn`, so
   ``"mul"``, ``"ave"`` and ``"none"`` (a pair of sequences; last layer only).
   With ``lengths`` the backward direction starts at each sequence's last valid
   step, as PyTorch's packed sequences do.
-- Input dropout has Keras ``SimpleRNN(dropout=...)`` semantics: one mask per
-  sequence and feature, drawn from an explicit PRNG key, reused at every step,
-  scaled by ``1 / (1 - rate)``, and off unless ``training=True``.
+- Input and recurrent dropout have Keras ``SimpleRNN(dropout=..., recurrent_dropout=...)``
+  semantics: one mask per sequence (over features for the input, over hidden units
+  for ``h_{t-1}`` before ``W_h``), drawn from an explicit PRNG key, reused at every
+  step, scaled by ``1 / (1 - rate)``, and off unless ``training=True``.
 - Streaming (Keras ``stateful=True``): the final states a call returns have the
   structure its ``h0`` takes, so a long sequence can be fed chunk by chunk with
   the state carried over; for unidirectional stacks the outputs equal one call
@@ -35,6 +36,7 @@ __all__ = [
     "MERGE_MODES",
     "BiRNNParams",
     "bidirectional",
+    "dropout_mask",
     "init_stack",
     "input_dropout",
     "stack",
@@ -84,6 +86,7 @@ def bidirectional(
     h0: tuple[jax.Array, jax.Array] | None = None,
     *,
     merge_mode: str = "concat",
+    recurrent_mask: tuple[jax.Array, jax.Array] | None = None,
     **options: Any,
 ) -> tuple[Any, tuple[jax.Array, jax.Array]]:
     """Runs a bidirectional layer (Keras ``Bidirectional(SimpleRNN)``, PyTorch ``bidirectional``).
@@ -94,6 +97,7 @@ def bidirectional(
         h0: ``None`` (zeros) or ``(h0_forward, h0_backward)``, each shaped as ``rnn``'s ``h0``.
         merge_mode: ``"concat"`` (outputs `(..., 2H)`), ``"sum"``, ``"mul"``, ``"ave"``
             (`(..., H)`) or ``"none"`` (the pair ``(hs_forward, hs_backward)``).
+        recurrent_mask: ``None`` or a pair of masks, one per direction, as ``rnn``'s.
         **options: ``activation``, ``lengths``, ``unroll``, ``time_major``, ``remat`` as
             for :func:`jrnn.rnn` (not ``reverse``).
 
@@ -107,8 +111,9 @@ def bidirectional(
     if "reverse" in options:
         raise TypeError("bidirectional() runs both directions; it takes no 'reverse' option")
     h0_f, h0_b = (None, None) if h0 is None else _pair(h0, "h0")
-    hs_f, h_f = rnn(params.forward, xs, h0_f, **options)
-    hs_b, h_b = rnn(params.backward, xs, h0_b, reverse=True, **options)
+    m_f, m_b = (None, None) if recurrent_mask is None else _pair(recurrent_mask, "recurrent_mask")
+    hs_f, h_f = rnn(params.forward, xs, h0_f, recurrent_mask=m_f, **options)
+    hs_b, h_b = rnn(params.backward, xs, h0_b, reverse=True, recurrent_mask=m_b, **options)
     return _merge(hs_f, hs_b, merge_mode), (h_f, h_b)
 
 
@@ -119,6 +124,14 @@ def _pair(h0: Any, name: str) -> tuple[Any, Any]:
             f"got {type(h0).__name__}"
         )
     return h0[0], h0[1]
+
+
+def dropout_mask(key: jax.Array, shape: tuple[int, ...], rate: float, dtype: Any) -> jax.Array:
+    """An inverted-dropout mask: 0 with probability ``rate``, else ``1 / (1 - rate)``."""
+    if not 0.0 <= float(rate) < 1.0:
+        raise ValueError(f"dropout rate must lie in [0, 1); got {rate!r}")
+    keep = jax.random.bernoulli(key, 1.0 - rate, shape)
+    return jnp.where(keep, 1.0 / (1.0 - rate), 0.0).astype(dtype)
 
 
 def input_dropout(key: jax.Array, xs: jax.Array, rate: float, *, time_major: bool = False):
@@ -138,13 +151,10 @@ def input_dropout(key: jax.Array, xs: jax.Array, rate: float, *, time_major: boo
     if rate == 0:
         return xs
     if xs.ndim == 2:
-        mask_shape, time_axis = (xs.shape[-1],), 0
-    else:
-        mask_shape = (xs.shape[0 if not time_major else 1], xs.shape[-1])
-        time_axis = 0 if time_major else 1
-    keep = jax.random.bernoulli(key, 1.0 - rate, mask_shape)
-    mask = jnp.expand_dims(keep, time_axis) if xs.ndim == 3 else keep
-    return jnp.where(mask, xs / (1.0 - rate), 0).astype(xs.dtype)
+        return xs * dropout_mask(key, (xs.shape[-1],), rate, xs.dtype)
+    batch = xs.shape[1 if time_major else 0]
+    mask = dropout_mask(key, (batch, xs.shape[-1]), rate, xs.dtype)
+    return xs * jnp.expand_dims(mask, 0 if time_major else 1)
 
 
 def init_stack(
@@ -222,6 +232,7 @@ def stack(
     *,
     merge_mode: str = "concat",
     dropout: float = 0.0,
+    recurrent_dropout: float = 0.0,
     key: jax.Array | None = None,
     training: bool = False,
     time_major: bool = False,
@@ -237,8 +248,11 @@ def stack(
         merge_mode: for bidirectional layers, as :func:`bidirectional`.
         dropout: Keras input-dropout rate applied to every layer's input when
             ``training`` (one mask per sequence, see :func:`input_dropout`).
-        key: the PRNG key for the dropout masks (split once per layer); required when
-            ``training`` and ``dropout > 0``.
+        recurrent_dropout: Keras recurrent-dropout rate when ``training``: one `(B, H)`
+            mask per sequence, layer and direction, applied to ``h_{t-1}`` before ``W_h``
+            at every step (``rnn``'s ``recurrent_mask``).
+        key: the PRNG key for the dropout masks (split per layer and use); required when
+            ``training`` and a rate is positive.
         training: apply dropout.
         time_major: the layout of ``xs`` and of the outputs.
         **options: ``activation``, ``lengths``, ``unroll``, ``remat`` as for :func:`jrnn.rnn`.
@@ -262,20 +276,43 @@ def stack(
         )
     if h0 is not None and len(h0) != len(layers):
         raise ValueError(f"h0 must hold one state per layer ({len(layers)}); got {len(h0)}")
+    for name, rate in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout)):
+        if not 0.0 <= float(rate) < 1.0:
+            raise ValueError(f"{name} must lie in [0, 1); got {rate!r}")
     use_dropout = training and dropout > 0
-    if use_dropout and key is None:
-        raise ValueError("stack(training=True, dropout > 0) needs a PRNG key: pass key=")
-    keys = jax.random.split(key, len(layers)) if use_dropout else [None] * len(layers)
+    use_recurrent = training and recurrent_dropout > 0
+    if (use_dropout or use_recurrent) and key is None:
+        raise ValueError("stack(training=True) with a dropout rate needs a PRNG key: pass key=")
+    keys = jax.random.split(key, (len(layers), 3)) if key is not None else None
+    batch_shape = () if xs.ndim == 2 else (xs.shape[1 if time_major else 0],)
     out, finals = xs, []
     for k, layer in enumerate(layers):
         if use_dropout:
-            out = input_dropout(keys[k], out, dropout, time_major=time_major)
+            out = input_dropout(keys[k, 0], out, dropout, time_major=time_major)
         state = None if h0 is None else h0[k]
+        dirs = layer if isinstance(layer, BiRNNParams) else (layer,)
+        masks = (
+            tuple(
+                dropout_mask(
+                    keys[k, 1 + d], (*batch_shape, p.w_h.shape[0]), recurrent_dropout, out.dtype
+                )
+                for d, p in enumerate(dirs)
+            )
+            if use_recurrent
+            else None
+        )
         if isinstance(layer, BiRNNParams):
             out, h = bidirectional(
-                layer, out, state, merge_mode=merge_mode, time_major=time_major, **options
+                layer,
+                out,
+                state,
+                merge_mode=merge_mode,
+                time_major=time_major,
+                recurrent_mask=masks,
+                **options,
             )
         else:
-            out, h = rnn(layer, out, state, time_major=time_major, **options)
+            mask = None if masks is None else masks[0]
+            out, h = rnn(layer, out, state, time_major=time_major, recurrent_mask=mask, **options)
         finals.append(h)
     return out, tuple(finals)

@@ -49,7 +49,7 @@ def _stack_to_sequence(stacked: jax.Array, axis: int) -> jax.Array:
     return jnp.swapaxes(stacked, 0, 1).reshape(b, n * k, *stacked.shape[3:])
 
 
-def _segments_forward(params, xs, h0, lengths, act, reverse, unroll, x_layout, k):
+def _segments_forward(params, xs, h0, lengths, mask, act, reverse, unroll, x_layout, k):
     """Runs the segments in order; returns (hs, h_last, states entering each segment)."""
     axis = x_layout.index("t")
     n = xs.shape[axis] // k
@@ -57,7 +57,7 @@ def _segments_forward(params, xs, h0, lengths, act, reverse, unroll, x_layout, k
     def seg(h, s):
         xs_s = _segment(xs, s, k, axis)
         hs_s, h_out = scan_forward(
-            params, xs_s, h, _segment_lengths(lengths, s, k), act, reverse, unroll, x_layout
+            params, xs_s, h, _segment_lengths(lengths, s, k), act, reverse, unroll, x_layout, mask
         )
         return h_out, (hs_s, h)
 
@@ -65,22 +65,24 @@ def _segments_forward(params, xs, h0, lengths, act, reverse, unroll, x_layout, k
     return _stack_to_sequence(hs, axis), h_last, entering
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7, 8))
-def _remat_core(params, xs, h0, lengths, act, reverse, unroll, x_layout, k):
-    hs, h_last, _ = _segments_forward(params, xs, h0, lengths, act, reverse, unroll, x_layout, k)
+@partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8, 9))
+def _remat_core(params, xs, h0, lengths, mask, act, reverse, unroll, x_layout, k):
+    hs, h_last, _ = _segments_forward(
+        params, xs, h0, lengths, mask, act, reverse, unroll, x_layout, k
+    )
     return hs, h_last
 
 
-def _remat_fwd(params, xs, h0, lengths, act, reverse, unroll, x_layout, k):
-    params, xs, h0, lengths = primal_values((params, xs, h0, lengths))
+def _remat_fwd(params, xs, h0, lengths, mask, act, reverse, unroll, x_layout, k):
+    params, xs, h0, lengths, mask = primal_values((params, xs, h0, lengths, mask))
     hs, h_last, entering = _segments_forward(
-        params, xs, h0, lengths, act, reverse, unroll, x_layout, k
+        params, xs, h0, lengths, mask, act, reverse, unroll, x_layout, k
     )
-    return (hs, h_last), (params, xs, lengths, entering)
+    return (hs, h_last), (params, xs, lengths, mask, entering)
 
 
 def _remat_bwd(act, reverse, unroll, x_layout, k, residuals, cotangents):
-    params, xs, lengths, entering = residuals
+    params, xs, lengths, mask, entering = residuals
     dhs, dh_last = cotangents
     axis = x_layout.index("t")
     n = xs.shape[axis] // k
@@ -95,10 +97,10 @@ def _remat_bwd(act, reverse, unroll, x_layout, k, residuals, cotangents):
         s, h_in = inp
         xs_s = _segment(xs, s, k, axis)
         len_s = _segment_lengths(lengths, s, k)
-        hs_s, _ = scan_forward(params, xs_s, h_in, len_s, act, reverse, unroll, x_layout)
+        hs_s, _ = scan_forward(params, xs_s, h_in, len_s, act, reverse, unroll, x_layout, mask)
         dhs_s = None if dhs is None else _segment(dhs, s, k, axis)
         dp, dxs_s, dh_in = bptt(
-            params, xs_s, h_in, len_s, hs_s, dhs_s, dh_out, act, reverse, unroll, x_layout
+            params, xs_s, h_in, len_s, hs_s, dhs_s, dh_out, act, reverse, unroll, x_layout, mask
         )
         return (dh_in, jax.tree.map(jnp.add, acc, dp)), dxs_s
 
@@ -106,7 +108,7 @@ def _remat_bwd(act, reverse, unroll, x_layout, k, residuals, cotangents):
     (dh0, dparams), dxs = lax.scan(
         seg, (dh_last, zeros), (jnp.arange(n), entering), reverse=not reverse
     )
-    return dparams, _stack_to_sequence(dxs, axis), dh0, None
+    return dparams, _stack_to_sequence(dxs, axis), dh0, None, None
 
 
 _remat_core.defvjp(_remat_fwd, _remat_bwd, symbolic_zeros=True)
@@ -122,12 +124,14 @@ def remat_rnn(
     unroll: int | bool,
     x_layout: str,
     k: int,
+    mask: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """``rnn``'s core with segment-wise rematerialisation, on validated arguments.
 
     Args:
         params, xs, h0, lengths, act, reverse, unroll, x_layout: as ``scan_forward``.
         k: segment length, a positive int.
+        mask: the recurrent mask, as ``scan_forward``'s ``recurrent_mask``.
 
     Returns:
         ``(hs, h_last)`` as ``scan_forward``.
@@ -137,7 +141,7 @@ def remat_rnn(
     k = max(1, min(k, num_steps)) if num_steps else 1
     pad = -num_steps % k
     if num_steps == 0:
-        return scan_forward(params, xs, h0, lengths, act, reverse, unroll, x_layout)
+        return scan_forward(params, xs, h0, lengths, act, reverse, unroll, x_layout, mask)
     if pad:
         # padded steps are masked out like those past a sequence's length
         if lengths is None:
@@ -146,7 +150,7 @@ def remat_rnn(
         widths = [(0, 0)] * xs.ndim
         widths[axis] = (0, pad)
         xs = jnp.pad(xs, widths)
-    hs, h_last = _remat_core(params, xs, h0, lengths, act, reverse, unroll, x_layout, k)
+    hs, h_last = _remat_core(params, xs, h0, lengths, mask, act, reverse, unroll, x_layout, k)
     if pad:
         hs = lax.slice_in_dim(hs, 0, num_steps, axis=axis)
     return hs, h_last
