@@ -44,6 +44,14 @@ class Converted(NamedTuple):
     merge_mode: str = "concat"
 
 
+def _gate_hint(size: int, hidden: int, what: str) -> str:
+    """A hint when a weight's gate axis has the size of an LSTM's (4H) or a GRU's (3H)."""
+    return {
+        4 * hidden: f" (4H {what}: LSTM weights?)",
+        3 * hidden: f" (3H {what}: GRU weights?)",
+    }.get(size, "")
+
+
 def _numpy(value: Any) -> np.ndarray:
     if hasattr(value, "detach"):  # a torch tensor
         value = value.detach().cpu().numpy()
@@ -130,16 +138,15 @@ def from_torch(
                     f"got {w_ih.shape}, {w_hh.shape}"
                 )
             h = w_hh.shape[1]
-            gates = {4 * h: " (4H rows: LSTM weights?)", 3 * h: " (3H rows: GRU weights?)"}
             if w_hh.shape[0] != h:
                 raise ValueError(
                     f"weight_hh{suffix} must be square (H, H) for an nn.RNN; got {w_hh.shape}"
-                    + gates.get(w_hh.shape[0], "")
+                    + _gate_hint(w_hh.shape[0], h, "rows")
                 )
             if w_ih.shape[0] != h:
                 raise ValueError(
                     f"weight_ih{suffix} must have shape (H, input_size) with H = {h}; got "
-                    f"{w_ih.shape}" + gates.get(w_ih.shape[0], "")
+                    f"{w_ih.shape}" + _gate_hint(w_ih.shape[0], h, "rows")
                 )
             if hidden is not None and h != hidden:
                 raise ValueError(f"layer {layer} has hidden size {h}, layer 0 has {hidden}")
@@ -249,16 +256,15 @@ def _from_keras_arrays(weights: Sequence[Any]) -> RNNParams:
             f"kernel and recurrent_kernel must be 2-D; got {kernel.shape}, {recurrent.shape}"
         )
     h = recurrent.shape[0]
-    gates = {4 * h: " (4H columns: LSTM weights?)", 3 * h: " (3H columns: GRU weights?)"}
     if recurrent.shape[1] != h:
         raise ValueError(
             f"recurrent_kernel must be square (H, H) for a SimpleRNN; got {recurrent.shape}"
-            + gates.get(recurrent.shape[1], "")
+            + _gate_hint(recurrent.shape[1], h, "columns")
         )
     if kernel.shape[1] != h:
         raise ValueError(
             f"kernel must have shape (input_size, H) with H = {h}; got {kernel.shape}"
-            + gates.get(kernel.shape[1], "")
+            + _gate_hint(kernel.shape[1], h, "columns")
         )
     bias = weights[2] if len(weights) == 3 else np.zeros(h, kernel.dtype)
     if bias.shape != (h,):
