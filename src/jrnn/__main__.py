@@ -1,6 +1,10 @@
-"""``python -m jrnn``: the seed notebook's example and gradient checks.
+"""The ``jrnn`` command (also ``python -m jrnn``).
 
-Prints the forward output of the notebook's example (to compare with the
+* ``jrnn train [options]``: train a model on a task (see :mod:`jrnn.cli`, ``jrnn train -h``).
+* ``jrnn check [options]`` (or ``jrnn`` with only these options): the seed notebook's
+  example and gradient checks.
+
+``jrnn check`` prints the forward output of the notebook's example (to compare with the
 notebook's printed numbers), then the gradient-check tables for that example
 (loss ``0.5 * ||h_T||^2``) and for a random model of batch 8, 64 steps,
 16 features and 32 hidden units.
@@ -56,7 +60,18 @@ def demo(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="jrnn", description=__doc__.splitlines()[0])
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "train":
+        from jrnn.cli import main as train_main
+
+        return train_main(argv[1:])
+    if argv and argv[0] == "check":
+        argv = argv[1:]
+    parser = argparse.ArgumentParser(
+        prog="jrnn check",
+        description="The seed notebook's example and the gradient checks (BPTT vs autodiff "
+        "vs finite differences). Training is `jrnn train` (see `jrnn train --help`).",
+    )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=64)
     parser.add_argument("--features", type=int, default=16)

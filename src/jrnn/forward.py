@@ -80,13 +80,18 @@ def scan_forward(
         t = num_steps - 1 - i if reverse else i
         h_in = h if recurrent_mask is None else h * recurrent_mask  # (B, H)
         h_new = act_fn(index_step(buf, t, axis) + b + h_in @ w_h)  # (B, H)
+        # The new state has one user, the in-place update of `buf`; the carry reads it back.
+        # With two users XLA duplicates a cheap activation (relu) into both, one of which
+        # reads `buf` while the other updates it, and so copies the whole (T, B, H) buffer
+        # twice per step (relu measured 6x slower than tanh at (32, 150, 2, 100)).
         if lengths is None:
-            return h_new, update_step(buf, h_new, t, axis)
+            buf = update_step(buf, h_new, t, axis)
+            return index_step(buf, t, axis), buf
         # Padded steps keep the state and emit zeros. Running in reverse, the padded tail
         # comes first and leaves h0 untouched, so each sequence starts at its last valid step.
         valid = (t < lengths)[:, None]  # (B, 1)
-        h = jnp.where(valid, h_new, h)
-        return h, update_step(buf, jnp.where(valid, h_new, 0), t, axis)
+        buf = update_step(buf, jnp.where(valid, h_new, 0), t, axis)
+        return jnp.where(valid, index_step(buf, t, axis), h), buf
 
     h_last, hs = lax.fori_loop(0, num_steps, step, (h0, buf), unroll=unroll)
     return hs, h_last

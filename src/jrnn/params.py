@@ -73,6 +73,8 @@ INITIALIZERS: dict[str, Initializer] = {
     "lecun_normal": jax.nn.initializers.lecun_normal(),
     "he_normal": jax.nn.initializers.he_normal(),
     "orthogonal": jax.nn.initializers.orthogonal(),
+    # N(0, 0.001^2): Le, Jaitly & Hinton (2015)'s init of the IRNN's non-recurrent weights
+    "small_normal": jax.nn.initializers.normal(stddev=1e-3),
     "identity": _identity,
     "pytorch": _pytorch_uniform,
     "zeros": jax.nn.initializers.zeros,

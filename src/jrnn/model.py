@@ -1,0 +1,157 @@
+"""A trainable model: a stack of Elman layers with a dense readout.
+
+``h_t = act(x_t W_x + h_{t-1} W_h + b)`` runs through :func:`jrnn.stack` (so every
+layer differentiates with the hand-written BPTT of :func:`jrnn.rnn`), and a dense head
+``y = h W + c`` reads either the last state (many-to-one, Keras'
+``return_sequences=False``) or every state (many-to-many, ``return_sequences=True``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jrnn.layers import init_stack, stack
+from jrnn.params import RNNParams, _check_size, initializer
+
+__all__ = ["Dense", "ModelParams", "apply", "init_model"]
+
+
+class Dense(NamedTuple):
+    """A dense readout ``y = h W + c``.
+
+    Attributes:
+        w: `(hidden_size, output_size)` weights.
+        b: `(output_size,)` bias.
+    """
+
+    w: jax.Array
+    b: jax.Array
+
+
+class ModelParams(NamedTuple):
+    """Params of :func:`apply`: a pytree that ``jax.grad``, optax and orbax keep as is.
+
+    Attributes:
+        layers: one :class:`~jrnn.RNNParams` per layer, layer ``k > 0`` reading layer ``k-1``.
+        head: the :class:`Dense` readout on the last layer's states.
+    """
+
+    layers: tuple[RNNParams, ...]
+    head: Dense
+
+    @property
+    def input_size(self) -> int:
+        return self.layers[0].input_size
+
+    @property
+    def hidden_size(self) -> int:
+        return self.layers[-1].hidden_size
+
+    @property
+    def output_size(self) -> int:
+        return int(self.head.w.shape[-1])
+
+
+def init_model(
+    key: jax.Array,
+    input_size: int,
+    hidden_size: int,
+    output_size: int,
+    *,
+    num_layers: int = 1,
+    dtype: Any = jnp.float32,
+    kernel_init: str = "glorot_uniform",
+    recurrent_init: str = "orthogonal",
+    bias_init: str = "zeros",
+    head_init: str = "glorot_uniform",
+) -> ModelParams:
+    """Initialises :class:`ModelParams`; the defaults are Keras ``SimpleRNN`` + ``Dense``.
+
+    Args:
+        key: a PRNG key (split here between the layers and the head).
+        input_size: ``F``, the features per step.
+        hidden_size: ``H`` of every layer.
+        output_size: ``O``, the readout's width (classes for a classifier).
+        num_layers: Elman layers, >= 1.
+        dtype: the params' float dtype.
+        kernel_init, recurrent_init, bias_init: as :func:`jrnn.init_params`
+            (``recurrent_init="identity"`` with ``activation="relu"`` is the IRNN).
+        head_init: the initializer of the head's `(H, O)` weights (its bias starts at 0).
+
+    Returns:
+        A :class:`ModelParams`.
+    """
+    output_size = _check_size("output_size", output_size)
+    num_layers = _check_size("num_layers", num_layers)
+    key_rnn, key_head = jax.random.split(key)
+    layers = init_stack(
+        key_rnn,
+        input_size,
+        hidden_size,
+        num_layers,
+        dtype=dtype,
+        kernel_init=kernel_init,
+        recurrent_init=recurrent_init,
+        bias_init=bias_init,
+    )
+    compute = jnp.promote_types(dtype, jnp.float32)
+    w = initializer(head_init)(key_head, (hidden_size, output_size), compute).astype(dtype)
+    return ModelParams(tuple(layers), Dense(w, jnp.zeros((output_size,), dtype)))
+
+
+def _check_model(params: Any) -> ModelParams:
+    if not isinstance(params, ModelParams):
+        raise TypeError(f"params must be a jrnn.ModelParams; got {type(params).__name__}")
+    layers = tuple(params.layers)
+    if not layers or not all(isinstance(p, RNNParams) for p in layers):
+        raise TypeError("params.layers must be a non-empty tuple of jrnn.RNNParams")
+    head = params.head
+    hidden = layers[-1].w_h.shape[-1]
+    if not isinstance(head, Dense) or head.w.ndim != 2 or head.w.shape[0] != hidden:
+        raise ValueError(
+            f"params.head.w must be (hidden_size={hidden}, output_size); "
+            f"got {getattr(getattr(head, 'w', None), 'shape', None)}"
+        )
+    if head.b.shape != (head.w.shape[1],):
+        raise ValueError(f"params.head.b must be ({head.w.shape[1]},); got {head.b.shape}")
+    return ModelParams(layers, head)
+
+
+def apply(
+    params: ModelParams,
+    xs: jax.Array,
+    h0: tuple[jax.Array, ...] | None = None,
+    *,
+    activation: str = "tanh",
+    return_sequences: bool = False,
+    lengths: jax.Array | None = None,
+    remat: int | None = None,
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+    """Runs the model on a batch.
+
+    Args:
+        params: :class:`ModelParams`.
+        xs: `(B, T, F)` inputs.
+        h0: ``None`` (zeros) or one `(B, H)` state per layer.
+        activation: the cell's nonlinearity, ``"tanh"``, ``"relu"`` or ``"linear"``.
+        return_sequences: ``False``: the head reads the last state, outputs `(B, O)`
+            (with ``lengths``, each sequence's state at its last valid step).
+            ``True``: the head reads every state, outputs `(B, T, O)` (steps past a
+            sequence's length are computed but meaningless: mask them, as the losses do).
+        lengths: optional `(B,)` valid steps per sequence.
+        remat: as :func:`jrnn.rnn` (segment rematerialisation for long sequences).
+
+    Returns:
+        ``(outputs, final_states)``: outputs `(B, O)` or `(B, T, O)`, and one `(B, H)`
+        final state per layer (the ``h0`` to continue the stream with).
+    """
+    params = _check_model(params)
+    options: dict[str, Any] = {"activation": activation, "lengths": lengths}
+    if remat is not None:
+        options["remat"] = remat
+    hs, finals = stack(params.layers, xs, h0, **options)
+    top = hs if return_sequences else finals[-1]
+    return top @ params.head.w + params.head.b, finals

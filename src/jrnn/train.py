@@ -1,0 +1,357 @@
+"""Training with optax: a jitted train step, evaluation and truncated BPTT.
+
+The caller owns the optimiser: every function here takes an
+``optax.GradientTransformation`` and never builds one, so gradient clipping and
+learning-rate schedules are the caller's optax chain. The usual one for RNNs::
+
+    optimizer = optax.chain(
+        optax.clip_by_global_norm(1.0),   # tames exploding gradients
+        optax.adam(optax.cosine_decay_schedule(1e-3, decay_steps=10_000)),
+    )
+
+Gradients run the hand-written BPTT (:func:`jrnn.rnn` under :func:`jrnn.model.apply`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jrnn.layers import zero_state
+from jrnn.losses import accuracy, mean_squared_error, softmax_cross_entropy
+from jrnn.model import ModelParams, apply
+
+__all__ = [
+    "LOSSES",
+    "Batch",
+    "evaluate",
+    "loss_and_metrics",
+    "make_train_step",
+    "tbptt_gradients",
+    "truncated_bptt",
+]
+
+LOSSES: dict[str, Callable[..., jax.Array]] = {
+    "mse": mean_squared_error,
+    "cross_entropy": softmax_cross_entropy,
+}
+
+Metrics = dict[str, jax.Array]
+
+
+class Batch(NamedTuple):
+    """One batch of a supervised task.
+
+    Attributes:
+        inputs: `(B, T, F)` input sequences.
+        targets: for ``loss="mse"``, `(B, O)` (many-to-one) or `(B, T, O)` (many-to-many)
+            floats; for ``loss="cross_entropy"``, `(B,)` or `(B, T)` integer classes.
+        lengths: optional `(B,)` valid steps per sequence (``None``: all ``T`` valid).
+    """
+
+    inputs: jax.Array
+    targets: jax.Array
+    lengths: jax.Array | None = None
+
+
+def _check_loss(loss: Any) -> Callable[..., jax.Array]:
+    try:
+        return LOSSES[loss]
+    except (KeyError, TypeError):
+        raise ValueError(f"loss must be one of {sorted(LOSSES)}; got {loss!r}") from None
+
+
+def _check_batch(batch: Any) -> Batch:
+    if not isinstance(batch, Batch):
+        if isinstance(batch, tuple) and len(batch) in (2, 3):
+            return Batch(*batch)
+        raise TypeError(
+            "batch must be a jrnn.train.Batch(inputs, targets, lengths); "
+            f"got {type(batch).__name__}"
+        )
+    return batch
+
+
+def loss_and_metrics(
+    params: ModelParams,
+    batch: Batch,
+    h0: tuple[jax.Array, ...] | None = None,
+    *,
+    loss: str = "mse",
+    activation: str = "tanh",
+    return_sequences: bool = False,
+    remat: int | None = None,
+) -> tuple[jax.Array, tuple[Metrics, tuple[jax.Array, ...]]]:
+    """The scalar loss of ``params`` on ``batch``, its metrics and the final states.
+
+    Shaped for ``jax.value_and_grad(..., has_aux=True)``.
+
+    Args:
+        params: :class:`~jrnn.model.ModelParams`.
+        batch: a :class:`Batch`.
+        h0: optional initial states, one `(B, H)` per layer.
+        loss: ``"mse"`` or ``"cross_entropy"`` (softmax, integer labels).
+        activation, return_sequences, remat: as :func:`jrnn.model.apply`.
+
+    Returns:
+        ``(loss, (metrics, final_states))``; metrics hold ``"loss"`` and, for
+        cross-entropy, ``"accuracy"``.
+    """
+    loss_fn = _check_loss(loss)
+    batch = _check_batch(batch)
+    outputs, finals = apply(
+        params,
+        batch.inputs,
+        h0,
+        activation=activation,
+        return_sequences=return_sequences,
+        lengths=batch.lengths,
+        remat=remat,
+    )
+    value = loss_fn(outputs, batch.targets, batch.lengths)
+    metrics = {"loss": value}
+    if loss == "cross_entropy":
+        metrics["accuracy"] = accuracy(outputs, batch.targets, batch.lengths)
+    return value, (metrics, finals)
+
+
+def _check_optimizer(optimizer: Any) -> None:
+    if not (
+        callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))
+    ):
+        raise TypeError(
+            "optimizer must be an optax.GradientTransformation (e.g. optax.adam(1e-3)); "
+            f"got {type(optimizer).__name__}"
+        )
+
+
+def global_norm(tree: Any) -> jax.Array:
+    """``sqrt(sum of squares)`` over every leaf (what ``optax.clip_by_global_norm`` measures)."""
+    return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree)))
+
+
+def _update(optimizer, objective, params, opt_state, batch, h0):
+    (_, (metrics, finals)), grads = jax.value_and_grad(objective, has_aux=True)(params, batch, h0)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    return params, opt_state, {**metrics, "grad_norm": global_norm(grads)}, finals
+
+
+def make_train_step(
+    optimizer: optax.GradientTransformation,
+    *,
+    loss: str = "mse",
+    activation: str = "tanh",
+    return_sequences: bool = False,
+    remat: int | None = None,
+    jit: bool = True,
+) -> Callable[[ModelParams, Any, Batch], tuple[ModelParams, Any, Metrics]]:
+    """Builds ``train_step(params, opt_state, batch) -> (params, opt_state, metrics)``.
+
+    One step: the loss and its gradient (hand-written BPTT), ``optimizer.update``,
+    ``optax.apply_updates``. Metrics: ``"loss"`` (before the update), ``"accuracy"`` for
+    cross-entropy, and ``"grad_norm"`` (the global norm of the raw gradient).
+
+    Args:
+        optimizer: any ``optax.GradientTransformation``; ``opt_state`` is
+            ``optimizer.init(params)``.
+        loss, activation, return_sequences, remat: as :func:`loss_and_metrics`.
+        jit: return the step under ``jax.jit`` (default); ``False`` gives the plain function
+            to embed in your own jitted loop (e.g. a ``lax.scan`` over steps).
+    """
+    _check_optimizer(optimizer)
+    _check_loss(loss)
+
+    def objective(params, batch, h0):
+        return loss_and_metrics(
+            params,
+            batch,
+            h0,
+            loss=loss,
+            activation=activation,
+            return_sequences=return_sequences,
+            remat=remat,
+        )
+
+    def train_step(params, opt_state, batch):
+        params, opt_state, metrics, _ = _update(
+            optimizer, objective, params, opt_state, _check_batch(batch), None
+        )
+        return params, opt_state, metrics
+
+    return jax.jit(train_step) if jit else train_step
+
+
+def evaluate(
+    params: ModelParams,
+    batch: Batch,
+    *,
+    loss: str = "mse",
+    activation: str = "tanh",
+    return_sequences: bool = False,
+) -> Metrics:
+    """Metrics of ``params`` on ``batch`` (no gradient): ``"loss"`` and, for
+    cross-entropy, ``"accuracy"``; arguments as :func:`loss_and_metrics`. Jitted."""
+    _check_loss(loss)
+    return _evaluate(params, _check_batch(batch), loss, activation, bool(return_sequences))
+
+
+@partial(jax.jit, static_argnums=(2, 3, 4))
+def _evaluate(params, batch, loss, activation, return_sequences):
+    _, (metrics, _) = loss_and_metrics(
+        params, batch, loss=loss, activation=activation, return_sequences=return_sequences
+    )
+    return metrics
+
+
+def _split_chunks(batch: Batch, chunk: int) -> list[Batch]:
+    """Cuts a `(B, T, ...)` batch into `(n, B, chunk, ...)` full chunks and a `(1, B, r, ...)`
+    remainder (each present only if not empty)."""
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive int (steps per chunk); got {chunk!r}")
+    inputs, targets = jnp.asarray(batch.inputs), jnp.asarray(batch.targets)
+    if inputs.ndim != 3:
+        raise ValueError(f"batch.inputs must be (B, T, F); got {inputs.shape}")
+    b, t = inputs.shape[:2]
+    if targets.shape[:2] != (b, t):
+        raise ValueError(
+            "truncated BPTT trains on a target per step: batch.targets must be "
+            f"(B, T, ...) = ({b}, {t}, ...); got {targets.shape}"
+        )
+    n = t // chunk
+
+    def cut(a, start, stop, pieces):
+        a = a[:, start:stop]
+        return jnp.swapaxes(a.reshape(b, pieces, (stop - start) // pieces, *a.shape[2:]), 0, 1)
+
+    def lengths_of(c0, size, pieces):
+        if batch.lengths is None:
+            return None
+        starts = c0 + size * jnp.arange(pieces)[:, None]  # (n, 1)
+        return jnp.clip(jnp.asarray(batch.lengths)[None, :] - starts, 0, size)  # (n, B)
+
+    full = None
+    if n:
+        full = Batch(
+            cut(inputs, 0, n * chunk, n), cut(targets, 0, n * chunk, n), lengths_of(0, chunk, n)
+        )
+    rest = None
+    if n * chunk < t:
+        rest = Batch(
+            cut(inputs, n * chunk, t, 1),
+            cut(targets, n * chunk, t, 1),
+            lengths_of(n * chunk, t - n * chunk, 1),
+        )
+    return [piece for piece in (full, rest) if piece is not None]
+
+
+def _initial_state(params: ModelParams, batch: Batch, h0):
+    if h0 is not None:
+        return tuple(h0)
+    return zero_state(params.layers, jnp.shape(batch.inputs)[0])
+
+
+def tbptt_gradients(
+    params: ModelParams,
+    batch: Batch,
+    h0: tuple[jax.Array, ...] | None = None,
+    *,
+    chunk: int,
+    loss: str = "mse",
+    activation: str = "tanh",
+) -> tuple[ModelParams, jax.Array, tuple[jax.Array, ...]]:
+    """Truncated-BPTT gradients of a many-to-many model over chunks of ``chunk`` steps.
+
+    The stream `(B, T, F)` is cut into chunks of ``chunk`` steps (the last one shorter if
+    ``T % chunk``). Each chunk starts from the previous chunk's final state with its
+    gradient stopped, and its loss is the mean over the chunk's valid steps. Params are
+    not updated between chunks (see :func:`truncated_bptt` for training).
+
+    Args:
+        params: :class:`~jrnn.model.ModelParams`.
+        batch: a :class:`Batch` with a target per step (`(B, T, ...)`).
+        h0: optional initial states, one `(B, H)` per layer.
+        chunk: ``k``, steps per chunk; ``k = T`` is full BPTT.
+        loss, activation: as :func:`loss_and_metrics`.
+
+    Returns:
+        ``(grads, losses, final_states)``: ``grads`` a :class:`~jrnn.model.ModelParams`
+        whose leaves have a leading chunk axis `(n_chunks, ...)`, the per-chunk losses
+        `(n_chunks,)`, and the state after the last step.
+    """
+    batch = _check_batch(batch)
+    _check_loss(loss)
+    pieces = _split_chunks(batch, chunk)
+    grad_fn = jax.grad(
+        lambda p, b, h: loss_and_metrics(
+            p, b, h, loss=loss, activation=activation, return_sequences=True
+        ),
+        has_aux=True,
+    )
+
+    def body(h, piece):
+        grads, (metrics, finals) = grad_fn(params, piece, jax.lax.stop_gradient(h))
+        return finals, (grads, metrics["loss"])
+
+    h, outs = _initial_state(params, batch, h0), []
+    for piece in pieces:  # the full chunks, then the remainder
+        h, out = jax.lax.scan(body, h, piece)
+        outs.append(out)
+    grads, losses = jax.tree.map(lambda *a: jnp.concatenate(a), *outs)
+    return grads, losses, jax.lax.stop_gradient(h)
+
+
+def truncated_bptt(
+    params: ModelParams,
+    opt_state: Any,
+    batch: Batch,
+    h0: tuple[jax.Array, ...] | None = None,
+    *,
+    optimizer: optax.GradientTransformation,
+    chunk: int,
+    loss: str = "mse",
+    activation: str = "tanh",
+) -> tuple[ModelParams, Any, tuple[jax.Array, ...], Metrics]:
+    """Trains on a long stream by truncated BPTT: one optimiser update per chunk.
+
+    Chunk ``c`` runs from the state chunk ``c - 1`` ended in (carried without gradient),
+    computes its loss and BPTT gradient over its ``chunk`` steps only, and updates the
+    params before chunk ``c + 1`` runs. Compose with ``jax.jit`` (``optimizer``, ``chunk``,
+    ``loss`` and ``activation`` static).
+
+    Args:
+        params, opt_state: the model and ``optimizer.init(params)``.
+        batch: a :class:`Batch` with a target per step (`(B, T, ...)`).
+        h0: optional initial states, one `(B, H)` per layer.
+        optimizer: any ``optax.GradientTransformation``.
+        chunk: steps per chunk ``k`` (the last chunk is shorter if ``T % k``).
+        loss, activation: as :func:`loss_and_metrics`.
+
+    Returns:
+        ``(params, opt_state, final_states, metrics)``; each metric has one entry per chunk.
+    """
+    _check_optimizer(optimizer)
+    batch = _check_batch(batch)
+    _check_loss(loss)
+    pieces = _split_chunks(batch, chunk)
+
+    def objective(p, b, h):
+        return loss_and_metrics(p, b, h, loss=loss, activation=activation, return_sequences=True)
+
+    def body(carry, piece):
+        p, s, h = carry
+        p, s, metrics, finals = _update(optimizer, objective, p, s, piece, jax.lax.stop_gradient(h))
+        return (p, s, finals), metrics
+
+    carry, outs = (params, opt_state, _initial_state(params, batch, h0)), []
+    for piece in pieces:  # the full chunks, then the remainder
+        carry, out = jax.lax.scan(body, carry, piece)
+        outs.append(out)
+    metrics = jax.tree.map(lambda *a: jnp.concatenate(a), *outs)
+    params, opt_state, h = carry
+    return params, opt_state, jax.lax.stop_gradient(h), metrics
