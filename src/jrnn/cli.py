@@ -34,6 +34,7 @@ import optax
 
 from jrnn.activations import ACTIVATIONS
 from jrnn.checkpoint import (
+    CONFIG_FILE,
     CheckpointError,
     TrainState,
     check_config,
@@ -45,10 +46,10 @@ from jrnn.checkpoint import (
 )
 from jrnn.model import init_model
 from jrnn.params import INITIALIZERS
-from jrnn.tasks import TASKS, get_task
+from jrnn.tasks import TASKS, Task, get_task
 from jrnn.train import evaluate, make_train_step
 
-__all__ = ["build_optimizer", "main", "train"]
+__all__ = ["build_optimizer", "initial_state", "load_run", "main", "train"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine")
@@ -141,7 +142,10 @@ def parser() -> argparse.ArgumentParser:
         prog="jrnn train",
         description="Train an Elman RNN with a dense readout on a sequence task (optax, "
         "hand-written BPTT), with a progress bar, metrics.jsonl, a PNG of the curves and "
-        "resumable orbax checkpoints.",
+        "resumable orbax checkpoints. The defaults train the IRNN of Le, Jaitly & Hinton "
+        "(2015) (relu, identity recurrent init, N(0, 0.001^2) input weights) on the adding "
+        "problem, T = 100, in about a minute; for a Keras-default tanh RNN pass --activation "
+        "tanh --recurrent-init orthogonal --kernel-init glorot_uniform.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     a = p.add_argument
@@ -154,21 +158,21 @@ def parser() -> argparse.ArgumentParser:
     )
     a("--hidden", type=_positive(int), default=64, help="hidden units per layer")
     a("--layers", type=_positive(int), default=1, help="stacked Elman layers")
-    a("--activation", default="tanh", choices=sorted(ACTIVATIONS))
+    a("--activation", default="relu", choices=sorted(ACTIVATIONS))
     a(
         "--kernel-init",
-        default="glorot_uniform",
+        default="small_normal",
         choices=sorted(INITIALIZERS),
         help="init of the input and readout weights",
     )
-    a("--recurrent-init", default="orthogonal", choices=sorted(INITIALIZERS))
+    a("--recurrent-init", default="identity", choices=sorted(INITIALIZERS))
     a("--bias-init", default="zeros", choices=sorted(INITIALIZERS))
     a("--optimizer", default="adam", choices=OPTIMIZERS)
     a("--lr", type=_positive(float), default=1e-3, help="(peak) learning rate")
     a("--clip", type=_non_negative(float), default=1.0, help="global-norm clip; 0: none")
-    a("--schedule", default="constant", choices=SCHEDULES, help="learning-rate schedule")
+    a("--schedule", default="cosine", choices=SCHEDULES, help="learning-rate schedule")
     a("--warmup", type=_non_negative(int), default=0, help="linear warm-up steps")
-    a("--steps", type=_positive(int), default=3000, help="optimiser steps in all")
+    a("--steps", type=_positive(int), default=15000, help="optimiser steps in all")
     a("--batch", type=_positive(int), default=32, help="sequences per step")
     a("--seed", type=int, default=0, help="PRNG seed (params and data)")
     a("--out", default=None, help="run directory (default: runs/<task>-<date>-<time>)")
@@ -265,8 +269,42 @@ def _float_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items()}
 
 
-def train(args: argparse.Namespace, out=sys.stdout) -> int:
-    """Runs ``jrnn train`` with parsed ``args``; returns the exit code."""
+def initial_state(
+    args: argparse.Namespace, task: Task
+) -> tuple[optax.GradientTransformation, TrainState]:
+    """The optimiser and the step-0 :class:`~jrnn.checkpoint.TrainState` of a run."""
+    optimizer = build_optimizer(
+        args.optimizer,
+        args.lr,
+        clip=args.clip,
+        schedule=args.schedule,
+        steps=args.steps,
+        warmup=args.warmup,
+    )
+    key_params, run_key = jax.random.split(jax.random.PRNGKey(args.seed))
+    params = init_model(
+        key_params,
+        task.input_size,
+        args.hidden,
+        task.output_size,
+        num_layers=args.layers,
+        kernel_init=args.kernel_init,
+        recurrent_init=args.recurrent_init,
+        bias_init=args.bias_init,
+        head_init=args.kernel_init,
+    )
+    state = TrainState(params, optimizer.init(params), jnp.asarray(0, jnp.int32), run_key)
+    return optimizer, state
+
+
+def train(args: argparse.Namespace, out: Any = None) -> int:
+    """Runs ``jrnn train`` with parsed ``args``; returns the exit code (0 done, 1 stopped on
+    a non-finite loss, 130 interrupted with a checkpoint saved).
+
+    Raises:
+        TrainError, CheckpointError: the run cannot start (the message says why).
+    """
+    out = sys.stdout if out is None else out
     task = get_task(args.task)
     seq_len = args.seq_len if args.seq_len is not None else task.default_seq_len
     if task.fixed_seq_len is not None and seq_len != task.fixed_seq_len:
@@ -299,27 +337,7 @@ def train(args: argparse.Namespace, out=sys.stdout) -> int:
     elif run_dir.exists() and any(run_dir.iterdir()):
         raise TrainError(f"--out {run_dir} exists and is not empty; choose another --out")
 
-    optimizer = build_optimizer(
-        args.optimizer,
-        args.lr,
-        clip=args.clip,
-        schedule=args.schedule,
-        steps=args.steps,
-        warmup=args.warmup,
-    )
-    key_params, run_key = jax.random.split(jax.random.PRNGKey(args.seed))
-    params = init_model(
-        key_params,
-        task.input_size,
-        args.hidden,
-        task.output_size,
-        num_layers=args.layers,
-        kernel_init=args.kernel_init,
-        recurrent_init=args.recurrent_init,
-        bias_init=args.bias_init,
-        head_init=args.kernel_init,
-    )
-    state = TrainState(params, optimizer.init(params), jnp.asarray(0, jnp.int32), run_key)
+    optimizer, state = initial_state(args, task)
     manager = open_manager(run_dir, keep=args.keep)
     metrics_path = run_dir / "metrics.jsonl"
     rows: list[dict[str, Any]] = []
@@ -479,6 +497,31 @@ def train(args: argparse.Namespace, out=sys.stdout) -> int:
             flush=True,
         )
     return code
+
+
+def load_run(run_dir: str | Path) -> tuple[TrainState, dict[str, Any]]:
+    """Loads a run's newest checkpoint: ``(state, config)``; ``state.params`` is the model.
+
+    Example::
+
+        state, config = load_run("runs/adding-irnn-T150")
+        outputs, _ = jrnn.model.apply(state.params, xs, activation=config["activation"])
+    """
+    run_dir = Path(run_dir)
+    try:
+        config = json.loads((run_dir / CONFIG_FILE).read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{run_dir} holds no readable {CONFIG_FILE}: {err}") from err
+    args = parser().parse_args([])
+    for k, v in config.items():
+        if hasattr(args, k):
+            setattr(args, k, v)
+    _, template = initial_state(args, get_task(args.task))
+    manager = open_manager(run_dir)
+    try:
+        return restore(manager, template, run_dir), config
+    finally:
+        manager.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -141,7 +141,7 @@ def load_digits_sequences(split: str = "train") -> tuple[np.ndarray, np.ndarray]
     images = (data.images / 16.0).astype(np.float32)
     labels = data.target.astype(np.int32)
     order = np.random.default_rng(0).permutation(len(labels))
-    cut = round(0.8 * len(labels))
+    cut = int(0.8 * len(labels))  # 1437 train, 360 test
     idx = order[:cut] if split == "train" else order[cut:]
     return images[idx], labels[idx]
 

@@ -1,0 +1,236 @@
+"""``jrnn train``: the run directory, resuming, Ctrl-C, and every way a run can be refused."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from jrnn.__main__ import main as jrnn_main
+from jrnn.checkpoint import latest_step
+from jrnn.cli import load_run, main
+
+SMALL = ["--seq-len", "10", "--hidden", "8", "--batch", "8", "--log-every", "10",
+         "--eval-every", "20", "--checkpoint-every", "20", "--eval-size", "50", "--no-progress"]  # fmt: skip
+
+
+def _run(out: Path, *extra: str) -> int:
+    return main([*SMALL, "--out", str(out), *extra])
+
+
+def _digest(directory: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _assert_same_state(a: Path, b: Path) -> None:
+    sa, _ = load_run(a)
+    sb, _ = load_run(b)
+    assert int(sa.step) == int(sb.step)
+    for x, y in zip(jax.tree.leaves(sa), jax.tree.leaves(sb), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))  # bit for bit
+
+
+@pytest.mark.parametrize("task", ["adding", "copy", "sine", "digits"])
+def test_train_writes_the_run(tmp_path, task, capsys):
+    extra = ["--task", task, "--steps", "40"]
+    if task == "digits":
+        extra = ["--task", task, "--steps", "40", "--seq-len", "8"]
+    assert _run(tmp_path / "run", *extra) == 0
+    out = tmp_path / "run"
+    assert {p.name for p in out.iterdir()} == {
+        "checkpoints", "config.json", "metrics.jsonl", "metrics.png", "result.json",
+    }  # fmt: skip
+    rows = _rows(out)
+    assert [r["step"] for r in rows if r["split"] == "train"] == [10, 20, 30, 40]
+    assert [r["step"] for r in rows if r["split"] == "test"] == [0, 20, 40]
+    classification = task in ("copy", "digits")
+    assert all(("accuracy" in r) == classification for r in rows)
+    assert all(np.isfinite(r["loss"]) for r in rows)
+    assert (out / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    result = json.loads((out / "result.json").read_text())
+    assert result["step"] == 40 and result["test"]["loss"] == rows[-1]["loss"]
+    assert sorted(int(p.name) for p in (out / "checkpoints").iterdir()) == [20, 40]
+    config = json.loads((out / "config.json").read_text())
+    assert config["task"] == task and config["hidden"] == 8
+    state, _ = load_run(out)
+    assert int(state.step) == 40
+    assert "jrnn train: done, step 40" in capsys.readouterr().out
+
+
+def test_the_jrnn_command_dispatches_train(tmp_path):
+    assert jrnn_main(["train", *SMALL, "--steps", "10", "--out", str(tmp_path / "r")]) == 0
+    assert latest_step(tmp_path / "r") == 10
+
+
+def test_resume_repeats_an_uninterrupted_run(tmp_path):
+    assert _run(tmp_path / "full", "--steps", "60") == 0
+    assert _run(tmp_path / "split", "--steps", "20") == 0
+    assert _run(tmp_path / "split", "--steps", "60", "--resume") == 0
+    _assert_same_state(tmp_path / "full", tmp_path / "split")
+    full, split = _rows(tmp_path / "full"), _rows(tmp_path / "split")
+    strip = lambda rows: [(r["step"], r["split"], r["loss"]) for r in rows]  # noqa: E731
+    assert strip(full) == strip(split)  # the log, too, reads as one run
+
+
+def _cli(*args: str, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "jrnn", "train", *SMALL, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        **kwargs,
+    )
+
+
+def test_ctrl_c_checkpoints_and_resume_matches_an_uninterrupted_run(tmp_path):
+    run = tmp_path / "interrupted"
+    proc = _cli("--steps", "1000000", "--checkpoint-every", "1000000", "--out", str(run))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        metrics = run / "metrics.jsonl"
+        if metrics.exists() and metrics.read_text().count('"train"') >= 3:
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("the run logged nothing within 120 s: " + proc.communicate()[1])
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted; checkpoint saved at step" in stdout
+    step = latest_step(run)
+    assert step is not None and step >= 30 and step % 10 == 0
+    target = str(step + 20)
+    resumed = _cli(
+        "--steps", target, "--checkpoint-every", "1000000", "--out", str(run), "--resume"
+    )
+    reference = _cli(
+        "--steps", target, "--checkpoint-every", "1000000", "--out", str(tmp_path / "ref")
+    )
+    for p in (resumed, reference):
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    _assert_same_state(run, tmp_path / "ref")
+
+
+def test_an_out_holding_a_run_is_never_overwritten(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _run(out, "--steps", "20") == 0
+    before = _digest(out)
+    assert _run(out, "--steps", "20") == 2
+    assert "already holds a run (checkpoint at step 20); pass --resume" in capsys.readouterr().err
+    assert _run(out, "--steps", "40", "--resume", "--hidden", "16", "--activation", "linear") == 2
+    err = capsys.readouterr().err
+    assert "incompatible run" in err and "hidden: 8 in the checkpointed run, 16 now" in err
+    assert "activation: 'relu' in the checkpointed run, 'linear' now" in err
+    assert _digest(out) == before
+
+
+def test_a_corrupt_checkpoint_is_reported_and_kept(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _run(out, "--steps", "20") == 0
+    for p in (out / "checkpoints" / "20").rglob("*"):
+        if p.is_file() and p.stat().st_size > 0:
+            p.write_bytes(b"not a checkpoint")
+    before = _digest(out)
+    assert _run(out, "--steps", "40", "--resume") == 2
+    err = capsys.readouterr().err
+    assert "cannot restore checkpoint" in err and "left as it is" in err
+    assert _digest(out) == before
+
+
+def test_a_checkpoint_of_another_shape_is_reported(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _run(out, "--steps", "20") == 0
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config, "hidden": 9}))  # lies about its run
+    before = _digest(out)
+    assert _run(out, "--steps", "40", "--resume", "--hidden", "9") == 2
+    assert "cannot restore checkpoint" in capsys.readouterr().err
+    assert _digest(out) == before
+
+
+def test_resume_needs_a_checkpoint(tmp_path, capsys):
+    assert _run(tmp_path / "empty", "--resume") == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    assert _run(tmp_path / "other") == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+
+
+def test_a_changed_learning_rate_resumes_with_a_warning(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _run(out, "--steps", "20") == 0
+    assert _run(out, "--steps", "30", "--resume", "--lr", "1e-4") == 0
+    assert "warning: resuming with a changed option (lr: 0.001" in capsys.readouterr().err
+
+
+def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    out = tmp_path / "run"
+    sgd = ["--optimizer", "sgd", "--clip", "0"]
+    assert _run(out, *sgd, "--lr", "0.01", "--steps", "20") == 0
+    before = _digest(out / "checkpoints")
+    assert _run(out, *sgd, "--lr", "1e30", "--steps", "60", "--resume") == 1
+    text = capsys.readouterr().out
+    assert "the loss became non-finite at step" in text
+    assert "last good checkpoint (step 20) is kept" in text
+    assert latest_step(out) == 20 and _digest(out / "checkpoints") == before
+    # from scratch, there is no checkpoint to keep, and none is written
+    assert _run(tmp_path / "fresh", *sgd, "--lr", "1e30", "--steps", "60") == 1
+    assert "none was saved yet" in capsys.readouterr().out
+    assert latest_step(tmp_path / "fresh") is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--task", "parity"], "invalid choice: 'parity'"),
+        (["--hidden", "0"], "must be positive; got 0"),
+        (["--hidden", "-3"], "must be positive; got -3"),
+        (["--steps", "ten"], "expected a positive int; got 'ten'"),
+        (["--lr", "nan"], "must be positive; got nan"),
+        (["--clip", "-1"], "must be >= 0; got -1"),
+        (["--activation", "sigmoid"], "invalid choice: 'sigmoid'"),
+        (["--recurrent-init", "eye"], "invalid choice: 'eye'"),
+        (["--optimizer", "lbfgs"], "invalid choice: 'lbfgs'"),
+    ],
+)
+def test_bad_options_are_refused(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--out", str(tmp_path / "r")])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--task", "adding", "--seq-len", "1"], "the adding problem needs at least 2 steps"),
+        (["--task", "digits", "--seq-len", "5"], "the digits task has length 8 only"),
+    ],
+)
+def test_task_option_conflicts_are_refused(tmp_path, capsys, argv, message):
+    assert main([*argv, "--out", str(tmp_path / "r")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
