@@ -85,7 +85,7 @@ def test_resume_repeats_an_uninterrupted_run(tmp_path):
     assert _run(tmp_path / "split", "--steps", "60", "--resume") == 0
     _assert_same_state(tmp_path / "full", tmp_path / "split")
     full, split = _rows(tmp_path / "full"), _rows(tmp_path / "split")
-    strip = lambda rows: [(r["step"], r["split"], r["loss"]) for r in rows]  # noqa: E731
+    strip = lambda rows: [(r["step"], r["split"], r["loss"]) for r in rows]
     assert strip(full) == strip(split)  # the log, too, reads as one run
 
 

@@ -15,6 +15,14 @@ def test_main_small_model(capsys):
     assert "gradient checks passed" in out
 
 
+def test_check_command_is_the_default(capsys):
+    argv = ["--batch", "1", "--steps", "3", "--features", "2", "--hidden", "3"]
+    assert main(["check", *argv]) == 0
+    checked = capsys.readouterr().out
+    assert main(argv) == 0
+    assert capsys.readouterr().out == checked
+
+
 def test_main_rejects_bad_sizes(capsys):
     import pytest
 

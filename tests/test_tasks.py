@@ -81,7 +81,7 @@ def test_sine_wave_is_a_one_step_forecast():
 
 def test_digits_split_and_batches():
     train_x, train_y = load_digits_sequences("train")
-    test_x, test_y = load_digits_sequences("test")
+    test_x, _test_y = load_digits_sequences("test")
     assert train_x.shape == (1437, 8, 8) and test_x.shape == (360, 8, 8)
     assert set(np.unique(train_y)) == set(range(10)) and train_y.dtype == np.int32
     assert train_x.min() >= 0 and train_x.max() <= 1
