@@ -19,7 +19,8 @@ from jrnn.__main__ import main as jrnn_main
 from jrnn.checkpoint import latest_step
 from jrnn.cli import load_run, main
 
-SMALL = ["--seq-len", "10", "--hidden", "8", "--batch", "8", "--log-every", "10",
+# a constant learning rate: a cosine schedule depends on --steps, which these tests change
+SMALL = ["--schedule", "constant", "--seq-len", "10", "--hidden", "8", "--batch", "8", "--log-every", "10",
          "--eval-every", "20", "--checkpoint-every", "20", "--eval-size", "50", "--no-progress"]  # fmt: skip
 
 
@@ -178,11 +179,24 @@ def test_resume_needs_a_checkpoint(tmp_path, capsys):
     assert "exists and is not empty" in capsys.readouterr().err
 
 
+def test_resume_below_the_checkpoint_step_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _run(out, "--steps", "20") == 0
+    before = _digest(out)
+    assert _run(out, "--steps", "10", "--resume") == 2
+    assert "--steps 10 is below the checkpoint's step 20" in capsys.readouterr().err
+    assert _digest(out) == before
+
+
 def test_a_changed_learning_rate_resumes_with_a_warning(tmp_path, capsys):
     out = tmp_path / "run"
     assert _run(out, "--steps", "20") == 0
     assert _run(out, "--steps", "30", "--resume", "--lr", "1e-4") == 0
     assert "warning: resuming with a changed option (lr: 0.001" in capsys.readouterr().err
+    cosine = tmp_path / "cosine"
+    assert _run(cosine, "--steps", "20", "--schedule", "cosine") == 0
+    assert _run(cosine, "--steps", "30", "--schedule", "cosine", "--resume") == 0
+    assert "changed option (steps: 20" in capsys.readouterr().err  # the schedule's length
 
 
 def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys):

@@ -342,7 +342,16 @@ def train(args: argparse.Namespace, out: Any = None) -> int:
     metrics_path = run_dir / "metrics.jsonl"
     rows: list[dict[str, Any]] = []
     if args.resume:
-        state = restore(manager, state, run_dir)
+        try:
+            state = restore(manager, state, run_dir)
+        except CheckpointError:
+            manager.close()
+            raise
+        if int(state.step) > args.steps:
+            manager.close()
+            raise TrainError(
+                f"--steps {args.steps} is below the checkpoint's step {int(state.step)}"
+            )
         if metrics_path.exists():  # drop rows logged after the checkpoint (a repeat follows)
             rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line]
             rows = [r for r in rows if r["step"] <= int(state.step)]
@@ -427,8 +436,9 @@ def train(args: argparse.Namespace, out: Any = None) -> int:
             t0 = time.perf_counter()
             new_state, metrics = run_chunk(state, n)
             metrics = jax.device_get(metrics)
-            if not all(np.all(np.isfinite(v)) for v in metrics.values()):
-                bad = int(state.step) + int(np.argmin(np.isfinite(metrics["loss"])))
+            finite = np.all([np.isfinite(v) for v in metrics.values()], axis=0)  # (n,)
+            if not finite.all():
+                bad = int(state.step) + int(np.argmin(finite))
                 last = latest_step(run_dir)
                 print(
                     f"\njrnn train: the loss became non-finite at step {bad + 1} "
