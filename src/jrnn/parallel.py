@@ -46,7 +46,6 @@ import jax.numpy as jnp
 from jax import lax
 
 from jrnn._checks import check_like, prepare
-from jrnn.activations import Activation
 from jrnn.bptt import bptt
 from jrnn.forward import scan_forward
 from jrnn.params import RNNParams
@@ -318,7 +317,9 @@ def forward(
     p = _prepare(params, xs, h0, activation, reverse, lengths, time_major)
     tol = _default_tol(p.xs.dtype) if tol is None else float(tol)
     if p.num_steps == 0:
-        info = ParallelInfo(jnp.asarray(0, jnp.int32), jnp.asarray(True), jnp.asarray(0.0), jnp.asarray(False))
+        info = ParallelInfo(
+            jnp.asarray(0, jnp.int32), jnp.asarray(True), jnp.asarray(0.0), jnp.asarray(False)
+        )
         empty = jnp.zeros(p.hs_shape, p.xs.dtype)
         return empty, p.state_to_caller(p.h0), info
     out, h_last, info = _forward_tm(
@@ -357,7 +358,7 @@ def backward(
         zeros = RNNParams(*(jnp.zeros_like(a) for a in p.params))
         dh0 = jnp.zeros_like(p.h0) if dh_last is None else dh_last
         return zeros, jnp.zeros(xs.shape, p.xs.dtype), p.state_to_caller(dh0)
-    tm = lambda a: None if a is None else _to_tm(p.hs_to_internal(a), p.x_layout)  # noqa: E731
+    tm = lambda a: None if a is None else _to_tm(p.hs_to_internal(a), p.x_layout)
     grads, dxs_t, dh0 = _adjoint_tm(
         p.params, _to_tm(p.xs, p.x_layout), p.h0, p.lengths, tm(hs), tm(dhs), dh_last, p.act,
         bool(reverse),
@@ -367,7 +368,9 @@ def backward(
 
 @partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7, 8, 9))
 def _core(params, xs_t, h0, lengths, act, reverse, method, tol, max_iter, back):
-    out, h_last, _ = _forward_tm(params, xs_t, h0, lengths, act, reverse, method, tol, max_iter, True)
+    out, h_last, _ = _forward_tm(
+        params, xs_t, h0, lengths, act, reverse, method, tol, max_iter, True
+    )
     return out, h_last
 
 
