@@ -455,6 +455,9 @@ def render(results, mm_gflops, memory, remat, args) -> str:
     return "\n".join([*header, *summary, "", *details])
 
 
+PARALLEL_MARK = "<!-- benchmarks/parallel.py writes below this line -->"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -502,7 +505,11 @@ def main(argv: list[str] | None = None) -> int:
     text = render(results, mm, memory, remat, args)
     print(text)
     if not args.no_write:
-        Path(args.out).write_text(text)
+        out = Path(args.out)
+        # keep the section benchmarks/parallel.py wrote below its marker
+        old = out.read_text() if out.exists() else ""
+        kept = old[old.index(PARALLEL_MARK) :] if PARALLEL_MARK in old else ""
+        out.write_text(text + ("\n\n" + kept if kept else ""))
         print(f"wrote {args.out}")
     return 0
 

@@ -40,3 +40,20 @@ def test_missing_peer_is_reported_not_skipped(monkeypatch):
 def test_flop_count():
     compare = _load()
     assert compare.flops((2, 3, 4, 5), True) == 6 * 2 * 3 * (4 * 5 + 5 * 5)
+
+
+def test_parallel_benchmark_runs_and_keeps_the_results_file(tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "parallel_bench", ROOT / "benchmarks" / "parallel.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "RESULTS.md"
+    out.write_text("# compare.py's results\n")
+    argv = ["--hidden", "2", "--steps", "8", "--repeats", "1", "--warmup", "1", "--out", str(out)]
+    assert module.main(argv) == 0
+    assert module.main(argv) == 0  # rewrites its own section, once
+    text = out.read_text()
+    assert text.startswith("# compare.py's results")
+    assert text.count(module.MARK) == 1
+    assert "| 2 | 8 |" in text and "Where parallel wins" in text

@@ -44,6 +44,7 @@ from jrnn.checkpoint import (
     save,
     write_config,
 )
+from jrnn.distributed import batch_mesh, batch_sharding, replicate
 from jrnn.model import init_model
 from jrnn.params import INITIALIZERS
 from jrnn.tasks import TASKS, Task, get_task
@@ -188,6 +189,12 @@ def parser() -> argparse.ArgumentParser:
     a("--checkpoint-every", type=_positive(int), default=1000, help="steps between checkpoints")
     a("--keep", type=_positive(int), default=3, help="checkpoints kept")
     a("--no-progress", dest="progress", action="store_false", help="no tqdm progress bar")
+    a(
+        "--data-parallel",
+        action="store_true",
+        help="split each batch over all local devices (params replicated, gradients "
+        "all-reduced by XLA); --batch must be a multiple of the device count",
+    )
     return p
 
 
@@ -214,6 +221,7 @@ def _config(args: argparse.Namespace, seq_len: int) -> dict[str, Any]:
     config["seq_len"] = seq_len
     config["clipped"] = args.clip > 0
     config["warmed_up"] = args.warmup > 0
+    config["data_parallel"] = bool(getattr(args, "data_parallel", False))
     return config
 
 
@@ -311,6 +319,12 @@ def train(args: argparse.Namespace, out: Any = None) -> int:
         raise TrainError(f"--seq-len: the {task.name} task has length {task.fixed_seq_len} only")
     if task.name == "adding" and seq_len < 2:
         raise TrainError("--seq-len: the adding problem needs at least 2 steps")
+    devices = jax.local_devices()
+    if args.data_parallel and args.batch % len(devices):
+        raise TrainError(
+            f"--data-parallel: --batch {args.batch} is not a multiple of the "
+            f"{len(devices)} local devices"
+        )
     run_dir = Path(args.out or f"runs/{task.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     config = _config(args, seq_len)
 
@@ -338,6 +352,9 @@ def train(args: argparse.Namespace, out: Any = None) -> int:
         raise TrainError(f"--out {run_dir} exists and is not empty; choose another --out")
 
     optimizer, state = initial_state(args, task)
+    mesh = batch_mesh(devices) if args.data_parallel else None
+    if mesh is not None:
+        state = replicate(state, mesh)  # checkpoints restore onto the same sharding
     manager = open_manager(run_dir, keep=args.keep)
     metrics_path = run_dir / "metrics.jsonl"
     rows: list[dict[str, Any]] = []
@@ -369,6 +386,8 @@ def train(args: argparse.Namespace, out: Any = None) -> int:
     def run_chunk(state: TrainState, n: int):
         def body(s, _):
             batch = task.sample(jax.random.fold_in(s.key, s.step), args.batch, seq_len)
+            if mesh is not None:  # each device draws and trains on its slice of the batch
+                batch = jax.lax.with_sharding_constraint(batch, batch_sharding(mesh))
             params, opt_state, metrics = step_fn(s.params, s.opt_state, batch)
             return TrainState(params, opt_state, s.step + 1, s.key), metrics
 

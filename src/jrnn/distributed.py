@@ -1,0 +1,105 @@
+"""Data-parallel training across devices and hosts with ``jax.sharding``.
+
+The batch is split along its first axis over a 1-D device :class:`~jax.sharding.Mesh`
+(axis ``"batch"``); params and optimiser state are replicated. Under ``jit`` every device
+runs the forward pass and the hand-written BPTT on its slice, and XLA inserts the
+all-reduce that sums the weight gradients (the loss is a mean over the whole batch, so the
+update equals the single-device one up to float rounding).
+
+On several hosts, call ``jax.distributed.initialize()`` first on every host (see the
+README): ``jax.devices()`` then lists every host's devices, :func:`batch_mesh` spans them
+all, and :func:`shard_batch` assembles the global batch from each host's local rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jrnn.model import ModelParams
+from jrnn.train import Batch, Metrics, make_train_step
+
+__all__ = [
+    "BATCH_AXIS",
+    "batch_mesh",
+    "batch_sharding",
+    "make_sharded_train_step",
+    "replicate",
+    "replicated",
+    "shard_batch",
+]
+
+BATCH_AXIS = "batch"
+
+
+def batch_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A 1-D mesh with axis ``"batch"`` over ``devices`` (default: every device of every host)."""
+    devices = list(jax.devices() if devices is None else devices)
+    if not devices:
+        raise ValueError("devices must hold at least one device")
+    return Mesh(np.array(devices), (BATCH_AXIS,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Splits an array's first axis over the mesh."""
+    return NamedSharding(mesh, PartitionSpec(BATCH_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """A full copy on every device of the mesh."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """Puts every array of ``tree`` (params, optimiser state) on every device of ``mesh``."""
+    return jax.device_put(tree, replicated(mesh))
+
+
+def _check_divisible(batch: Batch, size: int, what: str) -> None:
+    rows = int(np.shape(batch.inputs)[0])
+    if rows % size:
+        raise ValueError(
+            f"batch.inputs has {rows} rows ({what}), not a multiple of the {size} devices of "
+            "the mesh; pick a batch size divisible by the device count"
+        )
+
+
+def shard_batch(batch: Batch, mesh: Mesh) -> Batch:
+    """Splits a :class:`~jrnn.train.Batch` over the mesh along its batch axis.
+
+    With one process, ``batch`` is the global batch. With several (after
+    ``jax.distributed.initialize()``), it is this host's rows, and the global batch is the
+    hosts' rows concatenated in process order.
+    """
+    sharding = batch_sharding(mesh)
+    if jax.process_count() == 1:
+        _check_divisible(batch, mesh.size, "the global batch")
+        return jax.device_put(batch, sharding)
+    _check_divisible(batch, len(mesh.local_devices), "this host's rows")
+    return jax.tree.map(
+        lambda a: jax.make_array_from_process_local_data(sharding, np.asarray(a)), batch
+    )
+
+
+def make_sharded_train_step(
+    optimizer: optax.GradientTransformation, mesh: Mesh, **options: Any
+) -> Callable[[ModelParams, Any, Batch], tuple[ModelParams, Any, Metrics]]:
+    """:func:`jrnn.train.make_train_step`, jitted for data parallelism over ``mesh``.
+
+    The returned ``train_step(params, opt_state, batch)`` takes params and state
+    replicated (:func:`replicate`) and a batch split over the mesh (:func:`shard_batch`),
+    and returns replicated params, state and metrics.
+
+    Args:
+        optimizer: any ``optax.GradientTransformation``.
+        mesh: a mesh from :func:`batch_mesh`.
+        **options: ``loss``, ``activation``, ``return_sequences``, ``remat``.
+    """
+    step = make_train_step(optimizer, jit=False, **options)
+    rep, split = replicated(mesh), batch_sharding(mesh)
+    return jax.jit(step, in_shardings=(rep, rep, split), out_shardings=(rep, rep, rep))
