@@ -63,7 +63,7 @@ def run_case(batch, steps, hidden, repeats, warmup, budget, log) -> dict:
     row: dict = {"B": batch, "T": steps, "H": hidden}
     seq_fwd = jax.jit(jrnn.forward)
     row["seq_fwd"] = median_ms(seq_fwd, (params, xs), repeats, warmup)
-    hs, h_last = seq_fwd(params, xs)
+    hs, _ = seq_fwd(params, xs)
     dhs = jnp.ones_like(hs)
     seq_bwd = jax.jit(lambda p, x, h, d: jrnn.backward(p, x, None, h, d, None))
     row["seq_bwd"] = median_ms(seq_bwd, (params, xs, hs, dhs), repeats, warmup)
