@@ -95,7 +95,7 @@ def _ratio(seq: float, par: float | None) -> str:
     if par is None:
         return "-"
     r = seq / par
-    return f"**{r:.2f}x**" if r > 1 else f"{r:.2f}x"
+    return f"**{r:.3g}x**" if r > 1 else f"{r:.2g}x"
 
 
 def render(rows: list[dict], args) -> str:
@@ -105,8 +105,8 @@ def render(rows: list[dict], args) -> str:
         "",
         "## Parallel in time: sequential scan vs DEER / quasi-DEER",
         "",
-        f"`python benchmarks/parallel.py {' '.join(args.argv)}`".replace(" `", "`"),
-        f"on {devices[0].platform.upper()} ({devices[0].device_kind}, "
+        f"`python benchmarks/parallel.py {' '.join(args.argv)}`".replace(" `", "`")
+        + f" on {devices[0].platform.upper()} ({devices[0].device_kind}, "
         f"{len(devices)} device(s); {platform.processor() or platform.machine()}), "
         f"jax {jax.__version__}, {time.strftime('%Y-%m-%d')}. Batch {rows[0]['B']}, "
         f"F = H, tanh, orthogonal W_h scaled by 0.8; ms are medians of {args.repeats} runs "
@@ -136,7 +136,25 @@ def render(rows: list[dict], args) -> str:
 
 def crossover(rows: list[dict]) -> list[str]:
     """Per H and method, the shortest T at which parallel beat sequential, if any."""
-    out = ["Where parallel wins (shortest measured T with a speed-up > 1, per H):", ""]
+    ratios = [
+        (r[seq] / r[key], label, r["H"], r["T"])
+        for r in rows
+        for key, seq, label in (
+            ("newton", "seq_fwd", "newton forward"),
+            ("quasi", "seq_fwd", "quasi forward"),
+            ("par_bwd", "seq_bwd", "parallel backward"),
+        )
+        if r[key] is not None
+    ]
+    best, worst = max(ratios), min(ratios)
+    out = [
+        f"Best parallel case: {best[1]} at H = {best[2]}, T = {best[3]}, {best[0]:.3g}x the "
+        f"sequential speed; worst: {worst[1]} at H = {worst[2]}, T = {worst[3]}, "
+        f"{worst[0]:.2g}x.",
+        "",
+        "Where parallel wins (shortest measured T with a speed-up > 1, per H):",
+        "",
+    ]
     for h in sorted({r["H"] for r in rows}):
         parts = []
         for key, seq, label in (
