@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 from helpers import reference_forward, rel_err, tol, tree_rel_err
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jrnn
@@ -260,6 +260,7 @@ def test_tbptt_with_one_chunk_is_full_bptt(x64):
     assert tree_rel_err(jax.tree.map(lambda g: g[0], grads), full) < tol(np.float64, "grad")
 
 
+@settings(max_examples=12)  # each example compiles a scan per chunk shape
 @given(
     steps=st.integers(1, 12),
     chunk=st.integers(1, 12),
