@@ -75,23 +75,27 @@ def scan_forward(
     if num_steps == 0:
         return buf, h0
 
+    # relu, linear: XLA duplicates a cheap activation into both users of the new state, the
+    # carry and the in-place update of `buf`; the copy for the carry reads `buf` while the
+    # update writes it, so XLA copies the whole (T, B, H) buffer twice per step (relu 6x slower
+    # than tanh at (32, 150, 2, 100); linear with lengths too). Reading the carry back from
+    # `buf` leaves the update as the only user. tanh is not duplicated, and the read-back would
+    # cost it 5-10% at small shapes, so it keeps the direct carry.
+    read_back = act.name != "tanh"
+
     def step(i, carry):
         h, buf = carry
         t = num_steps - 1 - i if reverse else i
         h_in = h if recurrent_mask is None else h * recurrent_mask  # (B, H)
         h_new = act_fn(index_step(buf, t, axis) + b + h_in @ w_h)  # (B, H)
-        # The new state has one user, the in-place update of `buf`; the carry reads it back.
-        # With two users XLA duplicates a cheap activation (relu) into both, one of which
-        # reads `buf` while the other updates it, and so copies the whole (T, B, H) buffer
-        # twice per step (relu measured 6x slower than tanh at (32, 150, 2, 100)).
         if lengths is None:
             buf = update_step(buf, h_new, t, axis)
-            return index_step(buf, t, axis), buf
+            return (index_step(buf, t, axis) if read_back else h_new), buf
         # Padded steps keep the state and emit zeros. Running in reverse, the padded tail
         # comes first and leaves h0 untouched, so each sequence starts at its last valid step.
         valid = (t < lengths)[:, None]  # (B, 1)
         buf = update_step(buf, jnp.where(valid, h_new, 0), t, axis)
-        return jnp.where(valid, index_step(buf, t, axis), h), buf
+        return jnp.where(valid, index_step(buf, t, axis) if read_back else h_new, h), buf
 
     h_last, hs = lax.fori_loop(0, num_steps, step, (h0, buf), unroll=unroll)
     return hs, h_last
