@@ -120,6 +120,15 @@ def test_ctrl_c_checkpoints_and_resume_matches_an_uninterrupted_run(tmp_path):
     assert "interrupted; checkpoint saved at step" in stdout
     step = latest_step(run)
     assert step is not None and step >= 30 and step % 10 == 0
+    # resuming at the step reached trains nothing, and tests the params of that step
+    same = _cli(
+        "--steps", str(step), "--checkpoint-every", "1000000", "--out", str(run), "--resume"
+    )
+    assert same.wait(timeout=300) == 0
+    result = json.loads((run / "result.json").read_text())
+    tested = [r for r in _rows(run) if r["split"] == "test"]
+    assert result["step"] == step and tested[-1]["step"] == step
+    assert result["test"]["loss"] == tested[-1]["loss"] != tested[0]["loss"]
     target = str(step + 20)
     resumed = _cli(
         "--steps", target, "--checkpoint-every", "1000000", "--out", str(run), "--resume"
@@ -173,10 +182,24 @@ def test_a_checkpoint_of_another_shape_is_reported(tmp_path, capsys):
 def test_resume_needs_a_checkpoint(tmp_path, capsys):
     assert _run(tmp_path / "empty", "--resume") == 2
     assert "no checkpoint" in capsys.readouterr().err
+    assert main([*SMALL, "--resume"]) == 2
+    assert "--resume needs --out" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert _run(tmp_path / "file") == 2
+    assert "is a file, not a directory" in capsys.readouterr().err
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     assert _run(tmp_path / "other") == 2
     assert "exists and is not empty" in capsys.readouterr().err
+
+
+def test_resume_survives_a_cut_metrics_line(tmp_path):
+    out = tmp_path / "run"
+    assert _run(out, "--steps", "20") == 0
+    with (out / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 25, "split": "tr')  # a process killed mid-write
+    assert _run(out, "--steps", "30", "--resume") == 0
+    assert [r["step"] for r in _rows(out) if r["split"] == "train"] == [10, 20, 30]
 
 
 def test_resume_below_the_checkpoint_step_is_refused(tmp_path, capsys):
@@ -193,10 +216,32 @@ def test_a_changed_learning_rate_resumes_with_a_warning(tmp_path, capsys):
     assert _run(out, "--steps", "20") == 0
     assert _run(out, "--steps", "30", "--resume", "--lr", "1e-4") == 0
     assert "warning: resuming with a changed option (lr: 0.001" in capsys.readouterr().err
+    config = json.loads((out / "config.json").read_text())
+    assert config["lr"] == 0.001  # the run's own config is kept, with its history
+    assert config["resumes"][0]["step"] == 20 and "lr: 0.001" in config["resumes"][0]["changed"][0]
+    assert _run(out, "--steps", "40", "--resume", "--lr", "1e-4", "--seed", "7") == 0
+    assert "changed option (seed" not in capsys.readouterr().err  # the key is restored
     cosine = tmp_path / "cosine"
     assert _run(cosine, "--steps", "20", "--schedule", "cosine") == 0
     assert _run(cosine, "--steps", "30", "--schedule", "cosine", "--resume") == 0
     assert "changed option (steps: 20" in capsys.readouterr().err  # the schedule's length
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")  # lr 1e39
+def test_a_non_finite_update_is_never_saved(tmp_path, capsys):
+    """The metrics of a step are computed before its update: an update that overflows the
+    params in a chunk's last step must still stop the run before the checkpoint."""
+    out = tmp_path / "run"
+    # lr 1e39 is inf in float32: the first update makes the params inf / NaN
+    argv = ["--optimizer", "sgd", "--clip", "0", "--lr", "1e39", "--log-every", "1",
+            "--checkpoint-every", "1", "--steps", "1"]  # fmt: skip
+    assert _run(out, *argv) == 1
+    assert "the training loss or params became non-finite at step 1" in capsys.readouterr().out
+    assert latest_step(out) is None and not (out / "result.json").exists()
+    # lr 1e38: finite params whose test loss overflows are not checkpointed either
+    assert _run(tmp_path / "big", *argv[:5], "1e38", *argv[6:]) == 1
+    assert "the test loss became non-finite at step 1" in capsys.readouterr().out
+    assert latest_step(tmp_path / "big") is None
 
 
 def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
@@ -206,7 +251,9 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, ca
     before = _digest(out / "checkpoints")
     assert _run(out, *sgd, "--lr", "1e30", "--steps", "60", "--resume") == 1
     text = capsys.readouterr().out
-    assert "the loss became non-finite at step" in text
+    assert (
+        "loss or params became non-finite at step" in text or "test loss became non-finite" in text
+    )
     assert "last good checkpoint (step 20) is kept" in text
     assert latest_step(out) == 20 and _digest(out / "checkpoints") == before
     # from scratch, there is no checkpoint to keep, and none is written
@@ -227,6 +274,8 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, ca
         (["--activation", "sigmoid"], "invalid choice: 'sigmoid'"),
         (["--recurrent-init", "eye"], "invalid choice: 'eye'"),
         (["--optimizer", "lbfgs"], "invalid choice: 'lbfgs'"),
+        (["--seed", "18446744073709551616"], "must lie in [0, 2^32)"),
+        (["--seed", "-1"], "must lie in [0, 2^32)"),
     ],
 )
 def test_bad_options_are_refused(tmp_path, capsys, argv, message):

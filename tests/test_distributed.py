@@ -53,6 +53,12 @@ SHARDED_STEP = textwrap.dedent(
             hlo = sharded.lower(p8, s8, split).compile().as_text()
         p8, s8, m8 = sharded(p8, s8, split)
 
+    try:
+        shard_batch(task.sample(jax.random.PRNGKey(0), 12, 20), mesh)
+        indivisible = "no error"
+    except ValueError as error:
+        indivisible = str(error)
+
     err = max(
         float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
         for a, b in zip(jax.tree.leaves(p8), jax.tree.leaves(p1))
@@ -63,6 +69,7 @@ SHARDED_STEP = textwrap.dedent(
         "param_devices": len(jax.tree.leaves(p8)[0].sharding.device_set),
         "loss": [float(m1["loss"]), float(m8["loss"])],
         "err": err,
+        "indivisible": indivisible,
     }))
     """
 )
@@ -90,6 +97,9 @@ def test_sharded_train_step_splits_the_batch_and_matches_one_device():
     assert result["param_devices"] == 8  # params replicated
     assert abs(result["loss"][0] - result["loss"][1]) < 1e-5 * abs(result["loss"][0])
     assert result["err"] < 1e-5  # same params as one device, within float32 rounding
+    assert (
+        "has 12 rows (the global batch), not a multiple of the 8 devices" in result["indivisible"]
+    )
 
 
 def test_cli_data_parallel(tmp_path):
@@ -114,9 +124,9 @@ def test_cli_data_parallel(tmp_path):
     assert "--batch 12 is not a multiple of the 8 local devices" in bad.stderr
 
 
-def test_shard_batch_checks_divisibility():
+def test_one_device_mesh_takes_any_batch():
     mesh = batch_mesh(jax.devices()[:1])
     batch = Batch(jax.numpy.ones((3, 4, 2)), jax.numpy.ones((3, 1)))
-    assert shard_batch(batch, mesh).inputs.shape == (3, 4, 2)  # one device takes any batch
+    assert shard_batch(batch, mesh).inputs.shape == (3, 4, 2)
     with pytest.raises(ValueError, match="devices must hold at least one device"):
         batch_mesh([])

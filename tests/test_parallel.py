@@ -139,6 +139,33 @@ def test_chaotic_rnn_falls_back_instead_of_returning_nan(method):
     assert tree_rel_err(grads, ref) < 1e-4  # large (1e6) but finite, and the same
 
 
+@pytest.mark.parametrize("method", parallel.METHODS)
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_the_stopping_test_is_relative_for_small_states(method, activation):
+    """States of size 1e-5 (small inputs, as early in training) are still solved to a
+    relative accuracy, not stopped by an absolute test."""
+    params, xs, _, _ = random_problem(
+        jax.random.PRNGKey(9), 2, 100, 3, 8, dtype=np.float32, with_h0=False,
+        recurrent_scale=0.8,
+    )  # fmt: skip
+    params = params._replace(b=1e-5 * params.b)
+    xs = 1e-5 * xs
+    hs, _ = jrnn.forward(params, xs, activation=activation)
+    phs, _, info = parallel.forward(params, xs, activation=activation, method=method)
+    assert bool(info.converged)
+    assert rel_err(phs, hs) < 1e-3
+
+
+def test_low_precision_stops_at_its_own_rounding():
+    params, xs, _, _ = random_problem(
+        jax.random.PRNGKey(10), 2, 64, 3, 8, dtype=np.float32, with_h0=False,
+        recurrent_scale=0.7,
+    )  # fmt: skip
+    params = jax.tree.map(lambda p: p.astype(jnp.bfloat16), params)
+    _, _, info = parallel.forward(params, xs.astype(jnp.bfloat16))
+    assert bool(info.converged) and int(info.iterations) <= 10
+
+
 def test_vmap_over_params(x64):
     params, xs, h0, _ = random_problem(jax.random.PRNGKey(8), 2, 8, 3, 4, recurrent_scale=0.5)
     ensemble = jax.tree.map(lambda p: jnp.stack([p, 0.5 * p]), params)
@@ -155,8 +182,12 @@ def test_bad_input():
         parallel.forward(params, xs, method="jacobi")
     with pytest.raises(ValueError, match="backward must be one of"):
         parallel.rnn(params, xs, backward="adjoint")
-    with pytest.raises(ValueError, match="tol must be a positive number"):
-        parallel.forward(params, xs, tol=0)
+    for bad in (0, -1e-3, float("inf"), True):
+        with pytest.raises(ValueError, match="tol must be a finite positive number"):
+            parallel.forward(params, xs, tol=bad)
+    with pytest.raises(ValueError, match="atol must be a finite number >= 0"):
+        parallel.forward(params, xs, atol=-1.0)
+    parallel.forward(params, xs, tol=np.float32(1e-4), max_iter=np.int64(5))  # numpy scalars
     with pytest.raises(ValueError, match="max_iter must be a positive int"):
         parallel.forward(params, xs, max_iter=0)
     with pytest.raises(ValueError, match="xs has 2 features"):

@@ -129,6 +129,10 @@ def test_losses_bad_input():
         mean_squared_error(jnp.ones((2, 3)), jnp.ones((2, 1)))
     with pytest.raises(ValueError, match=r"labels must be integer class indices of shape \(2,\)"):
         softmax_cross_entropy(jnp.ones((2, 3)), jnp.ones((2, 1), int))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\).*got values in \[-1, 2\]"):
+        softmax_cross_entropy(jnp.ones((2, 3)), jnp.array([-1, 2]))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        accuracy(jnp.ones((2, 3)), jnp.array([0, 3]))
     with pytest.raises(TypeError, match="labels must be integer"):
         softmax_cross_entropy(jnp.ones((2, 3)), jnp.ones((2,)))
     with pytest.raises(ValueError, match=r"lengths must be \(2,\)"):
@@ -309,6 +313,29 @@ def test_truncated_bptt_updates_between_chunks(x64):
     assert tree_rel_err(new, p) < 1e-12 and tree_rel_err(h, h_ref) < 1e-12
 
 
+def test_truncated_bptt_skips_chunks_with_no_valid_step(x64):
+    params = _model(jax.random.PRNGKey(9))
+    lengths = np.array([4, 3])
+    batch = _stream(jax.random.PRNGKey(10), batch=2, steps=12, lengths=lengths)
+    opt = optax.adam(1e-2)
+    p1, s1, _, m1 = truncated_bptt(params, opt.init(params), batch, optimizer=opt, chunk=4)
+    first = Batch(batch.inputs[:, :4], batch.targets[:, :4], lengths)
+    p2, s2, _, _ = truncated_bptt(params, opt.init(params), first, optimizer=opt, chunk=4)
+    np.testing.assert_array_equal(m1["steps"], [7, 0, 0])
+    assert tree_rel_err(p1, p2) == 0.0 and tree_rel_err(s1, s2) == 0.0
+
+
+def test_tbptt_mixed_precision():
+    params = jax.tree.map(
+        lambda p: p.astype(jnp.bfloat16), _model(jax.random.PRNGKey(11), dtype=jnp.float32)
+    )
+    batch = Batch(jnp.ones((2, 6, 3)), jnp.ones((2, 6, 2)))
+    _grads, losses, h = tbptt_gradients(params, batch, chunk=4)
+    assert losses.shape == (2,) and h[0].dtype == jnp.float32
+    opt = optax.sgd(0.1)
+    truncated_bptt(params, opt.init(params), batch, optimizer=opt, chunk=4)
+
+
 def test_tbptt_bad_input():
     params = _model(jax.random.PRNGKey(0), dtype=jnp.float32)
     batch = Batch(jnp.ones((2, 6, 3)), jnp.ones((2, 2)))
@@ -316,3 +343,9 @@ def test_tbptt_bad_input():
         tbptt_gradients(params, batch, chunk=2)
     with pytest.raises(ValueError, match="chunk must be a positive int"):
         tbptt_gradients(params, batch._replace(targets=jnp.ones((2, 6, 2))), chunk=0)
+    with pytest.raises(ValueError, match="needs at least one step"):
+        tbptt_gradients(params, Batch(jnp.ones((2, 0, 3)), jnp.ones((2, 0, 2))), chunk=2)
+    grads, _, _ = tbptt_gradients(
+        params, batch._replace(targets=jnp.ones((2, 6, 2))), chunk=np.int64(3)
+    )
+    assert grads.head.w.shape[0] == 2  # two chunks

@@ -165,7 +165,8 @@ def check_config(
             f"{run_dir} holds an incompatible run (its checkpoint was left as it is); "
             "differing options:\n  " + "\n  ".join(hard)
         )
-    return [line(k) for k in sorted(set(saved) | set(config)) if k not in structural and differs(k)]
+    keys = sorted((set(saved) | set(config)) - {"resumes"})  # resumes: the run's history
+    return [line(k) for k in keys if k not in structural and differs(k)]
 
 
 def write_config(run_dir: str | Path, config: dict[str, Any]) -> None:

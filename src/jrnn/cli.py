@@ -67,8 +67,9 @@ STRUCTURAL = (
     "clipped",
     "warmed_up",
 )
-# options that never change the trajectory
-COSMETIC = ("steps", "eval_size")
+# options that do not change a resumed run's trajectory (the inits and the seed only act at
+# step 0: a resumed run restores the params and the PRNG key)
+COSMETIC = ("steps", "eval_size", "seed", "kernel_init", "recurrent_init", "bias_init")
 
 
 class TrainError(RuntimeError):
@@ -138,6 +139,16 @@ def _non_negative(kind: type) -> Callable[[str], Any]:
     return parse
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int; got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 2^32); got {text}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="jrnn train",
@@ -175,7 +186,7 @@ def parser() -> argparse.ArgumentParser:
     a("--warmup", type=_non_negative(int), default=0, help="linear warm-up steps")
     a("--steps", type=_positive(int), default=15000, help="optimiser steps in all")
     a("--batch", type=_positive(int), default=32, help="sequences per step")
-    a("--seed", type=int, default=0, help="PRNG seed (params and data)")
+    a("--seed", type=_seed, default=0, help="PRNG seed (params and data), in [0, 2^32)")
     a("--out", default=None, help="run directory (default: runs/<task>-<date>-<time>)")
     a("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     a(
@@ -185,7 +196,12 @@ def parser() -> argparse.ArgumentParser:
         help="steps per jitted call and per metrics.jsonl train row",
     )
     a("--eval-every", type=_positive(int), default=500, help="steps between test evaluations")
-    a("--eval-size", type=_positive(int), default=1000, help="synthetic test sequences")
+    a(
+        "--eval-size",
+        type=_positive(int),
+        default=1000,
+        help="test sequences of the synthetic tasks (digits: its 360 held-out images)",
+    )
     a("--checkpoint-every", type=_positive(int), default=1000, help="steps between checkpoints")
     a("--keep", type=_positive(int), default=3, help="checkpoints kept")
     a("--no-progress", dest="progress", action="store_false", help="no tqdm progress bar")
@@ -265,6 +281,24 @@ def _plot(run_dir: Path, rows: list[dict[str, Any]], title: str, baseline: float
     plt.close(fig)
 
 
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl rows; a line cut short by a killed process is skipped."""
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
+
+
+def _try_plot(run_dir: Path, rows: list[dict[str, Any]], title: str, baseline: float) -> None:
+    try:
+        _plot(run_dir, rows, title, baseline)
+    except Exception as err:  # a plot must never end or mask a training run
+        print(f"jrnn train: warning: could not draw metrics.png: {err}", file=sys.stderr)
+
+
 def _boundaries(start: int, stop: int, *every: int) -> list[int]:
     """Chunk ends after ``start``: multiples of any of ``every``, and ``stop``."""
     ends = {stop}
@@ -325,7 +359,11 @@ def train(args: argparse.Namespace, out: Any = None) -> int:
             f"--data-parallel: --batch {args.batch} is not a multiple of the "
             f"{len(devices)} local devices"
         )
+    if args.resume and args.out is None:
+        raise TrainError("--resume needs --out, the run directory to continue")
     run_dir = Path(args.out or f"runs/{task.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TrainError(f"--out {run_dir} is a file, not a directory")
     config = _config(args, seq_len)
 
     # Never touch a directory that holds another run unless told to resume it, and check
@@ -334,7 +372,8 @@ def train(args: argparse.Namespace, out: Any = None) -> int:
     if args.resume:
         if existing is None:
             raise TrainError(f"--resume: no checkpoint in {run_dir}/checkpoints to resume from")
-        for diff in check_config(run_dir, config, STRUCTURAL):
+        changed = check_config(run_dir, config, STRUCTURAL)
+        for diff in changed:
             if diff.split(":")[0] not in COSMETIC or (
                 diff.startswith("steps") and args.schedule == "cosine"
             ):
@@ -370,9 +409,13 @@ def train(args: argparse.Namespace, out: Any = None) -> int:
                 f"--steps {args.steps} is below the checkpoint's step {int(state.step)}"
             )
         if metrics_path.exists():  # drop rows logged after the checkpoint (a repeat follows)
-            rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line]
-            rows = [r for r in rows if r["step"] <= int(state.step)]
-    write_config(run_dir, config)
+            rows = [r for r in _read_rows(metrics_path) if r["step"] <= int(state.step)]
+    if args.resume:  # keep the run's own config; record what this resume changed
+        saved = json.loads((run_dir / CONFIG_FILE).read_text())
+        saved.setdefault("resumes", []).append({"step": int(state.step), "changed": changed})
+        write_config(run_dir, saved)
+    else:
+        write_config(run_dir, config)
     metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     options = {
@@ -391,7 +434,9 @@ def train(args: argparse.Namespace, out: Any = None) -> int:
             params, opt_state, metrics = step_fn(s.params, s.opt_state, batch)
             return TrainState(params, opt_state, s.step + 1, s.key), metrics
 
-        return jax.lax.scan(body, state, length=n)
+        state, metrics = jax.lax.scan(body, state, length=n)
+        leaves = jax.tree.leaves(state.params)
+        return state, metrics, jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in leaves]))
 
     test_set = task.test_set(seq_len, args.eval_size)
     title = (
@@ -406,6 +451,20 @@ def train(args: argparse.Namespace, out: Any = None) -> int:
         with metrics_path.open("a") as f:
             f.write(json.dumps(row) + "\n")
 
+    def stop_non_finite(what: str) -> None:
+        last = latest_step(run_dir)
+        print(
+            f"\njrnn train: {what} (try a lower --lr or --clip 1); stopped, nothing saved "
+            "after it. The last good checkpoint "
+            + (
+                f"(step {last}) is kept in {run_dir / 'checkpoints'}"
+                if last is not None
+                else "does not exist: none was saved yet"
+            ),
+            file=out,
+            flush=True,
+        )
+
     def test_row(step: int) -> dict[str, Any]:
         return {
             "step": step,
@@ -417,7 +476,7 @@ def train(args: argparse.Namespace, out: Any = None) -> int:
 
     def on_sigint(signum, frame):
         nonlocal interrupted
-        if interrupted:  # a second Ctrl-C stops at once
+        if interrupted:  # a second Ctrl-C: stop without saving once the running chunk returns
             raise KeyboardInterrupt
         interrupted = True
 
@@ -453,23 +512,14 @@ def train(args: argparse.Namespace, out: Any = None) -> int:
                 break
             n = end - int(state.step)
             t0 = time.perf_counter()
-            new_state, metrics = run_chunk(state, n)
+            new_state, metrics, params_finite = run_chunk(state, n)
             metrics = jax.device_get(metrics)
             finite = np.all([np.isfinite(v) for v in metrics.values()], axis=0)  # (n,)
-            if not finite.all():
-                bad = int(state.step) + int(np.argmin(finite))
-                last = latest_step(run_dir)
-                print(
-                    f"\njrnn train: the loss became non-finite at step {bad + 1} "
-                    f"(try a lower --lr or --clip 1); stopped. The last good checkpoint "
-                    + (
-                        f"(step {last}) is kept in {run_dir / 'checkpoints'}"
-                        if last is not None
-                        else "does not exist: none was saved yet"
-                    ),
-                    file=out,
-                    flush=True,
-                )
+            if not (finite.all() and bool(params_finite)):
+                # the metrics of step s are computed before its update: a non-finite update
+                # in the chunk's last step shows only in the params
+                bad = int(state.step) + (int(np.argmin(finite)) + 1 if not finite.all() else n)
+                stop_non_finite(f"the training loss or params became non-finite at step {bad}")
                 code = 1
                 break
             state = new_state
@@ -485,12 +535,18 @@ def train(args: argparse.Namespace, out: Any = None) -> int:
             if bar is not None:
                 bar.update(n)
                 bar.set_postfix(loss=f"{row['loss']:.4g}", seq_s=f"{n * args.batch / dt:,.0f}")
-            if end % args.eval_every == 0 or end == args.steps:
-                log(test_row(end))
-                _plot(run_dir, rows, title, baseline)
-            if end % args.checkpoint_every == 0 or end == args.steps:
+            checkpoint = end % args.checkpoint_every == 0 or end == args.steps
+            if end % args.eval_every == 0 or checkpoint:  # test what a checkpoint would keep
+                tested = test_row(end)
+                if not all(np.isfinite(v) for k, v in tested.items() if k not in ("step", "split")):
+                    stop_non_finite(f"the test loss became non-finite at step {end}")
+                    code = 1
+                    break
+                log(tested)
+                _try_plot(run_dir, rows, title, baseline)
+            if checkpoint:
                 save(manager, state)
-        if interrupted and code == 0:
+        if interrupted and code == 0 and int(state.step) < args.steps:
             step = save(manager, state)
             print(
                 f"\njrnn train: interrupted; checkpoint saved at step {step} in "
@@ -507,10 +563,13 @@ def train(args: argparse.Namespace, out: Any = None) -> int:
         if previous_handler is not None:
             signal.signal(signal.SIGINT, previous_handler)
         if rows:
-            _plot(run_dir, rows, title, baseline)
+            _try_plot(run_dir, rows, title, baseline)
 
     if code == 0:
         final = next(r for r in reversed(rows) if r["split"] == "test")
+        if final["step"] != int(state.step):  # e.g. resumed at the last step: test it now
+            final = test_row(int(state.step))
+            log(final)
         result = {
             "step": int(state.step),
             "test": {k: v for k, v in final.items() if k not in ("step", "split")},

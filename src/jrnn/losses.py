@@ -66,6 +66,13 @@ def _check_labels(logits: jax.Array, labels: jax.Array) -> None:
         )
     if not jnp.issubdtype(labels.dtype, jnp.integer):
         raise TypeError(f"labels must be integer class indices; got dtype {labels.dtype}")
+    if not isinstance(labels, jax.core.Tracer) and labels.size:  # traced labels: unchecked
+        low, high = int(jnp.min(labels)), int(jnp.max(labels))
+        if low < 0 or high >= logits.shape[-1]:
+            raise ValueError(
+                f"labels must lie in [0, {logits.shape[-1]}) (the logits' classes); "
+                f"got values in [{low}, {high}]"
+            )
 
 
 def softmax_cross_entropy(

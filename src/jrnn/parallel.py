@@ -15,9 +15,11 @@ iterations. Either way iteration ``k`` makes the first ``k`` steps exact, so at 
 iterations reach the sequential result (in exact arithmetic); a contractive RNN gets there
 in a handful.
 
-Iterations stop when ``max|h^{k+1} - h^k| <= tol * (1 + max|h^{k+1}|)`` or after
-``max_iter``. **Fallback**: if they did not converge (or produced inf/NaN, as Newton can on
-a chaotic RNN, e.g. a large recurrent gain), the result of the sequential scan
+Iterations stop when ``max|h^{k+1} - h^k| <= tol * max|h^{k+1}| + atol`` (a relative
+test; ``atol`` defaults to 0) or after ``max_iter``.
+
+**Fallback**: if they did not converge (or produced inf/NaN, as Newton can on a
+chaotic RNN, e.g. a large recurrent gain), the result of the sequential scan
 (:func:`jrnn.forward`) is returned instead and :class:`ParallelInfo` says so. Under
 ``jit`` both branches are compiled and the sequential one runs only when needed (under
 ``vmap`` both run).
@@ -43,6 +45,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jrnn._checks import check_like, prepare
@@ -146,7 +149,7 @@ def _apply_jac(h: jax.Array, jac: jax.Array, diagonal: bool) -> jax.Array:
     return h * jac if diagonal else jnp.einsum("tbi,tbij->tbj", h, jac)
 
 
-def _newton(params, xs_t, h0, lengths, act, method, tol, max_iter):
+def _newton(params, xs_t, h0, lengths, act, method, tol, atol, max_iter):
     """The DEER / quasi-DEER iteration on time-major ``xs_t`` `(T, B, F)`."""
     diagonal = method == "quasi"
     steps = xs_t.shape[0]
@@ -161,7 +164,7 @@ def _newton(params, xs_t, h0, lengths, act, method, tol, max_iter):
 
     def cond(state):
         k, _, delta, scale = state
-        done = delta <= tol * (1 + scale)
+        done = delta <= tol * scale + atol
         return (k < max_iter) & ((k == 0) | (~done & jnp.isfinite(delta)))
 
     def body(state):
@@ -172,35 +175,51 @@ def _newton(params, xs_t, h0, lengths, act, method, tol, max_iter):
     inf = jnp.asarray(jnp.inf, u.dtype)
     start = (jnp.asarray(0, jnp.int32), jnp.zeros_like(u), inf, jnp.asarray(0, u.dtype))
     k, hs, delta, scale = lax.while_loop(cond, body, start)
-    converged = jnp.isfinite(delta) & (delta <= tol * (1 + scale)) & jnp.all(jnp.isfinite(hs))
+    converged = jnp.isfinite(delta) & (delta <= tol * scale + atol) & jnp.all(jnp.isfinite(hs))
     return hs, k, converged, delta
 
 
-def _check_method(method, backward=None, tol=None, max_iter=None):
+def _positive_float(value, name: str, allow_zero: bool = False) -> float:
+    ok = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+    if ok:
+        value = float(value)
+        ok = np.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        what = "a finite number >= 0" if allow_zero else "a finite positive number"
+        raise ValueError(f"{name} must be {what}; got {value!r}")
+    return value
+
+
+def _check_method(method, backward=None, tol=None, atol=0.0, max_iter=1):
+    """Validates the options; returns ``(tol or None, atol, max_iter)`` as Python numbers."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}; got {method!r}")
     if backward is not None and backward not in BACKWARDS:
         raise ValueError(f"backward must be one of {list(BACKWARDS)}; got {backward!r}")
-    if tol is not None and not (isinstance(tol, int | float) and tol > 0):
-        raise ValueError(f"tol must be a positive number or None; got {tol!r}")
-    if max_iter is not None and (
-        isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1
-    ):
+    tol = None if tol is None else _positive_float(tol, "tol")
+    atol = _positive_float(atol, "atol", allow_zero=True)
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int | np.integer) or max_iter < 1:
         raise ValueError(f"max_iter must be a positive int; got {max_iter!r}")
+    return tol, atol, int(max_iter)
 
 
 def _default_tol(dtype) -> float:
-    return 1e-11 if jnp.dtype(dtype) == jnp.float64 else 1e-5
+    dtype = jnp.dtype(dtype)
+    if dtype == jnp.float64:
+        return 1e-11
+    if dtype == jnp.float32:
+        return 1e-5
+    return 8 * float(jnp.finfo(dtype).eps)  # float16, bfloat16: a few ulps
 
 
-def _forward_tm(params, xs_t, h0, lengths, act, reverse, method, tol, max_iter, fallback):
+def _forward_tm(params, xs_t, h0, lengths, act, reverse, method, tol, atol, max_iter, fallback):
     """Time-major parallel forward: carried states `(T, B, H)` (padded steps hold the
     state), outputs, ``h_last`` and the info."""
     steps, batch = xs_t.shape[:2]
     order = _reverse_order(lengths, steps, batch) if reverse else None
     if order is not None:
         xs_t = _gather_time(xs_t, order)
-    hs, k, converged, delta = _newton(params, xs_t, h0, lengths, act, method, tol, max_iter)
+    hs, k, converged, delta = _newton(params, xs_t, h0, lengths, act, method, tol, atol, max_iter)
     fell_back = jnp.logical_not(converged) if fallback else jnp.asarray(False)
     if fallback:
         hs = lax.cond(
@@ -294,6 +313,7 @@ def forward(
     time_major: bool = False,
     method: str = "newton",
     tol: float | None = None,
+    atol: float = 0.0,
     max_iter: int = 100,
     fallback: bool = True,
 ) -> tuple[jax.Array, jax.Array, ParallelInfo]:
@@ -304,8 +324,12 @@ def forward(
 
     Args:
         method: ``"newton"`` (DEER, the full Jacobian) or ``"quasi"`` (its diagonal).
-        tol: the stopping tolerance on ``max|h^{k+1} - h^k| / (1 + max|h|)``; default
-            1e-5 in float32, 1e-11 in float64.
+        tol: the relative stopping tolerance: stop when
+            ``max|h^{k+1} - h^k| <= tol * max|h^{k+1}| + atol``; default 1e-5 in float32,
+            1e-11 in float64, 8 ulps in float16/bfloat16. Newton converges quadratically,
+            so its last iterate is far closer than ``tol``; quasi-DEER converges linearly,
+            at rate ``r``, and its error can reach about ``tol / (1 - r)``.
+        atol: an absolute floor for that test (default 0).
         max_iter: the iteration cap (``T`` iterations always suffice in exact arithmetic).
         fallback: return the sequential scan's result when the iteration did not
             converge (default). ``False`` returns the last iterate as it is.
@@ -313,9 +337,9 @@ def forward(
     Returns:
         ``(hs, h_last, info)``, ``info`` a :class:`ParallelInfo`.
     """
-    _check_method(method, tol=tol, max_iter=max_iter)
+    tol, atol, max_iter = _check_method(method, tol=tol, atol=atol, max_iter=max_iter)
     p = _prepare(params, xs, h0, activation, reverse, lengths, time_major)
-    tol = _default_tol(p.xs.dtype) if tol is None else float(tol)
+    tol = _default_tol(p.xs.dtype) if tol is None else tol
     if p.num_steps == 0:
         info = ParallelInfo(
             jnp.asarray(0, jnp.int32), jnp.asarray(True), jnp.asarray(0.0), jnp.asarray(False)
@@ -324,7 +348,7 @@ def forward(
         return empty, p.state_to_caller(p.h0), info
     out, h_last, info = _forward_tm(
         p.params, _to_tm(p.xs, p.x_layout), p.h0, p.lengths, p.act, bool(reverse), method,
-        tol, max_iter, bool(fallback),
+        tol, atol, max_iter, bool(fallback),
     )  # fmt: skip
     return p.hs_to_caller(_to_tm(out, p.x_layout)), p.state_to_caller(h_last), info
 
@@ -366,20 +390,21 @@ def backward(
     return grads, p.xs_to_caller(_to_tm(dxs_t, p.x_layout)), p.state_to_caller(dh0)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7, 8, 9))
-def _core(params, xs_t, h0, lengths, act, reverse, method, tol, max_iter, back):
+@partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7, 8))
+def _core(params, xs_t, h0, lengths, act, reverse, method, stop, back):
+    tol, atol, max_iter = stop
     out, h_last, _ = _forward_tm(
-        params, xs_t, h0, lengths, act, reverse, method, tol, max_iter, True
+        params, xs_t, h0, lengths, act, reverse, method, tol, atol, max_iter, True
     )
     return out, h_last
 
 
-def _core_fwd(params, xs_t, h0, lengths, act, reverse, method, tol, max_iter, back):
-    out, h_last = _core(params, xs_t, h0, lengths, act, reverse, method, tol, max_iter, back)
+def _core_fwd(params, xs_t, h0, lengths, act, reverse, method, stop, back):
+    out, h_last = _core(params, xs_t, h0, lengths, act, reverse, method, stop, back)
     return (out, h_last), (params, xs_t, h0, lengths, out)
 
 
-def _core_bwd(act, reverse, method, tol, max_iter, back, residuals, cotangents):
+def _core_bwd(act, reverse, method, stop, back, residuals, cotangents):
     params, xs_t, h0, lengths, out = residuals
     dout, dh_last = cotangents
     if back == "parallel":
@@ -406,6 +431,7 @@ def rnn(
     method: str = "newton",
     backward: str = "parallel",
     tol: float | None = None,
+    atol: float = 0.0,
     max_iter: int = 100,
 ) -> tuple[jax.Array, jax.Array]:
     """:func:`forward` (with the sequential fallback) as a ``jax.custom_vjp``.
@@ -413,11 +439,13 @@ def rnn(
     ``jax.grad`` of a loss built on it runs the parallel adjoint scan
     (``backward="parallel"``) or the sequential hand-written BPTT
     (``backward="sequential"``, the memory-light choice). Other arguments as
-    :func:`forward`; returns ``(hs, h_last)``.
+    :func:`forward`; returns ``(hs, h_last)``. It always falls back to the sequential
+    scan when the iteration does not converge; call :func:`forward` to see its
+    :class:`ParallelInfo`.
     """
-    _check_method(method, backward, tol, max_iter)
+    tol, atol, max_iter = _check_method(method, backward, tol, atol, max_iter)
     p = _prepare(params, xs, h0, activation, reverse, lengths, time_major)
-    tol = _default_tol(p.xs.dtype) if tol is None else float(tol)
+    tol = _default_tol(p.xs.dtype) if tol is None else tol
     if p.num_steps == 0:
         from jrnn.bptt import rnn as sequential_rnn
 
@@ -426,6 +454,6 @@ def rnn(
         )
     out, h_last = _core(
         p.params, _to_tm(p.xs, p.x_layout), p.h0, p.lengths, p.act, bool(reverse), method,
-        tol, int(max_iter), backward,
+        (tol, atol, max_iter), backward,
     )  # fmt: skip
     return p.hs_to_caller(_to_tm(out, p.x_layout)), p.state_to_caller(h_last)

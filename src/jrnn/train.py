@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jrnn.layers import zero_state
@@ -212,12 +213,15 @@ def _evaluate(params, batch, loss, activation, return_sequences):
 def _split_chunks(batch: Batch, chunk: int) -> list[Batch]:
     """Cuts a `(B, T, ...)` batch into `(n, B, chunk, ...)` full chunks and a `(1, B, r, ...)`
     remainder (each present only if not empty)."""
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+    if isinstance(chunk, bool) or not isinstance(chunk, int | np.integer) or chunk < 1:
         raise ValueError(f"chunk must be a positive int (steps per chunk); got {chunk!r}")
+    chunk = int(chunk)
     inputs, targets = jnp.asarray(batch.inputs), jnp.asarray(batch.targets)
     if inputs.ndim != 3:
         raise ValueError(f"batch.inputs must be (B, T, F); got {inputs.shape}")
     b, t = inputs.shape[:2]
+    if t == 0:
+        raise ValueError("truncated BPTT needs at least one step: batch.inputs has T = 0")
     if targets.shape[:2] != (b, t):
         raise ValueError(
             "truncated BPTT trains on a target per step: batch.targets must be "
@@ -250,10 +254,20 @@ def _split_chunks(batch: Batch, chunk: int) -> list[Batch]:
     return [piece for piece in (full, rest) if piece is not None]
 
 
+def _valid_positions(piece: Batch) -> jax.Array:
+    """The number of valid `(b, t)` positions in a `(B, k, ...)` chunk."""
+    b, k = jnp.shape(piece.inputs)[:2]
+    if piece.lengths is None:
+        return jnp.asarray(b * k, jnp.int32)
+    return jnp.sum(jnp.clip(piece.lengths, 0, k)).astype(jnp.int32)
+
+
 def _initial_state(params: ModelParams, batch: Batch, h0):
+    # the carry has the dtype the layers compute in (params and inputs promoted)
+    dtype = jnp.result_type(*jax.tree.leaves(params.layers), batch.inputs)
     if h0 is not None:
-        return tuple(h0)
-    return zero_state(params.layers, jnp.shape(batch.inputs)[0])
+        return tuple(jnp.asarray(h, jnp.result_type(dtype, h)) for h in h0)
+    return zero_state(params.layers, jnp.shape(batch.inputs)[0], dtype)
 
 
 def tbptt_gradients(
@@ -270,7 +284,9 @@ def tbptt_gradients(
     The stream `(B, T, F)` is cut into chunks of ``chunk`` steps (the last one shorter if
     ``T % chunk``). Each chunk starts from the previous chunk's final state with its
     gradient stopped, and its loss is the mean over the chunk's valid steps. Params are
-    not updated between chunks (see :func:`truncated_bptt` for training).
+    not updated between chunks (see :func:`truncated_bptt` for training). Each chunk's
+    loss is the mean over its own valid steps, so the chunks' gradients are not a scaled
+    split of the full sequence's mean-loss gradient unless every chunk has as many.
 
     Args:
         params: :class:`~jrnn.model.ModelParams`.
@@ -321,8 +337,10 @@ def truncated_bptt(
 
     Chunk ``c`` runs from the state chunk ``c - 1`` ended in (carried without gradient),
     computes its loss and BPTT gradient over its ``chunk`` steps only, and updates the
-    params before chunk ``c + 1`` runs. Compose with ``jax.jit`` (``optimizer``, ``chunk``,
-    ``loss`` and ``activation`` static).
+    params before chunk ``c + 1`` runs. Each chunk's loss is the mean over its own valid
+    steps and each chunk makes one update, so a short last chunk weighs as much as a full
+    one; a chunk with no valid step (past every sequence's ``lengths``) makes no update.
+    Compose with ``jax.jit`` (``optimizer``, ``chunk``, ``loss`` and ``activation`` static).
 
     Args:
         params, opt_state: the model and ``optimizer.init(params)``.
@@ -333,7 +351,8 @@ def truncated_bptt(
         loss, activation: as :func:`loss_and_metrics`.
 
     Returns:
-        ``(params, opt_state, final_states, metrics)``; each metric has one entry per chunk.
+        ``(params, opt_state, final_states, metrics)``; each metric has one entry per chunk,
+        and ``metrics["steps"]`` counts each chunk's valid `(b, t)` positions.
     """
     _check_optimizer(optimizer)
     batch = _check_batch(batch)
@@ -345,8 +364,15 @@ def truncated_bptt(
 
     def body(carry, piece):
         p, s, h = carry
-        p, s, metrics, finals = _update(optimizer, objective, p, s, piece, jax.lax.stop_gradient(h))
-        return (p, s, finals), metrics
+        new_p, new_s, metrics, finals = _update(
+            optimizer, objective, p, s, piece, jax.lax.stop_gradient(h)
+        )
+        steps = _valid_positions(piece)
+        # a chunk past every sequence's end has nothing to learn from: no update (a zero
+        # gradient would still move the params through the optimiser's momentum)
+        keep = steps > 0
+        p, s = jax.tree.map(lambda a, b: jnp.where(keep, a, b), (new_p, new_s), (p, s))
+        return (p, s, finals), {**metrics, "steps": steps}
 
     carry, outs = (params, opt_state, _initial_state(params, batch, h0)), []
     for piece in pieces:  # the full chunks, then the remainder
