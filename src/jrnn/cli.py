@@ -107,36 +107,33 @@ def build_optimizer(
     return optax.chain(optax.clip_by_global_norm(clip), opt) if clip > 0 else opt
 
 
-def _positive(kind: type) -> Callable[[str], Any]:
+def _number(kind: type, *, allow_zero: bool = False) -> Callable[[str], Any]:
+    """An argparse type: a finite ``kind`` > 0 (>= 0 with ``allow_zero``)."""
+    what = "a non-negative" if allow_zero else "a positive"
+
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"expected a positive {kind.__name__}; got {text!r}"
+                f"expected {what} {kind.__name__}; got {text!r}"
             ) from None
-        if not (value > 0 and math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"must be positive; got {text}")
+        if not ((value >= 0 if allow_zero else value > 0) and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(
+                f"must be {'>= 0' if allow_zero else 'positive'}; got {text}"
+            )
         return value
 
-    parse.__name__ = f"positive {kind.__name__}"
+    parse.__name__ = f"{what[2:]} {kind.__name__}"
     return parse
+
+
+def _positive(kind: type) -> Callable[[str], Any]:
+    return _number(kind)
 
 
 def _non_negative(kind: type) -> Callable[[str], Any]:
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected a {kind.__name__} >= 0; got {text!r}"
-            ) from None
-        if not (value >= 0 and math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"must be >= 0; got {text}")
-        return value
-
-    parse.__name__ = f"non-negative {kind.__name__}"
-    return parse
+    return _number(kind, allow_zero=True)
 
 
 def _seed(text: str) -> int:
