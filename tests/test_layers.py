@@ -221,7 +221,8 @@ def test_recurrent_mask_equals_python_loop(x64, activation):
         np.testing.assert_allclose(np.asarray(hs[:, t]), h, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(np.asarray(h_last), h, rtol=1e-12, atol=1e-14)
     ones = jrnn.rnn(params, xs, recurrent_mask=np.ones((2, 4)), activation=activation)
-    assert tree_rel_err(ones, jrnn.rnn(params, xs, activation=activation)) == 0
+    # equal to rounding: with a mask XLA may pick another GEMM kernel for (h * m) @ W_h
+    assert tree_rel_err(ones, jrnn.rnn(params, xs, activation=activation)) < 1e-15
 
 
 @pytest.mark.parametrize(
