@@ -257,3 +257,18 @@ def check_like(x: Any, name: str, shape: tuple[int, ...], what: str, dtype: Any)
             f"{name} must have the shape of {what}, {tuple(shape)}; got {tuple(x.shape)}"
         )
     return jnp.asarray(x, dtype)
+
+
+def prepare_cotangents(
+    p: Prepared, hs: Any, dhs: Any, dh_last: Any
+) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
+    """Checks a backward pass's ``hs``, ``dhs`` and ``dh_last`` against the prepared
+    arguments; returns them in the internal layout (``None`` kept)."""
+    dtype = p.h0.dtype
+    hs = p.hs_to_internal(check_like(hs, "hs", p.hs_shape, "forward's hs", dtype))
+    if dhs is not None:
+        dhs = p.hs_to_internal(check_like(dhs, "dhs", p.hs_shape, "hs", dtype))
+    if dh_last is not None:
+        dh_last = check_like(dh_last, "dh_last", p.state_shape, "h_last", dtype)
+        dh_last = jnp.reshape(dh_last, p.h0.shape)
+    return hs, dhs, dh_last

@@ -34,7 +34,7 @@ import numpy as np
 from jax import lax
 from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
 
-from jrnn._checks import check_like, prepare
+from jrnn._checks import prepare, prepare_cotangents
 from jrnn.activations import Activation
 from jrnn.forward import index_step, scan_forward, update_step
 from jrnn.params import RNNParams
@@ -182,13 +182,7 @@ def backward(
         time_major=time_major,
         recurrent_mask=recurrent_mask,
     )
-    dtype = p.h0.dtype
-    hs = p.hs_to_internal(check_like(hs, "hs", p.hs_shape, "forward's hs", dtype))
-    if dhs is not None:
-        dhs = p.hs_to_internal(check_like(dhs, "dhs", p.hs_shape, "hs", dtype))
-    if dh_last is not None:
-        dh_last = check_like(dh_last, "dh_last", p.state_shape, "h_last", dtype)
-        dh_last = jnp.reshape(dh_last, p.h0.shape)
+    hs, dhs, dh_last = prepare_cotangents(p, hs, dhs, dh_last)
     dparams, dxs, dh0 = bptt(
         p.params,
         p.xs,

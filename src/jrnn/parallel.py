@@ -48,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jrnn._checks import check_like, prepare
+from jrnn._checks import prepare, prepare_cotangents
 from jrnn.bptt import bptt
 from jrnn.forward import scan_forward
 from jrnn.params import RNNParams
@@ -372,17 +372,12 @@ def backward(
     them), computed in ``O(log T)`` depth with `(T, B, H, H)` memory.
     """
     p = _prepare(params, xs, h0, activation, reverse, lengths, time_major)
-    hs = check_like(hs, "hs", p.hs_shape, "the forward's hs", p.xs.dtype)
-    if dhs is not None:
-        dhs = check_like(dhs, "dhs", p.hs_shape, "hs", p.xs.dtype)
-    if dh_last is not None:
-        dh_last = check_like(dh_last, "dh_last", p.state_shape, "h_last", p.xs.dtype)
-        dh_last = jnp.reshape(dh_last, p.h0.shape)
+    hs, dhs, dh_last = prepare_cotangents(p, hs, dhs, dh_last)
     if p.num_steps == 0:
         zeros = RNNParams(*(jnp.zeros_like(a) for a in p.params))
         dh0 = jnp.zeros_like(p.h0) if dh_last is None else dh_last
         return zeros, jnp.zeros(xs.shape, p.xs.dtype), p.state_to_caller(dh0)
-    tm = lambda a: None if a is None else _to_tm(p.hs_to_internal(a), p.x_layout)
+    tm = lambda a: None if a is None else _to_tm(a, p.x_layout)
     grads, dxs_t, dh0 = _adjoint_tm(
         p.params, _to_tm(p.xs, p.x_layout), p.h0, p.lengths, tm(hs), tm(dhs), dh_last, p.act,
         bool(reverse),
