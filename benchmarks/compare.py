@@ -172,11 +172,18 @@ def median_ms(fn: Callable, args: tuple, repeats: int, warmup: int) -> float:
     return 1e3 * statistics.median(times)
 
 
-def compile_jax(fn: Callable, args: tuple) -> tuple[Any, float, int]:
-    """(compiled, compile seconds, XLA temporary bytes)."""
-    start = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
-    seconds = time.perf_counter() - start
+def compile_jax(fn: Callable, args: tuple, compiles: int = 1) -> tuple[Any, float, int]:
+    """(compiled, compile seconds, XLA temporary bytes).
+
+    The seconds are the fastest of ``compiles`` full lowerings and compilations: compiling is
+    deterministic work, so the machine's noise only ever adds to it.
+    """
+    seconds = float("inf")
+    for _ in range(max(1, compiles)):
+        jax.clear_caches()  # else a repeat is answered from JAX's cache of traces and executables
+        start = time.perf_counter()
+        compiled = jax.jit(fn).lower(*args).compile()
+        seconds = min(seconds, time.perf_counter() - start)
     mem = compiled.memory_analysis()
     return compiled, seconds, int(mem.temp_size_in_bytes) if mem is not None else -1
 
@@ -199,11 +206,14 @@ def _one_ms(fn: Callable, args: tuple) -> float:
     return 1e3 * (time.perf_counter() - start)
 
 
-def run_shape(shape, names, repeats, warmup, log) -> dict[str, dict]:
+def run_shape(
+    shape, names, repeats, warmup, log, compiles: int = 1, with_limits: bool = False
+) -> dict[str, dict]:
     """Builds and compiles every implementation, then times them interleaved.
 
     Each repeat runs every JAX implementation once in turn, so a slow spell of this
-    shared machine hits them all alike; the medians are taken after.
+    shared machine hits them all alike; the medians are taken after. ``with_limits`` adds
+    jrnn's ``limits`` (measured after all the timings).
     """
     b, t, f, h = shape
     key_p, key_x = jax.random.split(jax.random.PRNGKey(0))
@@ -224,7 +234,9 @@ def run_shape(shape, names, repeats, warmup, log) -> dict[str, dict]:
         row: dict[str, Any] = {"label": impl.name}
         if impl.jax_based:
             fwd, row["fwd_compile_s"], _ = compile_jax(impl.fwd, impl.args)
-            train, row["train_compile_s"], row["train_temp"] = compile_jax(impl.train, impl.args)
+            train, row["train_compile_s"], row["train_temp"] = compile_jax(
+                impl.train, impl.args, compiles
+            )
         else:
             fwd, train = impl.fwd, impl.train
         rows[name] = row
@@ -251,7 +263,77 @@ def run_shape(shape, names, repeats, warmup, log) -> dict[str, dict]:
     for n in runnable:
         r = rows[n]
         log(f"  {r['label']:14s} fwd {r['fwd_ms']:9.3f} ms  train {r['train_ms']:9.3f} ms")
+    if with_limits and "jrnn" in runnable:
+        _fwd, train, args = runnable["jrnn"]
+        rows["jrnn"]["limits"] = lim = limits(shape, train, args, repeats, warmup)
+        log(f"  bare loop {lim['loop_ms']:.3f} ms, train skeleton {lim['skeleton_ms']:.3f} ms")
     return rows
+
+
+def _bare_loop(w: jax.Array, xw: jax.Array) -> jax.Array:
+    """T steps of ``h_t = tanh(xw_t + h_{t-1} @ w)`` over a time-major (T, B, H) ``xw``."""
+
+    def step(i, carry):
+        prev, out = carry
+        new = jnp.tanh(lax.dynamic_index_in_dim(xw, i, 0, False) + prev @ w)
+        return new, lax.dynamic_update_index_in_dim(out, new, i, 0)
+
+    zeros = jnp.zeros(xw.shape[1:], xw.dtype)
+    return lax.fori_loop(0, xw.shape[0], step, (zeros, jnp.zeros_like(xw)))[1]
+
+
+def _gram(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a^T b`` over all rows of two (T, B, .) arrays."""
+    return lax.dot_general(
+        a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1]), (((0,), (0,)), ((), ()))
+    )
+
+
+def limits(shape, train_fn: Callable, args: tuple, repeats: int, warmup: int) -> dict[str, float]:
+    """What bounds the train step at ``shape``, measured now (see the RESULTS.md section).
+
+    ``loop_ms``: the bare recurrence, T steps of ``tanh(xw_t + h @ W_h)`` written to a buffer:
+    the serial part of every implementation's forward. ``skeleton_ms``: one jitted skeleton of a
+    BPTT train step with nothing but its unavoidable work: the input GEMM, the bare loop, a
+    second bare loop standing in for the adjoint loop (the same (B, H) x (H, H) GEMM and one
+    elementwise pass per step), and the dW_x and dW_h GEMMs over all T * B rows.
+    ``fwd_skeleton_ms``: the input GEMM and the bare loop. ``faults``/``sys_ms``: minor page
+    faults and kernel milliseconds per jrnn train step (Linux only).
+    """
+    b, t, f, h = shape
+    keys = jax.random.split(jax.random.PRNGKey(2), 3)
+    w_x = jax.random.normal(keys[0], (f, h), jnp.float32) / np.sqrt(f)
+    w_h = jax.random.normal(keys[1], (h, h), jnp.float32) / np.sqrt(h)
+    xs = jax.random.normal(keys[2], (t, b, f), jnp.float32)
+
+    def forward(w_x, w_h, xs):
+        return _bare_loop(w_h, jnp.einsum("tbf,fh->tbh", xs, w_x))
+
+    def skeleton(w_x, w_h, xs):
+        hs = forward(w_x, w_h, xs)
+        das = _bare_loop(w_h.T, hs)
+        return _gram(xs, das), _gram(hs, das)
+
+    loop = median_ms(jax.jit(_bare_loop), (w_h, xs @ w_x), repeats, warmup)
+    out = {
+        "loop_ms": loop,
+        "loop_gflops": 2 * b * t * h * h / (loop * 1e-3) / 1e9,
+        "fwd_skeleton_ms": median_ms(jax.jit(forward), (w_x, w_h, xs), repeats, warmup),
+        "skeleton_ms": median_ms(jax.jit(skeleton), (w_x, w_h, xs), repeats, warmup),
+    }
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return out
+    calls = max(3, repeats // 4)
+    jax.block_until_ready(train_fn(*args))
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    for _ in range(calls):
+        jax.block_until_ready(train_fn(*args))
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    out["faults"] = (after.ru_minflt - before.ru_minflt) / calls
+    out["sys_ms"] = 1e3 * (after.ru_stime - before.ru_stime) / calls
+    return out
 
 
 def memory_only(shape) -> dict[str, float]:
@@ -307,6 +389,13 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def _environment() -> str:
+    """The settings that change CPU timings: XLA's flags and glibc's malloc tunables."""
+    keys = ("XLA_FLAGS", "GLIBC_TUNABLES", "OMP_NUM_THREADS")
+    found = [f"`{k}={os.environ[k]}`" for k in keys if os.environ.get(k)]
+    return ", ".join(found) if found else "no XLA_FLAGS or GLIBC_TUNABLES set (defaults)"
+
+
 def _fmt(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
@@ -333,45 +422,160 @@ def summary_row(shape, rows: dict[str, dict], mm_gflops: float) -> str | None:
     )
 
 
+def _memory_bound(shape) -> float:
+    """jrnn's train-step temporaries in units of T*B*H*4 bytes, by its buffers (an upper bound)."""
+    b, t, f, h = shape
+    return 2 + f / h + h / (t * b)
+
+
+MEMORY_WHY = (
+    "the states and the adjoints dA_t (one (T, B, H) buffer each), a copy of xs shifted by one "
+    "step that lines x_t up with dA_t for the dW_x GEMM (F/H), and the (H, H) term for h0 "
+    "(H/(T*B)): 2 + F/H + H/(T*B) = {bound:.3f}. The shift cannot be a view: XLA materialises "
+    "every slice or roll it feeds to a GEMM, and rolling dA instead costs a third buffer, "
+    "since XLA's scheduler rolls it before the dW_h GEMM frees hs (tried)"
+)
+
+
 def targets(results, mm_gflops, memory) -> list[str]:
-    """The targets of the performance issue, each marked met or missed from this run's numbers."""
+    """The targets of the performance issue, each marked met or missed from this run's numbers.
+
+    A missed target is followed by what limits it, from the ``limits`` measured in this run.
+    """
     out = []
     for shape, rows in results:
         j = rows.get("jrnn", {})
         peers = {n: r for n, r in rows.items() if n != "jrnn" and "missing" not in r}
         if "train_ms" not in j or not peers:
             continue
-        b, t, _f, h = shape
+        b, t, f, h = shape
+        lim = j.get("limits")
         need = 2.0 if shape in GRID[:2] else 1.3
-        train = min(r["train_ms"] for r in peers.values()) / j["train_ms"]
-        fwd = min(r["fwd_ms"] for r in peers.values()) / j["fwd_ms"]
+        best_train = min(r["train_ms"] for r in peers.values())
+        best_fwd = min(r["fwd_ms"] for r in peers.values())
+        train, fwd = best_train / j["train_ms"], best_fwd / j["fwd_ms"]
         mem = j["train_temp"] / (t * b * h * 4)
+        plain = rows.get("plain-scan", {})
         out.append(
             f"- {shape}: train {train:.2f}x the fastest peer (target >= {need}x): "
             f"{'met' if train >= need else 'MISSED'}; forward {fwd:.2f}x (target >= 1x): "
             f"{'met' if fwd >= 1 else 'MISSED'}; temp memory {mem:.2f}x hs (target <= 2.5x): "
             f"{'met' if mem <= 2.5 else 'MISSED'}"
         )
-        plain = rows.get("plain-scan", {})
         if "train_compile_s" in plain:
             ok = j["train_compile_s"] <= plain["train_compile_s"]
             out[-1] += (
-                f"; compile {j['train_compile_s']:.2f} s vs plain-scan "
-                f"{plain['train_compile_s']:.2f} s: {'met' if ok else 'MISSED'}"
+                f"; compile {j['train_compile_s']:.3f} s vs plain-scan "
+                f"{plain['train_compile_s']:.3f} s: {'met' if ok else 'MISSED'}"
             )
+        if lim and train < need:
+            skel = lim["skeleton_ms"]
+            out.append(
+                f"    - train limit: the BPTT skeleton (input GEMM, two bare serial loops of "
+                f"{1e3 * lim['loop_ms'] / t:.2f} us per step, dW_x and dW_h GEMMs; see below) "
+                f"takes {skel:.3f} ms and jrnn {j['train_ms'] / skel:.2f}x that"
+                + (
+                    ": jrnn does no measurable work beyond it"
+                    if j["train_ms"] <= 1.05 * skel
+                    else f": jrnn spends {100 * (j['train_ms'] / skel - 1):.0f}% beyond it"
+                )
+                + f". A step at the skeleton's cost would be {best_train / skel:.2f}x the "
+                f"fastest peer. The serial loops alone are "
+                f"{200 * lim['loop_ms'] / j['train_ms']:.0f}% of jrnn's step"
+                + (
+                    f"; {lim['faults']:.0f} page faults per step cost {lim['sys_ms']:.1f} ms "
+                    "of kernel time"
+                    if lim.get("faults", 0) > 1000
+                    else ""
+                )
+            )
+        if lim and fwd < 1:
+            out.append(
+                f"    - forward limit: the input GEMM and the bare loop alone take "
+                f"{lim['fwd_skeleton_ms']:.3f} ms (jrnn {j['fwd_ms']:.3f} ms, fastest peer "
+                f"{best_fwd:.3f} ms): every implementation runs this same GEMM-bound loop, so "
+                "the forwards tie to within the machine's noise"
+            )
+        if mem > 2.5:
+            out.append(f"    - memory limit: {MEMORY_WHY.format(bound=_memory_bound(shape))}")
         if shape == GRID[-1]:
             frac = flops(shape, True) / (j["train_ms"] * 1e-3) / 1e9 / mm_gflops
             out.append(
                 f"- {shape}: jrnn at {100 * frac:.0f}% of the matmul GFLOP/s (target >= 75%): "
                 f"{'met' if frac >= 0.75 else 'MISSED'}"
             )
+            if lim and frac < 0.75:
+                at_skeleton = flops(shape, True) / (lim["skeleton_ms"] * 1e-3) / 1e9 / mm_gflops
+                serial = 4 * h * h / (6 * (f * h + h * h))
+                loop_frac = lim["loop_gflops"] / mm_gflops
+                out.append(
+                    f"    - limit: the serial loops' (B, H) x (H, H) GEMM runs at "
+                    f"{lim['loop_gflops']:.0f} GFLOP/s ({100 * loop_frac:.0f}% "
+                    f"of the matmul) and does {100 * serial:.0f}% of the counted FLOPs; at the "
+                    f"skeleton's speed jrnn would reach {100 * at_skeleton:.0f}%"
+                    + (
+                        f". Page faults: {lim['faults']:.0f} per step, {lim['sys_ms']:.1f} ms of "
+                        f"kernel time ({100 * lim['sys_ms'] / j['train_ms']:.0f}% of the step)"
+                        if lim.get("faults", 0) > 1000
+                        else ""
+                    )
+                )
     for shape, m in memory:
         ok = m["jrnn"] <= 2.5
         out.append(
             f"- {shape}: temp memory {m['jrnn']:.2f}x hs (target <= 2.5x): "
             f"{'met' if ok else 'MISSED'}"
         )
+        if not ok:
+            out.append(f"    - memory limit: {MEMORY_WHY.format(bound=_memory_bound(shape))}")
     return out
+
+
+def limits_table(results, mm_gflops) -> list[str]:
+    """The section on what bounds jrnn's train step at each shape (from ``limits``)."""
+    measured = [(s, r["jrnn"]) for s, r in results if "limits" in r.get("jrnn", {})]
+    if not measured:
+        return []
+    lines = [
+        "",
+        "## What bounds the train step",
+        "",
+        "Measured in this run. *Bare loop*: T steps of `tanh(xw_t + h @ W_h)` written to a "
+        "buffer, the serial part of any forward. *Skeleton*: one jitted BPTT train step cut "
+        "down to its unavoidable work: the input GEMM, the bare loop, a second bare "
+        "loop for the adjoint recurrence (the same (B, H) x (H, H) GEMM and one elementwise "
+        "pass per step) and the dW_x, dW_h GEMMs over all T*B rows. jrnn / skeleton near 1 "
+        "means jrnn spends nothing beyond that work; fastest peer / skeleton is the most any "
+        "BPTT built this way could gain over the fastest peer on this machine. Page "
+        "faults and kernel time are per jrnn train step: XLA's CPU runtime allocates the "
+        "step's temporaries afresh on every call, and glibc maps allocations above 32 MiB "
+        "from the kernel each time, one fault per 4 KiB page touched.",
+        "",
+        "| shape (B, T, F, H) | jrnn train ms | bare loop ms (GFLOP/s, % matmul) "
+        "| skeleton ms | jrnn / skeleton | fastest peer / skeleton | page faults (kernel ms) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for shape, j in measured:
+        lim = j["limits"]
+        skel = lim["skeleton_ms"]
+        peers = [r["train_ms"] for n, r in results_rows(results, shape) if "train_ms" in r]
+        best = min(peers) if peers else None
+        faults = f"{lim['faults']:.0f} ({lim['sys_ms']:.1f})" if "faults" in lim else "n/a"
+        lines.append(
+            f"| {shape} | {j['train_ms']:.3f} | {lim['loop_ms']:.3f} ({lim['loop_gflops']:.0f}, "
+            f"{100 * lim['loop_gflops'] / mm_gflops:.0f}%) | {skel:.3f} "
+            f"| {j['train_ms'] / skel:.2f} | {_fmt(None if best is None else best / skel, '.2f')} "
+            f"| {faults} |"
+        )
+    return lines
+
+
+def results_rows(results, shape) -> list[tuple[str, dict]]:
+    """The peers' rows (jrnn and missing peers left out) at ``shape``."""
+    for s, rows in results:
+        if s == shape:
+            return [(n, r) for n, r in rows.items() if n != "jrnn" and "missing" not in r]
+    return []
 
 
 def render(results, mm_gflops, memory, remat, args) -> str:
@@ -391,6 +595,9 @@ def render(results, mm_gflops, memory, remat, args) -> str:
         "GFLOP/s counts 6*B*T*(F*H + H*H) per train step (as if dxs were computed; no "
         "implementation computes it when only the params' gradient is asked for).",
         f"- 1024x1024 float32 matmul in the same run: **{mm_gflops:.1f} GFLOP/s**.",
+        f"- Compile times are the fastest of {args.compiles} compilations from cleared caches "
+        "(the train step; the forward's is compiled once and not reported).",
+        f"- Environment: {_environment()}.",
         "",
     ]
     summary = [
@@ -439,6 +646,7 @@ def render(results, mm_gflops, memory, remat, args) -> str:
     checks = targets(results, mm_gflops, memory)
     if checks:
         summary += ["", "Targets of the performance issue, judged from this run:", "", *checks]
+    summary += limits_table(results, mm_gflops)
     if remat:
         details += [
             f"## Rematerialisation: `jrnn.rnn(..., remat=k)` at {REMAT_SHAPE}",
@@ -471,6 +679,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument(
+        "--compiles", type=int, default=5, help="compile times are the fastest of this many"
+    )
     parser.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--skip-remat", action="store_true", help="skip the remat trade-off")
@@ -495,7 +706,15 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for shape in shapes:
         print(f"shape {shape}", flush=True)
-        rows = run_shape(shape, names, args.repeats, args.warmup, lambda s: print(s, flush=True))
+        rows = run_shape(
+            shape,
+            names,
+            args.repeats,
+            args.warmup,
+            lambda s: print(s, flush=True),
+            compiles=args.compiles,
+            with_limits=True,
+        )
         results.append((shape, rows))
     memory = [(s, memory_only(s)) for s in MEMORY_SHAPES] if not args.shape else []
     remat = []

@@ -23,6 +23,9 @@ def test_compare_runs_and_reports(tmp_path, capsys):
     assert "| jrnn |" in text and "| plain-scan |" in text
     assert "train: fastest peer / jrnn" in text
     assert "1024x1024 float32 matmul" in text
+    # what bounds jrnn at the shape, measured in the same run
+    assert "## What bounds the train step" in text
+    assert "| (2, 5, 3, 4) |" in text.split("## What bounds the train step")[1]
 
 
 def test_missing_peer_is_reported_not_skipped(monkeypatch):
