@@ -212,8 +212,9 @@ def run_shape(
     """Builds and compiles every implementation, then times them interleaved.
 
     Each repeat runs every JAX implementation once in turn, so a slow spell of this
-    shared machine hits them all alike; the medians are taken after. ``with_limits`` adds
-    jrnn's ``limits`` (measured after all the timings).
+    shared machine hits them all alike; the medians are taken after. ``with_limits`` times
+    the reference step of ``make_reference`` in the same interleaved runs and adds jrnn's
+    ``limits`` (page faults are counted after the timings).
     """
     b, t, f, h = shape
     key_p, key_x = jax.random.split(jax.random.PRNGKey(0))
@@ -241,6 +242,14 @@ def run_shape(
             fwd, train = impl.fwd, impl.train
         rows[name] = row
         runnable[name] = (fwd, train, impl.args)
+    if with_limits and "jrnn" in runnable:
+        ref = make_reference(key_p, xs, h)
+        rows[REFERENCE] = {"label": ref.name, "train_temp": 0}  # timed with the JAX group
+        runnable[REFERENCE] = (
+            compile_jax(ref.fwd, ref.args)[0],
+            compile_jax(ref.train, ref.args)[0],
+            ref.args,
+        )
     # The JAX implementations share XLA's thread pool and are interleaved; PyTorch runs in a
     # block of its own afterwards, since its OpenMP threads keep spinning after each call and
     # would slow whatever ran next.
@@ -263,10 +272,12 @@ def run_shape(
     for n in runnable:
         r = rows[n]
         log(f"  {r['label']:14s} fwd {r['fwd_ms']:9.3f} ms  train {r['train_ms']:9.3f} ms")
-    if with_limits and "jrnn" in runnable:
+    if REFERENCE in rows:
+        ref_row = rows.pop(REFERENCE)
         _fwd, train, args = runnable["jrnn"]
-        rows["jrnn"]["limits"] = lim = limits(shape, train, args, repeats, warmup)
-        log(f"  bare loop {lim['loop_ms']:.3f} ms, train skeleton {lim['skeleton_ms']:.3f} ms")
+        rows["jrnn"]["limits"] = limits(
+            shape, ref_row["fwd_ms"], ref_row["train_ms"], train, args, repeats, warmup
+        )
     return rows
 
 
@@ -300,50 +311,71 @@ def _gram(a: jax.Array, b: jax.Array) -> jax.Array:
     )
 
 
-def limits(shape, train_fn: Callable, args: tuple, repeats: int, warmup: int) -> dict[str, float]:
-    """What bounds the train step at ``shape``, measured now (see the RESULTS.md section).
+REFERENCE = "reference"
 
-    ``loop_ms``: the bare recurrence, T steps of ``tanh(xw_t + h @ W_h)`` written in place
-    over ``xw`` (the forward skeleton's time less the input GEMM's): the serial part of every
-    implementation's forward. ``skeleton_ms``: one jitted skeleton of a
-    BPTT train step with nothing but its unavoidable work: the input GEMM, the bare loop, a
-    second bare loop standing in for the adjoint loop (the same (B, H) x (H, H) GEMM and one
-    elementwise pass per step), and the dW_x and dW_h GEMMs over all T * B rows.
-    ``fwd_skeleton_ms``: the input GEMM and the bare loop. ``faults``/``sys_ms``: minor page
-    faults and kernel milliseconds per jrnn train step (Linux only).
+
+def make_reference(key, xs, hidden) -> Impl:
+    """A reference BPTT train step cut down to its core, timed beside the implementations.
+
+    ``fwd``: the input GEMM and the forward loop in place. ``train``: that, the adjoint loop
+    ``dA_t = (h_t + dA_{t+1} W_h^T) * (1 - h_t**2)`` into a fresh buffer, and the dW_x and
+    dW_h GEMMs over all T * B rows: no bias, no shifted copy of xs, no h0 term, no db, all
+    in time-major layout. It computes a gradient-shaped result, not the exact gradient (the
+    adjoint runs forwards in t, which does not change its cost).
     """
-    b, t, f, h = shape
-    keys = jax.random.split(jax.random.PRNGKey(2), 3)
+    _b, _t, f, h = xs.shape[0], xs.shape[1], xs.shape[2], hidden
+    keys = jax.random.split(key, 2)
     w_x = jax.random.normal(keys[0], (f, h), jnp.float32) / np.sqrt(f)
     w_h = jax.random.normal(keys[1], (h, h), jnp.float32) / np.sqrt(h)
-    xs = jax.random.normal(keys[2], (t, b, f), jnp.float32)
-
-    def projection(w_x, xs):
-        return jnp.einsum("tbf,fh->tbh", xs, w_x)
+    xs_tm = jnp.swapaxes(xs, 0, 1)
 
     def forward(w_x, w_h, xs):
-        return _bare_loop(w_h, projection(w_x, xs))
+        return _bare_loop(w_h, jnp.einsum("tbf,fh->tbh", xs, w_x))
 
-    def skeleton(w_x, w_h, xs):
+    def train(w_x, w_h, xs):
         hs = forward(w_x, w_h, xs)
         das = _bare_loop(w_h.T, hs, jnp.zeros_like(hs))
         return _gram(xs, das), _gram(hs, das)
 
-    gemm_in = median_ms(jax.jit(projection), (w_x, xs), repeats, warmup)
-    fwd = median_ms(jax.jit(forward), (w_x, w_h, xs), repeats, warmup)
-    loop = max(fwd - gemm_in, 1e-6)
-    out = {
+    return Impl("reference step", forward, train, (w_x, w_h, xs_tm), True)
+
+
+def limits(
+    shape,
+    ref_fwd_ms: float,
+    ref_train_ms: float,
+    train_fn: Callable,
+    args: tuple,
+    repeats: int,
+    warmup: int,
+) -> dict[str, float | None]:
+    """What bounds the train step at ``shape`` (see the RESULTS.md section).
+
+    ``ref_fwd_ms``/``ref_train_ms``: the reference step of ``make_reference``, timed in the
+    same interleaved runs as the implementations. ``loop_ms``: its forward less its input
+    GEMM (timed here), i.e. T steps of ``tanh(xw_t + h @ W_h)`` written in place; None when
+    the difference is lost in the noise. ``faults``/``sys_ms``: minor page faults and kernel
+    CPU milliseconds (all threads) per jrnn train step, Linux only.
+    """
+    b, t, f, h = shape
+    w_x = jax.random.normal(jax.random.PRNGKey(3), (f, h), jnp.float32)
+    xs = jax.random.normal(jax.random.PRNGKey(4), (t, b, f), jnp.float32)
+    proj = jax.jit(lambda w_x, xs: jnp.einsum("tbf,fh->tbh", xs, w_x))
+    gemm_in = median_ms(proj, (w_x, xs), repeats, max(1, warmup))
+    loop = ref_fwd_ms - gemm_in
+    loop = loop if loop > 0.2 * ref_fwd_ms else None
+    out: dict[str, float | None] = {
+        "ref_fwd_ms": ref_fwd_ms,
+        "ref_train_ms": ref_train_ms,
         "loop_ms": loop,
-        "loop_gflops": 2 * b * t * h * h / (loop * 1e-3) / 1e9,
-        "fwd_skeleton_ms": fwd,
-        "skeleton_ms": median_ms(jax.jit(skeleton), (w_x, w_h, xs), repeats, warmup),
+        "loop_gflops": None if loop is None else 2 * b * t * h * h / (loop * 1e-3) / 1e9,
     }
     try:
         import resource
     except ImportError:  # not on this platform
         return out
     calls = max(3, repeats // 4)
-    jax.block_until_ready(train_fn(*args))
+    jax.block_until_ready(train_fn(*args))  # already compiled and warm
     before = resource.getrusage(resource.RUSAGE_SELF)
     for _ in range(calls):
         jax.block_until_ready(train_fn(*args))
@@ -439,25 +471,35 @@ def summary_row(shape, rows: dict[str, dict], mm_gflops: float) -> str | None:
     )
 
 
-def _memory_bound(shape) -> float:
-    """jrnn's train-step temporaries in units of T*B*H*4 bytes, by its buffers (an upper bound)."""
+def _memory_main_buffers(shape) -> float:
+    """jrnn's main train-step temporaries in units of T*B*H*4 bytes ((B, H) carries left out)."""
     b, t, f, h = shape
     return 2 + f / h + h / (t * b)
 
 
 MEMORY_WHY = (
-    "the states and the adjoints dA_t (one (T, B, H) buffer each), a copy of xs shifted by one "
-    "step that lines x_t up with dA_t for the dW_x GEMM (F/H), and the (H, H) term for h0 "
-    "(H/(T*B)): 2 + F/H + H/(T*B) = {bound:.3f}. The shift cannot be a view: XLA materialises "
-    "every slice or roll it feeds to a GEMM, and rolling dA instead costs a third buffer, "
-    "since XLA's scheduler rolls it before the dW_h GEMM frees hs (tried)"
+    "jrnn's main temporaries are the states and the adjoints dA_t (one (T, B, H) buffer "
+    "each), xs shifted by one step to line x_t up with dA_t for the dW_x GEMM (F/H) and an "
+    "(H, H) product for h0 (H/(T*B)): 2 + F/H + H/(T*B) = {bound:.3f}, before the small "
+    "(B, H) carries. Note (from the development of jrnn, not measured by this run): XLA "
+    "materialises any slice or roll it feeds to a GEMM, so the shift cannot be a view, and "
+    "rolling dA back after the dW_h GEMM took a third buffer (XLA scheduled the roll first)"
 )
+
+
+def _faults_text(lim: dict) -> str:
+    if (lim.get("faults") or 0) <= 1000:
+        return ""
+    return (
+        f"; each jrnn train step took {lim['faults']:.0f} page faults and "
+        f"{lim['sys_ms']:.1f} ms of kernel CPU time (all threads)"
+    )
 
 
 def targets(results, mm_gflops, memory) -> list[str]:
     """The targets of the performance issue, each marked met or missed from this run's numbers.
 
-    A missed target is followed by what limits it, from the ``limits`` measured in this run.
+    A missed target is followed by the measurements of this run that bear on it (``limits``).
     """
     out = []
     for shape, rows in results:
@@ -486,35 +528,21 @@ def targets(results, mm_gflops, memory) -> list[str]:
                 f"{plain['train_compile_s']:.3f} s: {'met' if ok else 'MISSED'}"
             )
         if lim and train < need:
-            skel = lim["skeleton_ms"]
+            ref = lim["ref_train_ms"]
             out.append(
-                f"    - train limit: the BPTT skeleton (input GEMM, forward and adjoint serial "
-                f"loops, the bare forward one {1e3 * lim['loop_ms'] / t:.2f} us per step, dW_x "
-                "and dW_h GEMMs; see below) "
-                f"takes {skel:.3f} ms and jrnn {j['train_ms'] / skel:.2f}x that"
-                + (
-                    ": jrnn does no measurable work beyond it"
-                    if j["train_ms"] <= 1.05 * skel
-                    else f": jrnn spends {100 * (j['train_ms'] / skel - 1):.0f}% beyond it"
-                )
-                + f". A step at the skeleton's cost would be {best_train / skel:.2f}x the "
-                "fastest peer"
-                + (
-                    f"; {lim['faults']:.0f} page faults per step cost {lim['sys_ms']:.1f} ms "
-                    "of kernel time"
-                    if lim.get("faults", 0) > 1000
-                    else ""
-                )
+                f"    - train: the reference step (the core of a BPTT step and nothing else; "
+                f"see below) took {ref:.3f} ms in the same runs, jrnn {j['train_ms'] / ref:.2f}x "
+                f"that; the fastest peer took {best_train / ref:.2f}x the reference step"
+                + _faults_text(lim)
             )
         if lim and fwd < 1:
             out.append(
-                f"    - forward limit: the input GEMM and the bare loop alone take "
-                f"{lim['fwd_skeleton_ms']:.3f} ms (jrnn {j['fwd_ms']:.3f} ms, fastest peer "
-                f"{best_fwd:.3f} ms): every implementation runs this same GEMM-bound loop, so "
-                "the forwards tie to within the machine's noise"
+                f"    - forward: the reference forward (input GEMM and loop only) took "
+                f"{lim['ref_fwd_ms']:.3f} ms in the same runs; jrnn {j['fwd_ms']:.3f} ms, "
+                f"fastest peer {best_fwd:.3f} ms"
             )
         if mem > 2.5:
-            out.append(f"    - memory limit: {MEMORY_WHY.format(bound=_memory_bound(shape))}")
+            out.append(f"    - memory: {MEMORY_WHY.format(bound=_memory_main_buffers(shape))}")
         if shape == GRID[-1]:
             frac = flops(shape, True) / (j["train_ms"] * 1e-3) / 1e9 / mm_gflops
             out.append(
@@ -522,20 +550,19 @@ def targets(results, mm_gflops, memory) -> list[str]:
                 f"{'met' if frac >= 0.75 else 'MISSED'}"
             )
             if lim and frac < 0.75:
-                at_skeleton = flops(shape, True) / (lim["skeleton_ms"] * 1e-3) / 1e9 / mm_gflops
+                at_ref = flops(shape, True) / (lim["ref_train_ms"] * 1e-3) / 1e9 / mm_gflops
                 serial = 4 * h * h / (6 * (f * h + h * h))
-                loop_frac = lim["loop_gflops"] / mm_gflops
+                loop = (
+                    f"the forward loop (a (B, H) x (H, H) GEMM, tanh and a store per step) ran "
+                    f"at the equivalent of {lim['loop_gflops']:.0f} GFLOP/s "
+                    f"({100 * lim['loop_gflops'] / mm_gflops:.0f}% of the matmul); "
+                    if lim.get("loop_gflops")
+                    else ""
+                )
                 out.append(
-                    f"    - limit: the serial loops' (B, H) x (H, H) GEMM runs at "
-                    f"{lim['loop_gflops']:.0f} GFLOP/s ({100 * loop_frac:.0f}% "
-                    f"of the matmul) and does {100 * serial:.0f}% of the counted FLOPs; at the "
-                    f"skeleton's speed jrnn would reach {100 * at_skeleton:.0f}%"
-                    + (
-                        f". Page faults: {lim['faults']:.0f} per step, {lim['sys_ms']:.1f} ms of "
-                        f"kernel time ({100 * lim['sys_ms'] / j['train_ms']:.0f}% of the step)"
-                        if lim.get("faults", 0) > 1000
-                        else ""
-                    )
+                    f"    - {loop}the two serial loops' GEMMs are {100 * serial:.0f}% of the "
+                    f"counted FLOPs; the reference step reached {100 * at_ref:.0f}%"
+                    + _faults_text(lim)
                 )
     for shape, m in memory:
         ok = m["jrnn"] <= 2.5
@@ -544,7 +571,7 @@ def targets(results, mm_gflops, memory) -> list[str]:
             f"{'met' if ok else 'MISSED'}"
         )
         if not ok:
-            out.append(f"    - memory limit: {MEMORY_WHY.format(bound=_memory_bound(shape))}")
+            out.append(f"    - memory: {MEMORY_WHY.format(bound=_memory_main_buffers(shape))}")
     return out
 
 
@@ -557,33 +584,34 @@ def limits_table(results, mm_gflops) -> list[str]:
         "",
         "## What bounds the train step",
         "",
-        "Measured in this run. *Bare loop*: T steps of `tanh(xw_t + h @ W_h)` written in place "
-        "over `xw`, the serial part of any forward (timed as the forward skeleton less its "
-        "input GEMM). *Skeleton*: one jitted BPTT train step cut down to its unavoidable "
-        "work: the input GEMM, the bare loop, the adjoint loop `dA_t = (h_t + dA_{t+1} "
-        "W_h^T) * (1 - h_t**2)` into a fresh buffer, and the dW_x, dW_h GEMMs over all T*B "
-        "rows (no bias, no shifted copy, no h0 term). jrnn / skeleton near 1 "
-        "means jrnn spends nothing beyond that work; fastest peer / skeleton is the most any "
-        "BPTT built this way could gain over the fastest peer on this machine. Page "
-        "faults and kernel time are per jrnn train step: XLA's CPU runtime allocates the "
-        "step's temporaries afresh on every call, and glibc maps allocations above 32 MiB "
-        "from the kernel each time, one fault per 4 KiB page touched.",
+        "Measured in this run. *Reference step*: a BPTT train step cut down to its core, "
+        "timed in the same interleaved runs as the implementations: the input GEMM, the "
+        "forward loop `h_t = tanh(xw_t + h_{t-1} W_h)` written in place, the adjoint loop "
+        "`dA_t = (h_t + dA_{t+1} W_h^T) * (1 - h_t**2)` into a fresh buffer, and the dW_x, "
+        "dW_h GEMMs over all T*B rows; no bias, db, shifted copy or h0 term, time-major. It "
+        "is a yardstick, not a proven lower bound: jrnn does more work, yet can time within "
+        "the noise of it. *Forward loop*: the reference forward less its input GEMM (timed "
+        "alone), as GFLOP/s of its (B, H) x (H, H) GEMMs; n/a when lost in the noise. *Page "
+        "faults, kernel ms*: per jrnn train step, kernel CPU time summed over threads. XLA's "
+        "CPU runtime allocates a call's temporaries afresh, and glibc maps allocations above "
+        "32 MiB from the kernel each time, one fault per 4 KiB page touched.",
         "",
-        "| shape (B, T, F, H) | jrnn train ms | bare loop ms (GFLOP/s, % matmul) "
-        "| skeleton ms | jrnn / skeleton | fastest peer / skeleton | page faults (kernel ms) |",
+        "| shape (B, T, F, H) | jrnn train ms | reference train ms | jrnn / reference "
+        "| fastest peer / reference | forward loop GFLOP/s (% matmul) "
+        "| page faults (kernel ms) |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for shape, j in measured:
         lim = j["limits"]
-        skel = lim["skeleton_ms"]
-        peers = [r["train_ms"] for n, r in results_rows(results, shape) if "train_ms" in r]
+        ref = lim["ref_train_ms"]
+        peers = [r["train_ms"] for _n, r in results_rows(results, shape) if "train_ms" in r]
         best = min(peers) if peers else None
         faults = f"{lim['faults']:.0f} ({lim['sys_ms']:.1f})" if "faults" in lim else "n/a"
+        gf = lim.get("loop_gflops")
+        loop = "n/a" if gf is None else f"{gf:.0f} ({100 * gf / mm_gflops:.0f}%)"
         lines.append(
-            f"| {shape} | {j['train_ms']:.3f} | {lim['loop_ms']:.3f} ({lim['loop_gflops']:.0f}, "
-            f"{100 * lim['loop_gflops'] / mm_gflops:.0f}%) | {skel:.3f} "
-            f"| {j['train_ms'] / skel:.2f} | {_fmt(None if best is None else best / skel, '.2f')} "
-            f"| {faults} |"
+            f"| {shape} | {j['train_ms']:.3f} | {ref:.3f} | {j['train_ms'] / ref:.2f} "
+            f"| {_fmt(None if best is None else best / ref, '.2f')} | {loop} | {faults} |"
         )
     return lines
 
@@ -598,7 +626,8 @@ def results_rows(results, shape) -> list[tuple[str, dict]]:
 
 def render(results, mm_gflops, memory, remat, args) -> str:
     device = jax.devices()[0]
-    command = " ".join(["python benchmarks/compare.py", *args.argv])
+    env = [f"{k}={os.environ[k]}" for k in ("GLIBC_TUNABLES", "XLA_FLAGS") if os.environ.get(k)]
+    command = " ".join([*env, "python benchmarks/compare.py", *args.argv])
     header = [
         "# Benchmark results",
         "",

@@ -17,6 +17,7 @@ def test_compare_runs_and_reports(tmp_path, capsys):
     compare = _load()
     out = tmp_path / "RESULTS.md"
     argv = ["--shape", "2,5,3,4", "--peers", "plain-scan", "--repeats", "2", "--warmup", "1"]
+    argv += ["--compiles", "2"]
     assert compare.main([*argv, "--out", str(out), "--skip-remat"]) == 0
     text = out.read_text()
     assert "## (B, T, F, H) = (2, 5, 3, 4)" in text
@@ -26,6 +27,65 @@ def test_compare_runs_and_reports(tmp_path, capsys):
     # what bounds jrnn at the shape, measured in the same run
     assert "## What bounds the train step" in text
     assert "| (2, 5, 3, 4) |" in text.split("## What bounds the train step")[1]
+
+
+def _row(train_ms, fwd_ms, temp=None, compile_s=0.2, **extra):
+    row = {"label": "x", "train_ms": train_ms, "fwd_ms": fwd_ms, "train_compile_s": compile_s}
+    if temp is not None:
+        row["train_temp"] = temp
+    return {**row, **extra}
+
+
+def test_targets_state_each_miss_with_this_runs_limits():
+    compare = _load()
+    small, large = compare.GRID[1], compare.GRID[-1]
+    hs_bytes = lambda s: s[0] * s[1] * s[3] * 4
+    lim = {"ref_fwd_ms": 0.8, "ref_train_ms": 2.0, "loop_ms": 0.5, "loop_gflops": 70.0}
+    lim_faults = {**lim, "faults": 27000.0, "sys_ms": 60.0}
+    results = [
+        (
+            small,
+            {
+                "jrnn": _row(2.0, 1.0, 2.52 * hs_bytes(small), limits=lim),
+                "plain-scan": _row(3.0, 0.9, 4.5 * hs_bytes(small), compile_s=0.1),
+                "flax": {"missing": "not installed (flax)"},
+            },
+        ),
+        (
+            large,
+            {
+                "jrnn": _row(250.0, 100.0, 2.0 * hs_bytes(large), limits=lim_faults),
+                "haiku": _row(260.0, 99.0, 2.8 * hs_bytes(large)),
+            },
+        ),
+    ]
+    lines = compare.targets(results, 220.0, [((32, 4096, 64, 256), {"jrnn": 2.6})])
+    text = "\n".join(lines)
+    assert f"- {small}: train 1.50x the fastest peer (target >= 2.0x): MISSED" in text
+    assert "forward 0.90x (target >= 1x): MISSED" in text  # plain-scan's 0.9 ms vs jrnn's 1.0
+    assert "compile 0.200 s vs plain-scan 0.100 s: MISSED" in text
+    assert "jrnn 1.00x that; the fastest peer took 1.50x the reference step" in text
+    assert "    - forward: the reference forward" in text
+    assert "2 + F/H + H/(T*B) = 2.516" in text
+    assert f"- {large}: train 1.04x the fastest peer (target >= 1.3x): MISSED" in text
+    assert "27000 page faults and 60.0 ms of kernel CPU time" in text
+    assert "of the matmul GFLOP/s (target >= 75%): MISSED" in text
+    assert "equivalent of 70 GFLOP/s (32% of the matmul)" in text
+    assert "- (32, 4096, 64, 256): temp memory 2.60x hs (target <= 2.5x): MISSED" in text
+    table = "\n".join(compare.limits_table(results, 220.0))
+    assert f"| {small} | 2.000 | 2.000 | 1.00 | 1.50 | 70 (32%) | n/a |" in table
+    assert f"| {large} | 250.000 | 2.000 | 125.00 | 130.00 | 70 (32%) | 27000 (60.0) |" in table
+
+
+def test_targets_without_limits_or_peers():
+    compare = _load()
+    shape = compare.GRID[0]
+    alone = [(shape, {"jrnn": _row(1.0, 1.0, 1.0)})]
+    assert compare.targets(alone, 100.0, []) == []
+    assert compare.limits_table(alone, 100.0) == []
+    no_lim = [(shape, {"jrnn": _row(1.0, 1.0, 1.0), "haiku": _row(3.0, 2.0, 1.0)})]
+    lines = compare.targets(no_lim, 100.0, [])
+    assert len(lines) == 1 and ": met;" in lines[0]
 
 
 def test_missing_peer_is_reported_not_skipped(monkeypatch):
