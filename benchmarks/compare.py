@@ -323,7 +323,7 @@ def make_reference(key, xs, hidden) -> Impl:
     in time-major layout. It computes a gradient-shaped result, not the exact gradient (the
     adjoint runs forwards in t, which does not change its cost).
     """
-    _b, _t, f, h = xs.shape[0], xs.shape[1], xs.shape[2], hidden
+    f, h = xs.shape[-1], hidden
     keys = jax.random.split(key, 2)
     w_x = jax.random.normal(keys[0], (f, h), jnp.float32) / np.sqrt(f)
     w_h = jax.random.normal(keys[1], (h, h), jnp.float32) / np.sqrt(h)
