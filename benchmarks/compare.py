@@ -352,9 +352,9 @@ def limits(
     """What bounds the train step at ``shape`` (see the RESULTS.md section).
 
     ``ref_fwd_ms``/``ref_train_ms``: the reference step of ``make_reference``, timed in the
-    same interleaved runs as the implementations. ``loop_ms``: its forward less its input
-    GEMM (timed here), i.e. T steps of ``tanh(xw_t + h @ W_h)`` written in place; None when
-    the difference is lost in the noise. ``faults``/``sys_ms``: minor page faults and kernel
+    same interleaved runs as the implementations. ``loop_gflops``: the GEMMs of its forward
+    loop per second, timing the loop as the forward less its input GEMM (timed here); None
+    when that difference is lost in the noise. ``faults``/``sys_ms``: minor page faults and kernel
     CPU milliseconds (all threads) per jrnn train step, Linux only.
     """
     b, t, f, h = shape
@@ -367,7 +367,6 @@ def limits(
     out: dict[str, float | None] = {
         "ref_fwd_ms": ref_fwd_ms,
         "ref_train_ms": ref_train_ms,
-        "loop_ms": loop,
         "loop_gflops": None if loop is None else 2 * b * t * h * h / (loop * 1e-3) / 1e9,
     }
     try:
