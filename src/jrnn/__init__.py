@@ -11,13 +11,14 @@
 """
 
 from jrnn.activations import ACTIVATIONS
+from jrnn.batch import Batch
 from jrnn.bptt import backward, rnn
 from jrnn.forward import forward
 from jrnn.gradcheck import GradCheckReport, check_grads
 from jrnn.layers import BiRNNParams, bidirectional, init_stack, stack, zero_state
 from jrnn.model import ModelParams, init_model
 from jrnn.params import INITIALIZERS, RNNParams, init_params
-from jrnn.train import Batch, evaluate, make_train_step, truncated_bptt
+from jrnn.train import evaluate, make_train_step, truncated_bptt
 
 __version__ = "0.1.0"
 

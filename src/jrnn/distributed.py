@@ -21,8 +21,9 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jrnn.batch import Batch
 from jrnn.model import ModelParams
-from jrnn.train import Batch, Metrics, make_train_step
+from jrnn.train import Metrics, make_train_step
 
 __all__ = [
     "BATCH_AXIS",

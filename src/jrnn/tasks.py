@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jrnn.train import Batch
+from jrnn.batch import Batch
 
 __all__ = [
     "TASKS",

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jrnn.batch import Batch
 from jrnn.layers import zero_state
 from jrnn.losses import accuracy, mean_squared_error, softmax_cross_entropy
 from jrnn.model import ModelParams, apply
@@ -43,21 +44,6 @@ LOSSES: dict[str, Callable[..., jax.Array]] = {
 }
 
 Metrics = dict[str, jax.Array]
-
-
-class Batch(NamedTuple):
-    """One batch of a supervised task.
-
-    Attributes:
-        inputs: `(B, T, F)` input sequences.
-        targets: for ``loss="mse"``, `(B, O)` (many-to-one) or `(B, T, O)` (many-to-many)
-            floats; for ``loss="cross_entropy"``, `(B,)` or `(B, T)` integer classes.
-        lengths: optional `(B,)` valid steps per sequence (``None``: all ``T`` valid).
-    """
-
-    inputs: jax.Array
-    targets: jax.Array
-    lengths: jax.Array | None = None
 
 
 def _check_loss(loss: Any) -> Callable[..., jax.Array]:

@@ -1,0 +1,24 @@
+"""The supervised batch that tasks produce and the training functions consume."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+
+__all__ = ["Batch"]
+
+
+class Batch(NamedTuple):
+    """One batch of a supervised task.
+
+    Attributes:
+        inputs: `(B, T, F)` input sequences.
+        targets: for ``loss="mse"``, `(B, O)` (many-to-one) or `(B, T, O)` (many-to-many)
+            floats; for ``loss="cross_entropy"``, `(B,)` or `(B, T)` integer classes.
+        lengths: optional `(B,)` valid steps per sequence (``None``: all ``T`` valid).
+    """
+
+    inputs: jax.Array
+    targets: jax.Array
+    lengths: jax.Array | None = None
