@@ -11,7 +11,9 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
     derandomize=bool(os.environ.get("CI")),
 )
-settings.load_profile("jrnn")
+# a quick local pass: HYPOTHESIS_PROFILE=dev pytest ...
+settings.register_profile("dev", parent=settings.get_profile("jrnn"), max_examples=4)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "jrnn"))
 
 
 @pytest.fixture

@@ -1,9 +1,13 @@
-"""Shared test helpers: the tolerance table, error measures and a NumPy reference RNN."""
+"""Shared test helpers: the tolerance table, error measures, a NumPy reference RNN and the
+hypothesis strategy that draws random problems."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import numpy as np
+from hypothesis import strategies as st
 
 import jrnn
 
@@ -82,3 +86,69 @@ def random_problem(
         if batch > 1:
             lengths[-1] = 0
     return params, xs, h0, lengths
+
+
+class Spec(NamedTuple):
+    """One drawn problem: sizes, options and the seed its arrays are drawn from."""
+
+    batch: int
+    steps: int
+    features: int
+    hidden: int
+    activation: str
+    reverse: bool
+    with_lengths: bool
+    with_h0: bool
+    time_major: bool
+    seed: int
+
+    def problem(self, dtype=np.float64, **kw):
+        """``random_problem`` for this spec; ``xs`` is `(T, B, F)` if ``time_major``."""
+        params, xs, h0, lengths = random_problem(
+            jax.random.PRNGKey(self.seed), self.batch, self.steps, self.features, self.hidden,
+            dtype=dtype, with_h0=self.with_h0, with_lengths=self.with_lengths, **kw,
+        )  # fmt: skip
+        return params, (jax.numpy.swapaxes(xs, 0, 1) if self.time_major else xs), h0, lengths
+
+    def options(self, lengths=None) -> dict:
+        """The keyword options of this spec (``lengths`` as drawn by :meth:`problem`)."""
+        return {
+            "activation": self.activation,
+            "reverse": self.reverse,
+            "lengths": lengths,
+            "time_major": self.time_major,
+        }
+
+
+def _flag(allowed: bool):
+    return st.booleans() if allowed else st.just(False)
+
+
+def specs(
+    *,
+    batch=(1, 4),
+    steps=(1, 8),
+    features=(1, 4),
+    hidden=(1, 5),
+    activations=("tanh", "relu", "linear"),
+    reverse=True,
+    lengths=True,
+    h0=False,
+    time_major=False,
+):
+    """The hypothesis strategy of :class:`Spec`: sizes in the given ``(min, max)`` ranges;
+    ``reverse``, ``lengths``, ``h0`` and ``time_major`` drawn when ``True``, else off
+    (``h0`` is always given when ``h0=False``)."""
+    return st.builds(
+        Spec,
+        batch=st.integers(*batch),
+        steps=st.integers(*steps),
+        features=st.integers(*features),
+        hidden=st.integers(*hidden),
+        activation=st.sampled_from(activations),
+        reverse=_flag(reverse),
+        with_lengths=_flag(lengths),
+        with_h0=st.booleans() if h0 else st.just(True),
+        time_major=_flag(time_major),
+        seed=st.integers(0, 2**16),
+    )

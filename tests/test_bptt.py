@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import random_problem, rel_err, tol, tree_rel_err
+from helpers import random_problem, rel_err, specs, tol, tree_rel_err
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -105,66 +105,26 @@ def test_bptt_autodiff_finite_differences_agree(x64, activation, reverse, with_l
 
 
 @given(
-    batch=st.integers(1, 4),
-    steps=st.integers(1, 8),
-    features=st.integers(1, 4),
-    hidden=st.integers(1, 5),
-    activation=st.sampled_from(["tanh", "relu", "linear"]),
-    reverse=st.booleans(),
-    with_lengths=st.booleans(),
-    with_h0=st.booleans(),
+    spec=specs(steps=(1, 8), h0=True, time_major=True),
     loss_kind=st.sampled_from(["all_steps", "final_state"]),
-    time_major=st.booleans(),
-    seed=st.integers(0, 2**16),
 )
-def test_backward_property_random_shapes(
-    batch,
-    steps,
-    features,
-    hidden,
-    activation,
-    reverse,
-    with_lengths,
-    with_h0,
-    loss_kind,
-    time_major,
-    seed,
-):
+def test_backward_property_random_shapes(spec, loss_kind):
     with jax.enable_x64(True):
-        params, xs, h0, lengths = random_problem(
-            jax.random.PRNGKey(seed),
-            batch,
-            steps,
-            features,
-            hidden,
-            with_h0=with_h0,
-            with_lengths=with_lengths,
-        )
+        params, xs, h0, lengths = spec.problem()
+        b, t, h = spec.batch, spec.steps, spec.hidden
         loss = _loss_parts(
-            loss_kind,
-            jax.random.PRNGKey(seed + 1),
-            (batch, steps, hidden),
-            (batch, hidden),
-            jnp.float64,
+            loss_kind, jax.random.PRNGKey(spec.seed + 1), (b, t, h), (b, h), jnp.float64
         )
-        if time_major:
-            xs_tm = jnp.swapaxes(xs, 0, 1)
+        if spec.time_major:
             tm_loss = lambda hs, h_last: loss(jnp.swapaxes(hs, 0, 1), h_last)
-            bptt, autodiff = _grads_both_ways(
-                params,
-                xs_tm,
-                h0,
-                lengths,
-                tm_loss,
-                batch=batch,
-                activation=activation,
-                reverse=reverse,
-                time_major=True,
-            )
-        else:
-            bptt, autodiff = _grads_both_ways(
-                params, xs, h0, lengths, loss, activation=activation, reverse=reverse
-            )
+        options = {
+            "activation": spec.activation,
+            "reverse": spec.reverse,
+            "time_major": spec.time_major,
+        }
+        bptt, autodiff = _grads_both_ways(
+            params, xs, h0, lengths, tm_loss if spec.time_major else loss, batch=b, **options
+        )
         assert tree_rel_err(bptt, autodiff) <= 1e-10
 
 

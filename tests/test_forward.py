@@ -6,9 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import random_problem, reference_forward, rel_err, tol
+from helpers import random_problem, reference_forward, rel_err, specs, tol
 from hypothesis import given
-from hypothesis import strategies as st
 
 import jrnn
 
@@ -74,30 +73,16 @@ def test_forward_equals_python_loop_float32(activation, reverse, with_lengths, w
     assert rel_err(h_last, ref_last) <= tol(np.float32, "forward")
 
 
-@given(
-    batch=st.integers(1, 4),
-    steps=st.integers(1, 9),
-    features=st.integers(1, 5),
-    hidden=st.integers(1, 6),
-    activation=st.sampled_from(["tanh", "relu", "linear"]),
-    reverse=st.booleans(),
-    with_lengths=st.booleans(),
-    seed=st.integers(0, 2**16),
-)
-def test_forward_property_random_shapes(
-    batch, steps, features, hidden, activation, reverse, with_lengths, seed
-):
+@given(spec=specs(steps=(1, 9), features=(1, 5), hidden=(1, 6)))
+def test_forward_property_random_shapes(spec):
     with jax.enable_x64(True):
-        params, xs, h0, lengths = random_problem(
-            jax.random.PRNGKey(seed), batch, steps, features, hidden, with_lengths=with_lengths
-        )
-        hs, h_last = jrnn.forward(
-            params, xs, h0, activation=activation, reverse=reverse, lengths=lengths
-        )
-        ref_hs, ref_last = reference_forward(
-            params, xs, h0, activation=activation, reverse=reverse, lengths=lengths
-        )
-        assert hs.shape == (batch, steps, hidden) and h_last.shape == (batch, hidden)
+        params, xs, h0, lengths = spec.problem()
+        options = spec.options(lengths)
+        hs, h_last = jrnn.forward(params, xs, h0, **options)
+        del options["time_major"]
+        ref_hs, ref_last = reference_forward(params, xs, h0, **options)
+        assert hs.shape == (spec.batch, spec.steps, spec.hidden)
+        assert h_last.shape == (spec.batch, spec.hidden)
         assert rel_err(hs, ref_hs) <= 1e-12
         assert rel_err(h_last, ref_last) <= 1e-12
 

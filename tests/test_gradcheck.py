@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from helpers import random_problem
 
 import jrnn
@@ -86,3 +87,61 @@ def test_no_finite_differences_reports_nan_not_zero(x64):
     assert np.isnan(report.max_bptt_fd_rel)
     assert report.ok()  # only the autodiff comparison ran, and it passes
     assert "nan" in report.table()
+
+
+# --- exact zeros: T = 0 and identically zero blocks ------------------------------------
+
+
+def _linear_loss(hs, h_last):
+    return jnp.sum(h_last) + jnp.sum(hs)
+
+
+@pytest.mark.parametrize(
+    "dtype,loss", [(np.float64, _linear_loss), (np.float32, None)], ids=["linear", "f32"]
+)
+def test_zero_steps_with_h0_passes(x64, dtype, loss):
+    """T = 0: the loss reads only h0, so dW_x, dW_h, db are exactly zero; that passes."""
+    params, xs, h0, _ = random_problem(jax.random.PRNGKey(5), 2, 3, 2, 3, dtype=dtype)
+    report = jrnn.check_grads(params, xs[:, :0], h0, loss=loss)
+    assert report.ok()
+    rows = {r.name: r for r in report.rows}
+    for name in ("w_x", "w_h", "b"):
+        assert rows[name].scale == 0.0 and rows[name].fd_entries > 0
+        # the finite differences of a loss that does not move are exactly zero
+        assert rows[name].bptt_fd_abs == 0.0 and rows[name].autodiff_fd_rel == 0.0
+    assert rows["h0"].scale > 0 and rows["h0"].bptt_fd_rel <= 1e-9
+
+
+def test_identically_zero_block_passes(x64):
+    """xs = 0 makes dW_x identically zero while every other block is not."""
+    params, xs, h0, _ = random_problem(jax.random.PRNGKey(6), 2, 3, 2, 3)
+    report = jrnn.check_grads(params, jnp.zeros_like(xs), h0, loss=_linear_loss)
+    assert report.ok()
+    w_x = report.rows[0]
+    assert w_x.name == "w_x" and w_x.scale == 0.0
+    assert w_x.bptt_autodiff_rel == 0.0 and w_x.bptt_fd_rel == 0.0
+
+
+def test_relative_error_is_measured_against_the_gradient_scale(x64):
+    """Rounding noise on a zero gradient reads as noise, not as a relative error of 1."""
+    abs_err, rel = jrnn.gradcheck._errors(np.zeros(4), np.full(4, 3e-14), floor=2.0)
+    assert abs_err == 3e-14 and rel == pytest.approx(1.5e-14)
+    assert jrnn.gradcheck._errors(np.zeros(3), np.zeros(3), floor=0.0) == (0.0, 0.0)
+    # above the floor, an array is measured against its own scale
+    assert jrnn.gradcheck._errors(np.array([4.0]), np.array([5.0]), floor=1.0)[1] == 0.2
+    params, xs, h0, _ = random_problem(jax.random.PRNGKey(7), 2, 3, 2, 3)
+    report = jrnn.check_grads(params, xs, h0, fd_entries=0)
+    assert report.grad_scale == max(r.scale for r in report.rows) > 0
+    assert f"G = max|grad| over all arrays = {report.grad_scale:.3e}" in report.table()
+
+
+def test_bad_eps_and_fd_entries():
+    params = jrnn.RNNParams(np.ones((2, 3)), np.eye(3), np.zeros(3))
+    xs, h0 = np.ones((1, 4, 2)), np.zeros((1, 3))
+    with pytest.raises(TypeError, match=r"eps must be a positive number; got str '1e-3'"):
+        jrnn.check_grads(params, xs, h0, eps="1e-3")
+    for eps in (0.0, -1e-3, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="eps must be a positive finite number"):
+            jrnn.check_grads(params, xs, h0, eps=eps)
+    with pytest.raises(TypeError, match="fd_entries must be a non-negative int; got float"):
+        jrnn.check_grads(params, xs, h0, fd_entries=2.0)

@@ -5,6 +5,8 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import itertools
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -265,3 +267,109 @@ def test_keras_bad_input():
         from_keras([np.ones((3, 5))])
     with pytest.raises(ValueError, match="activation must be one of"):
         to_keras(jrnn.init_params(jax.random.PRNGKey(0), 3, 5), activation="elu")
+
+
+# --- to_torch: sizes that do not chain, half precision ----------------------------------
+
+
+def test_to_torch_refuses_sizes_that_do_not_chain():
+    key = jax.random.PRNGKey(6)
+    first = jrnn.init_params(key, 3, 5)
+    with pytest.raises(
+        ValueError,
+        match=r"params\[1\] reads 4 input features \(w_x \(4, 5\)\) but layer 0 outputs 5 .*"
+        r"layer 1's input size must equal layer 0's output width",
+    ):
+        to_torch((first, jrnn.init_params(key, 4, 5)))
+    summed = jrnn.init_stack(key, 3, 5, 2, bidirectional=True, merge_mode="sum")
+    with pytest.raises(
+        ValueError,
+        match=r"params\[1\].forward reads 5 input features .* layer 0 outputs 10 \(2 x 5",
+    ):
+        to_torch(summed)  # PyTorch concatenates its directions
+    uneven = jrnn.BiRNNParams(first, jrnn.init_params(key, 3, 4))
+    with pytest.raises(ValueError, match=r"params\[0\].backward has hidden size 4"):
+        to_torch(uneven)
+    with pytest.raises(ValueError, match=r"params\[0\].backward reads 2 input features"):
+        to_torch(jrnn.BiRNNParams(first, jrnn.init_params(key, 2, 5)))
+    ints = jrnn.RNNParams(np.ones((3, 5), int), np.ones((5, 5), int), np.ones(5, int))
+    with pytest.raises(TypeError, match="params must hold floating arrays; got int64"):
+        to_torch(ints)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16], ids=["bfloat16", "float16"])
+def test_to_torch_keeps_half_precision(dtype):
+    """A half-precision module in the params' own dtype, and an exact round trip."""
+    layers = jrnn.init_stack(
+        jax.random.PRNGKey(7), 3, 4, 2, bidirectional=True, dtype=dtype, bias_init="pytorch"
+    )
+    module = to_torch(layers)
+    assert module.weight_ih_l1_reverse.dtype == getattr(torch, jnp.dtype(dtype).name)
+    back = from_torch(module).layers
+    for a, b in zip(jax.tree.leaves(layers), jax.tree.leaves(back), strict=True):
+        assert np.asarray(b).dtype == jnp.dtype(dtype)
+        np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
+    xs = np.asarray(jax.random.normal(jax.random.PRNGKey(8), (2, 5, 3)), np.float32)
+    out, _ = module(torch.tensor(xs, dtype=module.weight_ih_l0.dtype))
+    wide = jax.tree.map(lambda a: a.astype(jnp.float32), layers)
+    ref, _ = jrnn.stack(wide, xs)  # the same weights, run in float32
+    assert np.max(np.abs(out.detach().float().numpy() - np.asarray(ref))) <= 3e-2
+
+
+# --- Keras' backend ----------------------------------------------------------------------
+
+_KERAS_FRESH = """
+import os, sys
+import jax, numpy as np
+import jrnn
+from jrnn.interop import from_keras, to_keras
+assert "keras" not in sys.modules
+params = jrnn.init_params(jax.random.PRNGKey(0), 3, 4)
+layer = to_keras(params)
+import keras
+assert keras.backend.backend() == "jax", keras.backend.backend()
+assert os.environ["KERAS_BACKEND"] == "jax"
+back = from_keras(layer).layers[0]
+assert all(np.array_equal(a, b) for a, b in zip(back, params))
+print("ok")
+"""
+
+_KERAS_OTHER = """
+import keras
+from jrnn.interop import from_keras, to_keras
+layer = keras.layers.SimpleRNN(4)
+layer.build((None, None, 3))
+converted = from_keras(layer)  # reading weights needs no particular backend
+assert converted.layers[0].w_h.shape == (4, 4)
+try:
+    to_keras(converted.layers[0])
+except RuntimeError as e:
+    print("refused:", e)
+"""
+
+
+def _python(code, tmp_path, **env):
+    """Runs ``code`` in a fresh interpreter with no KERAS_BACKEND unless given, and with
+    a Keras home of its own (holding a keras.json that asks for the torch backend)."""
+    (tmp_path / "keras.json").write_text('{"backend": "torch"}')
+    environ = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    environ.update(KERAS_HOME=str(tmp_path), JAX_PLATFORMS="cpu", **env)
+    return subprocess.run(
+        [sys.executable, "-c", code], env=environ, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_to_keras_imports_keras_on_the_jax_backend(tmp_path):
+    """No KERAS_BACKEND and keras not imported: jrnn sets the JAX backend first (over a
+    keras.json that names another)."""
+    run = _python(_KERAS_FRESH, tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_to_keras_refuses_keras_on_another_backend(tmp_path, backend):
+    run = _python(_KERAS_OTHER, tmp_path, KERAS_BACKEND=backend)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert f"refused: keras runs on the {backend!r} backend" in run.stdout
+    assert "Set KERAS_BACKEND=jax before keras is first imported" in run.stdout

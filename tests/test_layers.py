@@ -199,7 +199,7 @@ def test_bad_input():
         jrnn.bidirectional(layers[0].forward, xs)
     with pytest.raises(TypeError, match="no 'reverse' option"):
         jrnn.bidirectional(layers[0], xs, reverse=True)
-    with pytest.raises(ValueError, match=r"dropout rate must lie in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"rate must lie in \[0, 1\); got 1.0"):
         jrnn.layers.input_dropout(jax.random.PRNGKey(0), xs, 1.0)
     with pytest.raises(ValueError, match="xs has 4 features"):  # errors of rnn come through
         jrnn.stack(layers[1:], xs)
@@ -300,3 +300,92 @@ def test_stack_recurrent_dropout_semantics(x64):
         match=r"recurrent_mask must have shape \(batch, hidden_size\) = \(3, 5\); got \(5,\)",
     ):
         jrnn.rnn(layers[0], xs, recurrent_mask=jnp.ones(5))
+
+
+# --- validation: directions, layer sizes, xs and rates -----------------------------------
+
+
+@pytest.mark.parametrize("merge_mode", ["concat", "sum"])
+def test_directions_of_different_hidden_sizes_are_refused(merge_mode):
+    key = jax.random.PRNGKey(30)
+    uneven = jrnn.BiRNNParams(jrnn.init_params(key, 4, 5), jrnn.init_params(key, 4, 4))
+    xs = jnp.ones((2, 3, 4))
+    message = r"directions differ in hidden size: forward.w_h is \(5, 5\), backward.w_h is \(4, 4\)"
+    with pytest.raises(ValueError, match="params is a BiRNNParams whose " + message):
+        jrnn.bidirectional(uneven, xs, merge_mode=merge_mode)
+    with pytest.raises(ValueError, match=r"layers\[0\] is a BiRNNParams whose " + message):
+        jrnn.stack((uneven,), xs, merge_mode=merge_mode)
+
+
+@pytest.mark.parametrize(
+    "bidirectional,merge_mode,message",
+    [
+        (
+            False,
+            "concat",
+            r"layers\[1\] reads 6 input features \(its w_x is \(6, 5\)\) but layers\[0\] outputs 5 \(its hidden size\)",
+        ),
+        (
+            True,
+            "concat",
+            r"layers\[1\] reads 6 input features \(its w_x is \(6, 5\)\) but layers\[0\] outputs 10 \(two directions of 5 concatenated\)",
+        ),
+        (
+            True,
+            "sum",
+            r"layers\[1\] reads 10 input features \(its w_x is \(10, 5\)\) but layers\[0\] outputs 5 \(merge_mode='sum' keeps",
+        ),
+    ],
+)
+def test_stack_size_mismatch_names_the_layer(bidirectional, merge_mode, message):
+    key = jax.random.PRNGKey(31)
+    layers = jrnn.init_stack(key, 4, 5, 2, bidirectional=bidirectional)
+    if merge_mode == "concat":  # a second layer that reads 6 features
+        first = layers[0]
+        second = jrnn.init_stack(key, 6, 5, bidirectional=bidirectional)[0]
+        layers = (first, second, *layers[1:])
+    with pytest.raises(
+        ValueError, match=message + ".*input size must equal layer 0's output width"
+    ):
+        jrnn.stack(layers, jnp.ones((2, 3, 4)), merge_mode=merge_mode)
+
+
+def test_stack_reads_a_nested_list(x64):
+    layers = jrnn.init_stack(jax.random.PRNGKey(32), 4, 5, 2, dtype=jnp.float64)
+    xs = _xs(jax.random.PRNGKey(33))
+    out, finals = jrnn.stack(layers, np.asarray(xs).tolist())
+    ref, ref_finals = jrnn.stack(layers, xs)
+    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_array_equal(finals[-1], ref_finals[-1])
+    with pytest.raises(TypeError, match="xs must be an array; got list"):
+        jrnn.stack(layers, [[[1.0, 2.0]], [[1.0]]])
+
+
+def test_stack_refuses_one_layer_that_is_not_in_a_sequence():
+    params = jrnn.init_params(jax.random.PRNGKey(34), 4, 5)
+    with pytest.raises(
+        TypeError,
+        match=r"layers must be a sequence of layers; got a single RNNParams: pass \(params,\)",
+    ):
+        jrnn.stack(params, jnp.ones((2, 3, 4)))
+    (bi,) = jrnn.init_stack(jax.random.PRNGKey(34), 4, 5, bidirectional=True)
+    with pytest.raises(TypeError, match="got a single BiRNNParams"):
+        jrnn.stack(bi, jnp.ones((2, 3, 4)))
+    with pytest.raises(TypeError, match=r"layers must be a sequence .*; got dict"):
+        jrnn.stack({"w": params}, jnp.ones((2, 3, 4)))
+
+
+def test_rates_and_num_layers_of_the_wrong_type():
+    layers = jrnn.init_stack(jax.random.PRNGKey(35), 4, 5)
+    xs = jnp.ones((2, 3, 4))
+    key = jax.random.PRNGKey(0)
+    with pytest.raises(TypeError, match=r"dropout must be a number in \[0, 1\); got str '0.5'"):
+        jrnn.stack(layers, xs, dropout="0.5", key=key, training=True)
+    with pytest.raises(TypeError, match="recurrent_dropout must be a number"):
+        jrnn.stack(layers, xs, recurrent_dropout="0.1")
+    with pytest.raises(TypeError, match="rate must be a number"):
+        jrnn.layers.input_dropout(key, xs, "0.3")
+    with pytest.raises(TypeError, match="rate must be a number"):
+        jrnn.layers.dropout_mask(key, (2, 4), True, jnp.float32)
+    with pytest.raises(TypeError, match=r"num_layers must be a positive int; got float 2\.0"):
+        jrnn.init_stack(key, 4, 5, 2.0)

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import random_problem, rel_err, tol, tree_rel_err
+from helpers import random_problem, rel_err, specs, tol, tree_rel_err
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,24 +24,13 @@ def _loss(fn, **options):
 
 @settings(max_examples=10)  # each example compiles four functions
 @given(
-    steps=st.integers(1, 16),
-    batch=st.integers(1, 3),
-    hidden=st.integers(1, 6),
-    activation=st.sampled_from(["tanh", "relu", "linear"]),
+    spec=specs(steps=(1, 16), batch=(1, 3), features=(3, 3), hidden=(1, 6)),
     method=st.sampled_from(parallel.METHODS),
-    reverse=st.booleans(),
-    with_lengths=st.booleans(),
-    seed=st.integers(0, 2**16),
 )
-def test_parallel_equals_sequential_float64(
-    steps, batch, hidden, activation, method, reverse, with_lengths, seed
-):
+def test_parallel_equals_sequential_float64(spec, method):
     with jax.enable_x64(True):
-        params, xs, h0, lengths = random_problem(
-            jax.random.PRNGKey(seed), batch, steps, 3, hidden, with_lengths=with_lengths,
-            recurrent_scale=0.5,
-        )  # fmt: skip
-        options = {"activation": activation, "reverse": reverse, "lengths": lengths}
+        params, xs, h0, lengths = spec.problem(recurrent_scale=0.5)
+        options = spec.options(lengths)
         hs, h_last = jrnn.forward(params, xs, h0, **options)
         phs, ph_last, info = parallel.forward(params, xs, h0, method=method, **options)
         assert bool(info.converged) and not bool(info.fell_back)

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import random_problem, tree_rel_err
+from helpers import random_problem, specs, tree_rel_err
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -45,22 +45,14 @@ def test_remat_equals_plain_bptt(x64, activation, reverse, with_lengths, loss_ki
 
 
 @given(
-    batch=st.integers(1, 3),
-    steps=st.integers(1, 10),
+    spec=specs(batch=(1, 3), steps=(1, 10), features=(3, 3), hidden=(4, 4), activations=("tanh",),
+               time_major=True),
     k=st.integers(1, 6),
-    reverse=st.booleans(),
-    with_lengths=st.booleans(),
-    time_major=st.booleans(),
-    seed=st.integers(0, 2**16),
-)
-def test_remat_property(batch, steps, k, reverse, with_lengths, time_major, seed):
+)  # fmt: skip
+def test_remat_property(spec, k):
     with jax.enable_x64(True):
-        params, xs, h0, lengths = random_problem(
-            jax.random.PRNGKey(seed), batch, steps, 3, 4, with_lengths=with_lengths
-        )
-        if time_major:
-            xs = jnp.swapaxes(xs, 0, 1)
-        kw = dict(reverse=reverse, time_major=time_major)
+        params, xs, h0, lengths = spec.problem()
+        kw = dict(reverse=spec.reverse, time_major=spec.time_major)
         _, g0, out0 = _grads(params, xs, h0, lengths, None, **kw)
         _, g1, out1 = _grads(params, xs, h0, lengths, k, **kw)
         assert tree_rel_err(out1, out0) <= 1e-12
@@ -96,7 +88,7 @@ def test_remat_keeps_fewer_states_in_memory():
 )
 def test_remat_bad_values(bad, exc):
     params, xs, h0, _ = random_problem(jax.random.PRNGKey(3), dtype=np.float32)
-    with pytest.raises(exc, match="remat must be None or a positive int"):
+    with pytest.raises(exc, match="remat must be a positive int"):
         jrnn.rnn(params, xs, h0, remat=bad)
     jrnn.rnn(params, xs, h0, remat=np.int64(2))  # numpy ints are ints
 

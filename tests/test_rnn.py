@@ -7,7 +7,7 @@ import pytest
 from helpers import random_problem, rel_err, tree_rel_err
 
 import jrnn
-import jrnn.bptt
+import jrnn.vjp
 
 
 def _loss(fn, **kw):
@@ -20,13 +20,13 @@ def _loss(fn, **kw):
 
 def test_grad_runs_the_hand_written_backward(x64, monkeypatch):
     calls = []
-    original = jrnn.bptt.bptt
+    original = jrnn.vjp._adjoint_loop
 
     def spy(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(jrnn.bptt, "bptt", spy)
+    monkeypatch.setattr(jrnn.vjp, "_adjoint_loop", spy)
     params, xs, h0, _ = random_problem(jax.random.PRNGKey(0))
     jax.grad(_loss(jrnn.rnn))(params, xs, h0)
     assert len(calls) == 1

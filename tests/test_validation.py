@@ -235,3 +235,17 @@ def test_zero_sizes_and_list_params():
         np.asarray(jrnn.forward(params, xs)[1]),
         rtol=1e-6,
     )
+
+
+def test_init_model_sizes_use_the_shared_positive_int_policy():
+    """init_model checks its sizes with jrnn._validate.positive_int, not params' private one."""
+    import jrnn.model
+
+    assert not hasattr(jrnn.model, "_check_size")
+    key = jax.random.PRNGKey(0)
+    with pytest.raises(TypeError, match=r"output_size must be a positive int; got float 2\.0"):
+        jrnn.init_model(key, 2, 4, 2.0)
+    with pytest.raises(TypeError, match="num_layers must be a positive int; got str '2'"):
+        jrnn.init_model(key, 2, 4, 1, num_layers="2")
+    with pytest.raises(ValueError, match="num_layers must be a positive int; got 0"):
+        jrnn.init_model(key, 2, 4, 1, num_layers=0)

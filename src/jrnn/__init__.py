@@ -10,15 +10,21 @@
   (``jrnn train`` on the command line: :mod:`jrnn.cli`).
 """
 
+import importlib
+from types import ModuleType
+
+from jrnn._checks import ScanOptions
 from jrnn.activations import ACTIVATIONS
 from jrnn.batch import Batch
-from jrnn.bptt import backward, rnn
+from jrnn.bptt import backward
 from jrnn.forward import forward
 from jrnn.gradcheck import GradCheckReport, check_grads
 from jrnn.layers import BiRNNParams, bidirectional, init_stack, stack, zero_state
 from jrnn.model import ModelParams, init_model
 from jrnn.params import INITIALIZERS, RNNParams, init_params
+from jrnn.runs import Run, load_run
 from jrnn.train import evaluate, make_train_step, truncated_bptt
+from jrnn.vjp import rnn
 
 __version__ = "0.1.0"
 
@@ -30,6 +36,8 @@ __all__ = [
     "GradCheckReport",
     "ModelParams",
     "RNNParams",
+    "Run",
+    "ScanOptions",
     "backward",
     "bidirectional",
     "check_grads",
@@ -38,9 +46,44 @@ __all__ = [
     "init_model",
     "init_params",
     "init_stack",
+    "load_run",
     "make_train_step",
     "rnn",
     "stack",
     "truncated_bptt",
     "zero_state",
 ]
+
+# Submodules reachable as attributes (``jrnn.tasks``, ``jrnn.parallel``, ...), imported on
+# first use so that ``import jrnn`` stays light (no orbax, matplotlib, scikit-learn or CLI).
+_SUBMODULES = (
+    "activations",
+    "batch",
+    "bptt",
+    "checkpoint",
+    "cli",
+    "distributed",
+    "gradcheck",
+    "interop",
+    "layers",
+    "losses",
+    "model",
+    "notebook",
+    "parallel",
+    "params",
+    "remat",
+    "runs",
+    "tasks",
+    "train",
+    "vjp",
+)
+
+
+def __getattr__(name: str) -> ModuleType:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"jrnn.{name}")
+    raise AttributeError(f"module 'jrnn' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_SUBMODULES})

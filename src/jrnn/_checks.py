@@ -1,8 +1,15 @@
-"""Argument validation and layout normalisation shared by ``forward``, ``backward`` and ``rnn``.
+"""The validated call: every entry point's arguments checked, normalised and split in two.
 
-Everything here runs in Python at trace time, on shapes and dtypes only (and on
-the values of ``lengths`` when they are concrete), so a wrong argument raises a
-``TypeError``/``ValueError`` that names it instead of an XLA error.
+Every entry point (``forward``, ``backward``, ``rnn``, the ``parallel`` ones, the
+gradient check) calls :func:`prepare` once. It runs in Python at trace time, on shapes
+and dtypes only (and on the values of ``lengths`` when they are concrete), so a wrong
+argument raises a ``TypeError``/``ValueError`` that names it instead of an XLA error.
+It returns a :class:`Prepared` call, which holds:
+
+* :class:`Operands`: the arrays (params, ``xs``, ``h0``, ``lengths``, the recurrent
+  mask), a pytree that ``jit``, ``vmap`` and ``custom_vjp`` trace;
+* :class:`Options`: the static options (activation, direction, unroll, layout), one
+  hashable value that the loops and the ``custom_vjp`` wiring take as one static argument.
 
 Internally every array stays in the caller's layout (``"btf"`` or ``"tbf"``):
 the loops index the time axis wherever it is, and the GEMMs before and after
@@ -12,53 +19,163 @@ Unbatched input gains a batch axis of 1 (a free reshape).
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple, TypedDict
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jrnn._validate import as_array, check_float, concrete
 from jrnn.activations import Activation, get_activation
 from jrnn.params import RNNParams
 
+__all__ = [
+    "PARALLEL_KEYS",
+    "SCAN_KEYS",
+    "Operands",
+    "Options",
+    "ParallelOptions",
+    "Prepared",
+    "ScanOptions",
+    "check_params",
+    "prepare",
+    "prepare_cotangents",
+]
 
-class Prepared(NamedTuple):
-    """Validated arguments in the internal layout.
+
+class ScanOptions(TypedDict, total=False):
+    """The keyword options of :func:`jrnn.forward`, :func:`jrnn.rnn` and :func:`jrnn.backward`.
 
     Attributes:
-        params: the params cast to the compute dtype.
-        xs: `(B, T, F)` if ``x_layout == "btf"`` else `(T, B, F)`.
-        h0: `(B, H)`, zeros when the caller gave none.
-        lengths: `(B,)` int32, or ``None``.
+        activation: ``"tanh"`` (default), ``"relu"`` or ``"linear"``.
+        reverse: run from the end (default ``False``).
+        lengths: `(B,)` integers in ``[0, T]`` (unbatched: a scalar), or ``None``.
+        unroll: loop unroll factor, an int >= 1 or ``True`` (default 1).
+        time_major: ``xs`` and ``hs`` are `(T, B, ...)` (default ``False``).
+        recurrent_mask: `(B, H)` (unbatched `(H,)`) multiplier of ``h_{t-1}``, or ``None``.
+    """
+
+    activation: str
+    reverse: bool
+    lengths: Any
+    unroll: int | bool
+    time_major: bool
+    recurrent_mask: Any
+
+
+class ParallelOptions(TypedDict, total=False):
+    """The keyword options of the :mod:`jrnn.parallel` entry points (as :class:`ScanOptions`)."""
+
+    activation: str
+    reverse: bool
+    lengths: Any
+    time_major: bool
+
+
+DEFAULTS: ScanOptions = {
+    "activation": "tanh",
+    "reverse": False,
+    "lengths": None,
+    "unroll": 1,
+    "time_major": False,
+    "recurrent_mask": None,
+}
+SCAN_KEYS = tuple(DEFAULTS)
+"""The options every sequential entry point takes."""
+PARALLEL_KEYS = ("activation", "reverse", "lengths", "time_major")
+"""The options the parallel-in-time entry points take (no unroll, no recurrent mask)."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """The static options of one recurrence: hashable, traced as one static argument.
+
+    Attributes:
         act: the activation.
-        x_layout: ``"btf"`` or ``"tbf"``.
-        batched: whether the caller's ``xs`` had a batch axis.
-        time_major: whether the caller's arrays are time-major.
-        recurrent_mask: `(B, H)` multiplier of ``h_{t-1}`` before ``W_h``, or ``None``.
+        reverse: run from the last (valid) step to the first.
+        unroll: the loop unroll factor (an int >= 1 or ``True``).
+        layout: where the time axis of ``xs`` and ``hs`` lies: ``"btf"`` or ``"tbf"``.
+    """
+
+    act: Activation
+    reverse: bool = False
+    unroll: int | bool = 1
+    layout: str = "btf"
+
+    @property
+    def axis(self) -> int:
+        """The time axis of ``xs``, ``hs`` and their cotangents."""
+        return self.layout.index("t")
+
+    @property
+    def h_layout(self) -> str:
+        """The einsum layout of ``hs`` (``H`` in place of ``F``)."""
+        return self.layout.replace("f", "h")
+
+
+class Operands(NamedTuple):
+    """The arrays of one recurrence, in the internal layout (see :class:`Options`).
+
+    Attributes:
+        params: ``RNNParams(w_x (F, H), w_h (H, H), b (H,))`` in the compute dtype.
+        xs: `(B, T, F)` (layout ``"btf"``) or `(T, B, F)` (``"tbf"``); zero at padded steps.
+        h0: `(B, H)`.
+        lengths: `(B,)` int32 in ``[0, T]``, or ``None`` (every step valid).
+        mask: `(B, H)` multiplier of ``h_{t-1}`` before ``W_h``, or ``None``.
     """
 
     params: RNNParams
     xs: jax.Array
     h0: jax.Array
-    lengths: jax.Array | None
-    act: Activation
-    x_layout: str
+    lengths: jax.Array | None = None
+    mask: jax.Array | None = None
+
+
+class Prepared(NamedTuple):
+    """A validated call: its operands, its options and the caller's layout.
+
+    Attributes:
+        ops: the :class:`Operands`.
+        opts: the :class:`Options`.
+        batched: whether the caller's ``xs`` had a batch axis.
+        time_major: whether the caller's arrays are time-major.
+    """
+
+    ops: Operands
+    opts: Options
     batched: bool
     time_major: bool
-    recurrent_mask: jax.Array | None = None
+
+    @property
+    def params(self) -> RNNParams:
+        return self.ops.params
+
+    @property
+    def xs(self) -> jax.Array:
+        return self.ops.xs
+
+    @property
+    def h0(self) -> jax.Array:
+        return self.ops.h0
+
+    @property
+    def lengths(self) -> jax.Array | None:
+        return self.ops.lengths
 
     @property
     def num_steps(self) -> int:
-        return int(self.xs.shape[self.x_layout.index("t")])
+        return int(self.ops.xs.shape[self.opts.axis])
 
     @property
     def batch_size(self) -> int:
-        return int(self.xs.shape[self.x_layout.index("b")])
+        return int(self.ops.h0.shape[0])
 
     @property
     def hs_shape(self) -> tuple[int, ...]:
         """The shape of ``hs`` in the caller's layout."""
-        t, b, h = self.num_steps, self.batch_size, int(self.h0.shape[1])
+        t, b, h = self.num_steps, self.batch_size, int(self.ops.h0.shape[1])
         if not self.batched:
             return (t, h)
         return (t, b, h) if self.time_major else (b, t, h)
@@ -66,47 +183,27 @@ class Prepared(NamedTuple):
     @property
     def state_shape(self) -> tuple[int, ...]:
         """The shape of ``h0``/``h_last`` in the caller's layout."""
-        return tuple(self.h0.shape) if self.batched else (int(self.h0.shape[1]),)
+        return tuple(self.ops.h0.shape) if self.batched else (int(self.ops.h0.shape[1]),)
 
     def hs_to_internal(self, hs: jax.Array) -> jax.Array:
         """Caller-layout hidden states to the internal layout (unbatched gains `B = 1`)."""
         return hs if self.batched else hs[:, None, :]
 
     def hs_to_caller(self, hs: jax.Array) -> jax.Array:
-        """Internal-layout hidden states to the caller's layout."""
+        """Internal-layout hidden states (or ``xs``-shaped arrays) to the caller's layout."""
         return hs if self.batched else hs[:, 0, :]
 
     def state_to_caller(self, h: jax.Array) -> jax.Array:
         """`(B, H)` to the caller's `(B, H)` or, unbatched, `(H,)`."""
         return h if self.batched else h[0]
 
-    def xs_to_caller(self, dxs: jax.Array) -> jax.Array:
-        """An array in ``x_layout`` back to the caller's layout of ``xs``."""
-        return dxs if self.batched else dxs[:, 0, :]
-
-
-def _array(x: Any, name: str) -> Any:
-    """Returns ``x`` if it is array-like with a shape and dtype, else ``np.asarray(x)``."""
-    if hasattr(x, "shape") and hasattr(x, "dtype"):
-        return x
-    try:
-        return np.asarray(x)
-    except (ValueError, TypeError) as e:
-        raise TypeError(f"{name} must be an array; got {type(x).__name__} ({e})") from None
-
-
-def _check_float(x: Any, name: str) -> None:
-    dt = jnp.dtype(x.dtype)
-    if not jnp.issubdtype(dt, jnp.floating):
-        kind = "complex" if jnp.issubdtype(dt, jnp.complexfloating) else "non-float"
-        raise TypeError(
-            f"{name} must have a real floating dtype (float16/bfloat16/float32/float64); "
-            f"got {kind} dtype {dt}"
-        )
+    xs_to_caller = hs_to_caller
 
 
 def check_params(params: Any) -> RNNParams:
     """Checks that ``params`` is an :class:`RNNParams` of consistent float arrays.
+
+    ``hidden_size`` is read from ``w_h``, so a transposed ``w_x`` is blamed on ``w_x``.
 
     Returns:
         The params with every field as an array (lists are converted).
@@ -115,39 +212,47 @@ def check_params(params: Any) -> RNNParams:
         raise TypeError(
             f"params must be a jrnn.RNNParams(w_x, w_h, b) NamedTuple; got {type(params).__name__}"
         )
-    w_x, w_h, b = (_array(p, f"params.{n}") for p, n in zip(params, params._fields, strict=True))
+    w_x, w_h, b = (as_array(p, f"params.{n}") for p, n in zip(params, params._fields, strict=True))
     for arr, field in zip((w_x, w_h, b), params._fields, strict=True):
-        _check_float(arr, f"params.{field}")
-    if w_x.ndim != 2:
-        raise ValueError(
-            f"params.w_x must be 2-D (input_size, hidden_size); got shape {tuple(w_x.shape)}"
-        )
-    f, h = (int(s) for s in w_x.shape)
-    if f == 0 or h == 0:
-        raise ValueError(f"params.w_x must have positive sizes; got shape {tuple(w_x.shape)}")
-    if tuple(w_h.shape) != (h, h):
+        check_float(arr, f"params.{field}")
+    wx_shape, wh_shape, b_shape = (tuple(int(s) for s in a.shape) for a in (w_x, w_h, b))
+    if len(wx_shape) != 2:
+        raise ValueError(f"params.w_x must be 2-D (input_size, hidden_size); got shape {wx_shape}")
+    if 0 in wx_shape:
+        raise ValueError(f"params.w_x must have positive sizes; got shape {wx_shape}")
+    if len(wh_shape) != 2 or wh_shape[0] != wh_shape[1] or not wh_shape[0]:
+        h = wx_shape[1]
         raise ValueError(
             f"params.w_h must have shape (hidden_size, hidden_size) = ({h}, {h}) to match "
-            f"params.w_x {tuple(w_x.shape)}; got {tuple(w_h.shape)}"
+            f"params.w_x {wx_shape}; got {wh_shape}"
         )
-    if tuple(b.shape) != (h,):
+    h = wh_shape[0]
+    if wx_shape[1] != h and b_shape == (wx_shape[1],):  # w_x and b agree: w_h is the odd one
+        raise ValueError(
+            f"params.w_h must have shape (hidden_size, hidden_size) = ({wx_shape[1]}, "
+            f"{wx_shape[1]}) to match params.w_x {wx_shape} and params.b {b_shape}; got {wh_shape}"
+        )
+    if wx_shape[1] != h:
+        hint = (
+            " (transposed? jrnn's w_x is (input_size, hidden_size); PyTorch's weight_ih_l0 is "
+            "its transpose, see jrnn.interop.from_torch)"
+            if wx_shape[0] == h
+            else ""
+        )
+        raise ValueError(
+            f"params.w_x must have shape (input_size, hidden_size) = (input_size, {h}) to match "
+            f"params.w_h {wh_shape}; got {wx_shape}{hint}"
+        )
+    if b_shape != (h,):
         raise ValueError(
             f"params.b must have shape (hidden_size,) = ({h},) to match params.w_x "
-            f"{tuple(w_x.shape)}; got {tuple(b.shape)}"
+            f"{wx_shape}; got {b_shape}"
         )
     return RNNParams(w_x, w_h, b)
 
 
-def _concrete(x: Any) -> np.ndarray | None:
-    """The value of ``x`` if it is known at trace time, else ``None``."""
-    try:
-        return np.asarray(x)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        return None
-
-
 def _check_lengths(lengths: Any, batched: bool, batch: int, steps: int) -> jax.Array:
-    lengths = _array(lengths, "lengths")
+    lengths = as_array(lengths, "lengths")
     dt = jnp.dtype(lengths.dtype)
     if not jnp.issubdtype(dt, jnp.integer) or dt == jnp.bool_:
         raise TypeError(f"lengths must have an integer dtype; got {dt}")
@@ -155,7 +260,7 @@ def _check_lengths(lengths: Any, batched: bool, batch: int, steps: int) -> jax.A
     if tuple(lengths.shape) != expected:
         what = "(batch,)" if batched else "() (a scalar, for unbatched xs)"
         raise ValueError(f"lengths must have shape {what} = {expected}; got {tuple(lengths.shape)}")
-    value = _concrete(lengths)
+    value = concrete(lengths)
     if value is not None and value.size and (value.min() < 0 or value.max() > steps):
         raise ValueError(
             f"lengths must lie in [0, T] = [0, {steps}]; got values from {value.min()} "
@@ -166,36 +271,68 @@ def _check_lengths(lengths: Any, batched: bool, batch: int, steps: int) -> jax.A
     return jnp.reshape(clipped, (batch,))
 
 
-def _check_options(reverse: Any, unroll: Any, time_major: Any) -> None:
-    for name, value in (("reverse", reverse), ("time_major", time_major)):
+def _check_flags(options: Mapping[str, Any]) -> None:
+    for name in ("reverse", "time_major"):
+        value = options[name]
         if not isinstance(value, bool | np.bool_):
             raise TypeError(f"{name} must be a bool; got {type(value).__name__} {value!r}")
+    unroll = options["unroll"]
     if isinstance(unroll, bool | np.bool_):
         return
     if not isinstance(unroll, int | np.integer) or unroll < 1:
         raise ValueError(f"unroll must be a positive int or a bool; got {unroll!r}")
 
 
+def _resolve(options: Mapping[str, Any], caller: str, accepted: tuple[str, ...]) -> dict[str, Any]:
+    """The caller's keyword options over the defaults; unknown keywords are a TypeError."""
+    unknown = [k for k in options if k not in accepted]
+    if unknown:
+        raise TypeError(
+            f"{caller}() got an unexpected keyword argument {unknown[0]!r}; "
+            f"its options are {', '.join(accepted)}"
+        )
+    return {**DEFAULTS, **options}
+
+
+def _state_arg(x: Any, name: str, shape: tuple[int, ...], batched: bool) -> Any:
+    x = as_array(x, name)
+    check_float(x, name)
+    if tuple(x.shape) != shape:
+        what = "(batch, hidden_size)" if batched else "(hidden_size,) for unbatched xs"
+        raise ValueError(f"{name} must have shape {what} = {shape}; got {tuple(x.shape)}")
+    return x
+
+
 def prepare(
     params: Any,
     xs: Any,
     h0: Any,
+    options: Mapping[str, Any],
     *,
-    activation: Any,
-    reverse: Any,
-    lengths: Any,
-    unroll: Any,
-    time_major: Any,
-    recurrent_mask: Any = None,
+    caller: str,
+    accepted: tuple[str, ...] = SCAN_KEYS,
 ) -> Prepared:
-    """Validates the arguments of ``forward``/``rnn``/``backward`` and normalises them."""
-    act = get_activation(activation)
-    _check_options(reverse, unroll, time_major)
+    """Validates an entry point's arguments and normalises them into a :class:`Prepared`.
+
+    Args:
+        params, xs, h0: as given to the entry point.
+        options: its keyword options (see :class:`ScanOptions`); missing ones take the
+            defaults.
+        caller: the entry point's name, for the message about an unknown keyword.
+        accepted: the options it takes.
+
+    Returns:
+        The :class:`Prepared` call. With ``lengths``, ``xs`` is zero at padded steps, so
+        nothing a padded step holds (NaN included) reaches a value or a gradient.
+    """
+    o = _resolve(options, caller, accepted)
+    act = get_activation(o["activation"])
+    _check_flags(o)
     params = check_params(params)
     f, h = params.w_x.shape
-    xs = _array(xs, "xs")
-    _check_float(xs, "xs")
-    batched = xs.ndim == 3
+    xs = as_array(xs, "xs")
+    check_float(xs, "xs")
+    time_major = bool(o["time_major"])
     if xs.ndim not in (2, 3):
         layout = "(time, batch, features)" if time_major else "(batch, time, features)"
         raise ValueError(
@@ -206,52 +343,47 @@ def prepare(
             f"xs has {xs.shape[-1]} features (last axis of shape {tuple(xs.shape)}) but "
             f"params.w_x expects input_size = {f} (w_x shape {(f, h)})"
         )
-    if batched:
-        x_layout = "tbf" if time_major else "btf"
-        steps, batch = (xs.shape[0], xs.shape[1]) if time_major else (xs.shape[1], xs.shape[0])
-    else:
-        x_layout, steps, batch = "tbf", xs.shape[0], 1
-    steps, batch = int(steps), int(batch)
+    batched = xs.ndim == 3
+    layout = "btf" if batched and not time_major else "tbf"
+    steps = int(xs.shape[layout.index("t")]) if batched else int(xs.shape[0])
+    batch = int(xs.shape[layout.index("b")]) if batched else 1
     state_shape = (batch, h) if batched else (h,)
     if h0 is not None:
-        h0 = _array(h0, "h0")
-        _check_float(h0, "h0")
-        if tuple(h0.shape) != state_shape:
-            what = "(batch, hidden_size)" if batched else "(hidden_size,) for unbatched xs"
-            raise ValueError(f"h0 must have shape {what} = {state_shape}; got {tuple(h0.shape)}")
+        h0 = _state_arg(h0, "h0", state_shape, batched)
+    lengths = o["lengths"]
     if lengths is not None:
         lengths = _check_lengths(lengths, batched, batch, steps)
-    if recurrent_mask is not None:
-        recurrent_mask = _array(recurrent_mask, "recurrent_mask")
-        _check_float(recurrent_mask, "recurrent_mask")
-        if tuple(recurrent_mask.shape) != state_shape:
-            what = "(batch, hidden_size)" if batched else "(hidden_size,) for unbatched xs"
-            raise ValueError(
-                f"recurrent_mask must have shape {what} = {state_shape}; "
-                f"got {tuple(recurrent_mask.shape)}"
-            )
+    mask = o["recurrent_mask"]
+    if mask is not None:
+        mask = _state_arg(mask, "recurrent_mask", state_shape, batched)
 
+    # numpy float64 input without x64 is computed in float32, silently, as JAX does
     dtype = jnp.result_type(*params, xs, *(() if h0 is None else (h0,)))
     params = RNNParams(*(jnp.asarray(p, dtype) for p in params))
     xs = jnp.asarray(xs, dtype)
     if not batched:
         xs = xs[:, None, :]
+    if lengths is not None:
+        # padded steps read zeros: a NaN there would otherwise reach dW_x (0 * NaN) and,
+        # through autodiff of the loop's select, every gradient
+        axis = layout.index("t")
+        valid = jnp.expand_dims(jnp.arange(steps)[:, None] < lengths[None, :], -1)  # (T, B, 1)
+        xs = jnp.where(valid if axis == 0 else jnp.swapaxes(valid, 0, 1), xs, 0)
     h0 = (
         jnp.zeros((batch, h), dtype)
         if h0 is None
         else jnp.reshape(jnp.asarray(h0, dtype), (batch, h))
     )
-    if recurrent_mask is not None:
-        recurrent_mask = jnp.reshape(jnp.asarray(recurrent_mask, dtype), (batch, h))
-    return Prepared(
-        params, xs, h0, lengths, act, x_layout, batched, bool(time_major), recurrent_mask
-    )
+    if mask is not None:
+        mask = jnp.reshape(jnp.asarray(mask, dtype), (batch, h))
+    opts = Options(act, bool(o["reverse"]), o["unroll"], layout)
+    return Prepared(Operands(params, xs, h0, lengths, mask), opts, batched, time_major)
 
 
 def check_like(x: Any, name: str, shape: tuple[int, ...], what: str, dtype: Any) -> jax.Array:
     """Checks a float array argument against an exact shape and casts it to ``dtype``."""
-    x = _array(x, name)
-    _check_float(x, name)
+    x = as_array(x, name)
+    check_float(x, name)
     if tuple(x.shape) != tuple(shape):
         raise ValueError(
             f"{name} must have the shape of {what}, {tuple(shape)}; got {tuple(x.shape)}"

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["dropout_rate", "positive_int"]
+__all__ = ["as_array", "check_float", "concrete", "dropout_rate", "positive_int"]
 
 
 def positive_int(name: str, value: Any, what: str = "") -> int:
@@ -44,9 +46,40 @@ def dropout_rate(name: str, value: Any) -> float:
         ValueError: a number outside ``[0, 1)`` (or NaN).
     """
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise TypeError(
-            f"{name} must be a number in [0, 1); got {type(value).__name__} {value!r}"
-        )
+        raise TypeError(f"{name} must be a number in [0, 1); got {type(value).__name__} {value!r}")
     if not 0.0 <= float(value) < 1.0:
         raise ValueError(f"{name} must lie in [0, 1); got {value!r}")
     return float(value)
+
+
+def as_array(x: Any, name: str) -> Any:
+    """``x`` if it is array-like with a shape and dtype, else ``np.asarray(x)``.
+
+    Raises:
+        TypeError: ``x`` cannot be read as an array.
+    """
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        return x
+    try:
+        return np.asarray(x)
+    except (ValueError, TypeError) as e:
+        raise TypeError(f"{name} must be an array; got {type(x).__name__} ({e})") from None
+
+
+def check_float(x: Any, name: str) -> None:
+    """Raises ``TypeError`` unless ``x`` has a real floating dtype."""
+    dt = jnp.dtype(x.dtype)
+    if not jnp.issubdtype(dt, jnp.floating):
+        kind = "complex" if jnp.issubdtype(dt, jnp.complexfloating) else "non-float"
+        raise TypeError(
+            f"{name} must have a real floating dtype (float16/bfloat16/float32/float64); "
+            f"got {kind} dtype {dt}"
+        )
+
+
+def concrete(x: Any) -> np.ndarray | None:
+    """The value of ``x`` if it is known at trace time, else ``None``."""
+    try:
+        return np.asarray(x)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None

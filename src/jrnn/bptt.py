@@ -20,26 +20,24 @@ random noise. Here one reverse loop (a ``lax.fori_loop``, which JAX lowers to
 are then single GEMMs/reductions over all ``T * B`` rows. With ``lengths``,
 padded steps pass the carried gradient through unchanged and have ``dA_t = 0``.
 
-``rnn`` wires this backward into ``jax.custom_vjp`` so that ``jax.grad`` of any
-loss built on it runs the hand-written BPTT.
+:mod:`jrnn.vjp` wires this backward into ``jax.custom_vjp`` (:func:`jrnn.rnn`), so that
+``jax.grad`` of any loss built on it runs the hand-written BPTT.
 """
 
 from __future__ import annotations
 
-from functools import partial
+from typing import Any, Unpack
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
-from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
+from jax.custom_derivatives import CustomVJPPrimal
 
-from jrnn._checks import prepare, prepare_cotangents
-from jrnn.activations import Activation
-from jrnn.forward import index_step, scan_forward, update_step
+from jrnn._checks import Operands, Options, ScanOptions, prepare, prepare_cotangents
+from jrnn.forward import _index_step, _update_step
 from jrnn.params import RNNParams
 
-__all__ = ["backward", "rnn"]
+__all__ = ["backward"]
 
 
 def _gram(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -53,44 +51,36 @@ def _gram(a: jax.Array, b: jax.Array) -> jax.Array:
     )
 
 
-def bptt(
-    params: RNNParams,
-    xs: jax.Array,
-    h0: jax.Array,
-    lengths: jax.Array | None,
+def _adjoint_loop(
+    ops: Operands,
     hs: jax.Array,
     dhs: jax.Array | None,
     dh_last: jax.Array | None,
-    act: Activation,
-    reverse: bool,
-    unroll: int | bool,
-    x_layout: str,
-    recurrent_mask: jax.Array | None = None,
+    opts: Options,
 ) -> tuple[RNNParams, jax.Array, jax.Array]:
-    """BPTT on validated arguments in the caller's layout (see ``scan_forward``).
+    """BPTT on validated operands, in their layout (see :func:`jrnn.forward._forward_loop`).
 
     Args:
-        params, xs, h0, lengths: as given to ``scan_forward``.
-        hs: the outputs of ``scan_forward``, layout of ``xs`` with ``H`` last.
+        ops: as given to ``_forward_loop``; the recurrent mask is a constant here (no
+            gradient flows to it).
+        hs: the outputs of ``_forward_loop``, layout of ``xs`` with ``H`` last.
         dhs: cotangent of ``hs`` or ``None`` (zero).
         dh_last: `(B, H)` cotangent of ``h_last`` or ``None`` (zero).
-        act, reverse, unroll, x_layout, recurrent_mask: as given to ``scan_forward``; the
-            mask is a constant here (no gradient flows to it).
+        opts: as given to ``_forward_loop``.
 
     Returns:
-        ``(dparams, dxs, dh0)`` with ``dxs`` in ``x_layout``.
+        ``(dparams, dxs, dh0)`` with ``dxs`` in the layout of ``xs``.
     """
+    params, xs, h0, lengths, recurrent_mask = ops
+    reverse, axis = opts.reverse, opts.axis
     w_x, w_h, _ = params
-    axis = x_layout.index("t")
-    h_layout = x_layout.replace("f", "h")
     num_steps = xs.shape[axis]
     batch, hidden = h0.shape
     carry0 = jnp.zeros((batch, hidden), hs.dtype) if dh_last is None else dh_last
     if num_steps == 0:
-        zeros = RNNParams(*(jnp.zeros_like(p) for p in params))
-        return zeros, jnp.zeros_like(xs), carry0
+        return jax.tree.map(jnp.zeros_like, params), jnp.zeros_like(xs), carry0
 
-    act_grad = act.grad_from_output
+    act_grad = opts.act.grad_from_output
     w_h_t = w_h.T  # (H, H), transposed once outside the loop
     # Step t read the state of step t - 1 (t + 1 in reverse). dA_t is stored in that state's
     # slot, sigma(t) = (t + shift) mod T, so dW_h is one GEMM of hs against the stored dA over
@@ -101,19 +91,19 @@ def bptt(
     def step(i, carry):
         c, das = carry  # (B, H), layout of hs
         t = i if reverse else num_steps - 1 - i
-        g = c if dhs is None else c + index_step(dhs, t, axis)  # (B, H)
+        g = c if dhs is None else c + _index_step(dhs, t, axis)  # (B, H)
         if lengths is not None:
             valid = (t < lengths)[:, None]  # (B, 1)
             g = jnp.where(valid, g, 0)
-        da = g if act_grad is None else g * act_grad(index_step(hs, t, axis))  # (B, H)
+        da = g if act_grad is None else g * act_grad(_index_step(hs, t, axis))  # (B, H)
         new_c = da @ w_h_t  # (B, H)
         if recurrent_mask is not None:
             new_c = new_c * recurrent_mask  # the step read h_{t-1} * m
         if lengths is not None:
             new_c = new_c + jnp.where(valid, 0, c)  # padded steps pass the gradient through
-        return new_c, update_step(das, da, (t + shift) % num_steps, axis)
+        return new_c, _update_step(das, da, (t + shift) % num_steps, axis)
 
-    dh0, das = lax.fori_loop(0, num_steps, step, (carry0, jnp.zeros_like(hs)), unroll=unroll)
+    dh0, das = lax.fori_loop(0, num_steps, step, (carry0, jnp.zeros_like(hs)), unroll=opts.unroll)
     # das[sigma(t)] = dA_t; every weight gradient is one contraction over all T * B rows.
 
     # The step that read h0 stored its dA in slot p: T - 1 (forward), else 0, or with lengths in
@@ -133,7 +123,7 @@ def bptt(
     dw_h = _gram(h_read, das) + h0_read.T @ pick(das)  # (H, H)
     dw_x = _gram(jnp.roll(xs, shift, axis), das)  # (F, H); x_t lines up with sigma(t)
     db = jnp.sum(das, axis=(0, 1))  # (H,)
-    dxs = jnp.roll(jnp.einsum(f"{h_layout},fh->{x_layout}", das, w_x), -shift, axis)
+    dxs = jnp.roll(jnp.einsum(f"{opts.h_layout},fh->{opts.layout}", das, w_x), -shift, axis)
     return RNNParams(dw_x, dw_h, db), dxs, dh0
 
 
@@ -144,13 +134,7 @@ def backward(
     hs: jax.Array,
     dhs: jax.Array | None,
     dh_last: jax.Array | None,
-    *,
-    activation: str = "tanh",
-    reverse: bool = False,
-    lengths: jax.Array | None = None,
-    unroll: int | bool = 1,
-    time_major: bool = False,
-    recurrent_mask: jax.Array | None = None,
+    **options: Unpack[ScanOptions],
 ) -> tuple[RNNParams, jax.Array, jax.Array]:
     """The hand-written BPTT: gradients of a loss given its cotangents on ``forward``'s outputs.
 
@@ -160,8 +144,7 @@ def backward(
         dhs: ``dL/dhs``, shaped as ``hs``, or ``None`` when the loss does not read ``hs``.
         dh_last: ``dL/dh_last``, shaped as ``h_last``, or ``None`` when the loss does not
             read it.
-        activation, reverse, lengths, unroll, time_major, recurrent_mask: the options
-            given to ``forward``.
+        **options: the keyword options given to ``forward`` (see :func:`jrnn.forward`).
 
     Returns:
         ``(dparams, dxs, dh0)``: an ``RNNParams`` of gradients, ``dL/dxs`` shaped as ``xs``
@@ -171,146 +154,15 @@ def backward(
         TypeError, ValueError: as :func:`jrnn.forward`, and for ``hs``/``dhs``/``dh_last``
             whose shapes do not match.
     """
-    p = prepare(
-        params,
-        xs,
-        h0,
-        activation=activation,
-        reverse=reverse,
-        lengths=lengths,
-        unroll=unroll,
-        time_major=time_major,
-        recurrent_mask=recurrent_mask,
-    )
+    p = prepare(params, xs, h0, options, caller="backward")
     hs, dhs, dh_last = prepare_cotangents(p, hs, dhs, dh_last)
-    dparams, dxs, dh0 = bptt(
-        p.params,
-        p.xs,
-        p.h0,
-        p.lengths,
-        hs,
-        dhs,
-        dh_last,
-        p.act,
-        bool(reverse),
-        unroll,
-        p.x_layout,
-        p.recurrent_mask,
-    )
+    dparams, dxs, dh0 = _adjoint_loop(p.ops, hs, dhs, dh_last, p.opts)
     return dparams, p.xs_to_caller(dxs), p.state_to_caller(dh0)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8))
-def _rnn_core(params, xs, h0, lengths, mask, act, reverse, unroll, x_layout):
-    return scan_forward(params, xs, h0, lengths, act, reverse, unroll, x_layout, mask)
+def _primal_values(tree: Any) -> Any:
+    """``tree`` with every ``CustomVJPPrimal`` leaf replaced by its value.
 
-
-def primal_values(tree):
-    # with symbolic_zeros=True, custom_vjp hands fwd each leaf as a CustomVJPPrimal
-    return jax.tree.map(lambda a: a.value, tree, is_leaf=lambda a: isinstance(a, CustomVJPPrimal))
-
-
-def _rnn_core_fwd(params, xs, h0, lengths, mask, act, reverse, unroll, x_layout):
-    params, xs, h0, lengths, mask = primal_values((params, xs, h0, lengths, mask))
-    hs, h_last = scan_forward(params, xs, h0, lengths, act, reverse, unroll, x_layout, mask)
-    return (hs, h_last), (params, xs, h0, lengths, mask, hs)
-
-
-def _rnn_core_bwd(act, reverse, unroll, x_layout, residuals, cotangents):
-    params, xs, h0, lengths, mask, hs = residuals
-    # A loss that reads only h_last (or only hs) leaves the other cotangent a symbolic zero:
-    # skip it instead of materialising a (T, B, H) buffer of zeros.
-    dhs, dh_last = (None if isinstance(ct, SymbolicZero) else ct for ct in cotangents)
-    dparams, dxs, dh0 = bptt(
-        params, xs, h0, lengths, hs, dhs, dh_last, act, reverse, unroll, x_layout, mask
-    )
-    return dparams, dxs, dh0, None, None  # lengths and the mask get no gradient
-
-
-_rnn_core.defvjp(_rnn_core_fwd, _rnn_core_bwd, symbolic_zeros=True)
-
-
-def rnn(
-    params: RNNParams,
-    xs: jax.Array,
-    h0: jax.Array | None = None,
-    *,
-    activation: str = "tanh",
-    reverse: bool = False,
-    lengths: jax.Array | None = None,
-    unroll: int | bool = 1,
-    time_major: bool = False,
-    recurrent_mask: jax.Array | None = None,
-    remat: int | None = None,
-) -> tuple[jax.Array, jax.Array]:
-    """:func:`jrnn.forward` whose reverse-mode derivative is the hand-written BPTT.
-
-    Same arguments, results and errors as :func:`jrnn.forward`, plus ``remat``. It is a
-    ``jax.custom_vjp``: ``jax.grad``/``jax.vjp`` of any loss built on it run
-    :func:`jrnn.backward`, and it composes with ``jit``, ``vmap`` (per-example
-    gradients, ensembles of params), ``lax.scan`` and ``grad``-of-``grad`` (the
-    backward is itself differentiable JAX, so forward-over-reverse such as
-    ``jax.hessian`` of a loss works too). Forward mode applied to ``rnn`` itself
-    (``jax.jvp``, ``jax.jacfwd`` of its outputs) is not defined for a ``custom_vjp``
-    function: use :func:`jrnn.forward` for those.
-
-    Args:
-        remat: ``None`` (default) keeps every hidden state for the backward pass. An int
-            ``k`` keeps only the state entering each segment of ``k`` steps and recomputes
-            each segment in the backward pass (see :mod:`jrnn.remat`): less memory for long
-            sequences, one more forward pass of compute. ``k`` near ``sqrt(T)`` minimises
-            memory.
-        recurrent_mask: as :func:`jrnn.forward`; treated as a constant (``rnn`` returns no
-            gradient for it; differentiate through ``forward`` if you need one).
-        Others: as :func:`jrnn.forward`.
-
-    Returns:
-        ``(hs, h_last)`` as :func:`jrnn.forward`.
+    With ``symbolic_zeros=True``, ``custom_vjp`` hands its fwd rule each leaf wrapped so.
     """
-    if remat is not None:
-        if isinstance(remat, bool) or not isinstance(remat, int | np.integer):
-            raise TypeError(f"remat must be None or a positive int (segment length); got {remat!r}")
-        if remat < 1:
-            raise ValueError(
-                f"remat must be None or a positive int (segment length); got {remat!r}"
-            )
-        remat = int(remat)
-    p = prepare(
-        params,
-        xs,
-        h0,
-        activation=activation,
-        reverse=reverse,
-        lengths=lengths,
-        unroll=unroll,
-        time_major=time_major,
-        recurrent_mask=recurrent_mask,
-    )
-    if remat is None:
-        hs, h_last = _rnn_core(
-            p.params,
-            p.xs,
-            p.h0,
-            p.lengths,
-            p.recurrent_mask,
-            p.act,
-            bool(reverse),
-            unroll,
-            p.x_layout,
-        )
-    else:
-        from jrnn.remat import remat_rnn  # remat builds on this module
-
-        hs, h_last = remat_rnn(
-            p.params,
-            p.xs,
-            p.h0,
-            p.lengths,
-            p.act,
-            bool(reverse),
-            unroll,
-            p.x_layout,
-            remat,
-            p.recurrent_mask,
-        )
-    return p.hs_to_caller(hs), p.state_to_caller(h_last)
+    return jax.tree.map(lambda a: a.value, tree, is_leaf=lambda a: isinstance(a, CustomVJPPrimal))

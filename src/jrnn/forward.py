@@ -13,65 +13,50 @@ transposes.
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jrnn._checks import prepare
-from jrnn.activations import Activation
+from jrnn._checks import Operands, Options, ScanOptions, prepare
 from jrnn.params import RNNParams
 
 __all__ = ["forward"]
 
 
-def index_step(buf: jax.Array, t: jax.Array, axis: int) -> jax.Array:
+def _index_step(buf: jax.Array, t: jax.Array, axis: int) -> jax.Array:
     """Step ``t`` of a `(B, T, ...)`/`(T, B, ...)` buffer along its time ``axis``."""
     # t is always in range: skipping negative-index wrapping saves a select per step
     return lax.dynamic_index_in_dim(buf, t, axis, keepdims=False, allow_negative_indices=False)
 
 
-def update_step(buf: jax.Array, value: jax.Array, t: jax.Array, axis: int) -> jax.Array:
+def _update_step(buf: jax.Array, value: jax.Array, t: jax.Array, axis: int) -> jax.Array:
     """``buf`` with step ``t`` along ``axis`` set to ``value`` (in place inside a loop)."""
     return lax.dynamic_update_index_in_dim(buf, value, t, axis, allow_negative_indices=False)
 
 
-def scan_forward(
-    params: RNNParams,
-    xs: jax.Array,
-    h0: jax.Array,
-    lengths: jax.Array | None,
-    act: Activation,
-    reverse: bool,
-    unroll: int | bool,
-    x_layout: str,
-    recurrent_mask: jax.Array | None = None,
-) -> tuple[jax.Array, jax.Array]:
-    """The recurrence on validated arguments, in the caller's layout.
+def _forward_loop(ops: Operands, opts: Options) -> tuple[jax.Array, jax.Array]:
+    """The recurrence on validated operands, in their layout: a ``lax.fori_loop``.
 
     Args:
-        params: `w_x (F, H)`, `w_h (H, H)`, `b (H,)`.
-        xs: `(B, T, F)` if ``x_layout == "btf"``, `(T, B, F)` if ``"tbf"``.
-        h0: `(B, H)`.
-        lengths: `(B,)` int32 or ``None``.
-        act: the activation.
-        reverse: run from the last (valid) step to the first.
-        unroll: loop unroll factor.
-        x_layout: ``"btf"`` or ``"tbf"``.
-        recurrent_mask: `(B, H)` multiplier of ``h_{t-1}`` before ``W_h`` or ``None``.
+        ops: params, ``xs`` (layout ``opts.layout``), ``h0`` `(B, H)`, ``lengths`` `(B,)`
+            or ``None`` and the recurrent ``mask`` `(B, H)` or ``None``.
+        opts: the activation, direction, unroll and layout.
 
     Returns:
         ``(hs, h_last)``: outputs in the layout of ``xs`` with ``H`` last (zero at padded
         steps), and the `(B, H)` final state.
     """
-    w_x, w_h, b = params
-    axis = x_layout.index("t")
+    (w_x, w_h, b), xs, h0, lengths, mask = ops
+    axis, reverse = opts.axis, opts.reverse
     num_steps = xs.shape[axis]
-    act_fn = act.fn
+    act_fn = opts.act.fn
     # The hoisted input GEMM over all T * B rows. The loop then overwrites its buffer in place,
     # step by step, with the hidden states: the forward pass allocates one (T, B, H) buffer in
     # all, in the caller's layout, so nothing is transposed. The bias is added per step for the
     # same reason (a separate `+ b` pass over the GEMM output would need a second buffer).
-    buf = jnp.einsum(f"{x_layout},fh->{x_layout.replace('f', 'h')}", xs, w_x)
+    buf = jnp.einsum(f"{opts.layout},fh->{opts.h_layout}", xs, w_x)
     if num_steps == 0:
         return buf, h0
 
@@ -81,23 +66,34 @@ def scan_forward(
     # than tanh at (32, 150, 2, 100); linear with lengths too). Reading the carry back from
     # `buf` leaves the update as the only user. tanh is not duplicated, and the read-back would
     # cost it 5-10% at small shapes, so it keeps the direct carry.
-    read_back = act.name != "tanh"
+    read_back = opts.act.name != "tanh"
+    # Batch 1 runs the loop on vectors: carry (H,), buffer (T, H), both free reshapes. A
+    # (1, H) carry costs XLA:CPU a copy per step to feed the matmul as (H, 1) (about 5% of
+    # the loop at (1, 1000, 8, 32)); as a vector it feeds the matvec as it lies.
+    batch_one = h0.shape[0] == 1
+    out_shape = buf.shape
+    if batch_one:
+        buf, h0, axis = buf.reshape(num_steps, -1), h0[0], 0
+        lengths = None if lengths is None else lengths[0]
+        mask = None if mask is None else mask[0]
 
     def step(i, carry):
         h, buf = carry
         t = num_steps - 1 - i if reverse else i
-        h_in = h if recurrent_mask is None else h * recurrent_mask  # (B, H)
-        h_new = act_fn(index_step(buf, t, axis) + b + h_in @ w_h)  # (B, H)
+        h_in = h if mask is None else h * mask  # (B, H), or (H,) at batch 1
+        h_new = act_fn(_index_step(buf, t, axis) + b + h_in @ w_h)  # (B, H)
         if lengths is None:
-            buf = update_step(buf, h_new, t, axis)
-            return (index_step(buf, t, axis) if read_back else h_new), buf
+            buf = _update_step(buf, h_new, t, axis)
+            return (_index_step(buf, t, axis) if read_back else h_new), buf
         # Padded steps keep the state and emit zeros. Running in reverse, the padded tail
         # comes first and leaves h0 untouched, so each sequence starts at its last valid step.
-        valid = (t < lengths)[:, None]  # (B, 1)
-        buf = update_step(buf, jnp.where(valid, h_new, 0), t, axis)
-        return jnp.where(valid, index_step(buf, t, axis) if read_back else h_new, h), buf
+        valid = (t < lengths)[..., None]  # (B, 1), or (1,) at batch 1
+        buf = _update_step(buf, jnp.where(valid, h_new, 0), t, axis)
+        return jnp.where(valid, _index_step(buf, t, axis) if read_back else h_new, h), buf
 
-    h_last, hs = lax.fori_loop(0, num_steps, step, (h0, buf), unroll=unroll)
+    h_last, hs = lax.fori_loop(0, num_steps, step, (h0, buf), unroll=opts.unroll)
+    if batch_one:
+        return hs.reshape(out_shape), h_last[None]
     return hs, h_last
 
 
@@ -105,13 +101,7 @@ def forward(
     params: RNNParams,
     xs: jax.Array,
     h0: jax.Array | None = None,
-    *,
-    activation: str = "tanh",
-    reverse: bool = False,
-    lengths: jax.Array | None = None,
-    unroll: int | bool = 1,
-    time_major: bool = False,
-    recurrent_mask: jax.Array | None = None,
+    **options: Unpack[ScanOptions],
 ) -> tuple[jax.Array, jax.Array]:
     """Runs the Elman RNN over a sequence (a ``lax.fori_loop``, lowered to ``lax.scan``).
 
@@ -122,18 +112,23 @@ def forward(
         xs: `(B, T, F)` (`(T, B, F)` if ``time_major``) or unbatched `(T, F)`; a real
             float dtype. Params, ``xs`` and ``h0`` are promoted to a common dtype.
         h0: initial state `(B, H)` (unbatched: `(H,)`); zeros if ``None``.
-        activation: ``"tanh"``, ``"relu"`` or ``"linear"``.
-        reverse: run from the end; with ``lengths``, each sequence starts at its last
-            valid step. ``hs`` is returned in input order either way.
-        lengths: `(B,)` integers in ``[0, T]`` (unbatched: a scalar): right-padded
-            variable lengths. Padded steps leave the state unchanged and output zeros;
-            ``h_last`` is each sequence's last valid state (``h0`` if the length is 0).
-            Values are range-checked when concrete; traced values outside ``[0, T]``
-            act as if clipped to it.
-        unroll: loop unroll factor (an int >= 1, or ``True`` for a full unroll).
-        time_major: ``xs`` and ``hs`` are `(T, B, ...)` instead of `(B, T, ...)`.
-        recurrent_mask: `(B, H)` (unbatched `(H,)`) multiplier applied to ``h_{t-1}``
-            before ``W_h`` at every step: ``h_t = act(x_t W_x + (h_{t-1} * m) W_h + b)``.
+        **options: the keyword options below (:class:`jrnn.ScanOptions`), each with its
+            default; :func:`jrnn.rnn` and :func:`jrnn.backward` take the same ones.
+        activation: ``"tanh"`` (default), ``"relu"`` or ``"linear"``.
+        reverse: run from the end (default ``False``); with ``lengths``, each sequence
+            starts at its last valid step. ``hs`` is returned in input order either way.
+        lengths: ``None`` (default) or `(B,)` integers in ``[0, T]`` (unbatched: a
+            scalar): right-padded variable lengths. Padded steps leave the state
+            unchanged and output zeros; ``h_last`` is each sequence's last valid state
+            (``h0`` if the length is 0). Values are range-checked when concrete; traced
+            values outside ``[0, T]`` act as if clipped to it. Padded steps of ``xs``
+            reach no value and no gradient (a NaN there included).
+        unroll: loop unroll factor (an int >= 1, or ``True`` for a full unroll); default 1.
+        time_major: ``xs`` and ``hs`` are `(T, B, ...)` instead of `(B, T, ...)` (default
+            ``False``).
+        recurrent_mask: ``None`` (default) or a `(B, H)` (unbatched `(H,)`) multiplier
+            applied to ``h_{t-1}`` before ``W_h`` at every step:
+            ``h_t = act(x_t W_x + (h_{t-1} * m) W_h + b)``.
             Keras' recurrent dropout is such a mask (see ``jrnn.layers.stack``).
 
     Returns:
@@ -143,30 +138,10 @@ def forward(
 
     Raises:
         TypeError: params not an ``RNNParams``; a non-float ``xs``/``h0``/param; integer
-            ``lengths`` expected.
+            ``lengths`` expected; an unknown keyword option.
         ValueError: a shape that does not match ``params``, ``lengths`` out of range, an
             unknown activation.
     """
-    p = prepare(
-        params,
-        xs,
-        h0,
-        activation=activation,
-        reverse=reverse,
-        lengths=lengths,
-        unroll=unroll,
-        time_major=time_major,
-        recurrent_mask=recurrent_mask,
-    )
-    hs, h_last = scan_forward(
-        p.params,
-        p.xs,
-        p.h0,
-        p.lengths,
-        p.act,
-        bool(reverse),
-        unroll,
-        p.x_layout,
-        p.recurrent_mask,
-    )
+    p = prepare(params, xs, h0, options, caller="forward")
+    hs, h_last = _forward_loop(p.ops, p.opts)
     return p.hs_to_caller(hs), p.state_to_caller(h_last)

@@ -12,20 +12,26 @@ about 1e-10 relative. (A ReLU pre-activation within ``2h`` of its kink spoils th
 difference for that entry: lower ``eps`` for ReLU models.)
 
 Errors are normwise: ``abs = max |g - ref|`` over the entries compared and
-``rel = abs / max |ref|`` (``abs`` itself when ``ref`` is all zero), the reference
-being the autodiff gradient for BPTT and the finite differences for both.
+``rel = abs / max(max |ref|, max |g|, G)`` (0 when both sides are all zero), the
+reference being the autodiff gradient for BPTT and the finite differences for both,
+and ``G`` the largest autodiff gradient entry over all five arrays. The floor ``G``
+keeps the measure meaningful where a true gradient is exactly zero (``T = 0``, or a
+block the loss does not reach): there both sides hold only rounding noise (about
+``u * G`` for autodiff, ``u * |loss| / h`` for the finite differences), which divided
+by its own size would read as a relative error near 1. An array whose gradient is
+far below ``G`` is thus measured against the whole gradient's scale.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Unpack
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jrnn._checks import prepare
+from jrnn._checks import ScanOptions, prepare
 from jrnn.bptt import backward
 from jrnn.forward import forward
 from jrnn.params import RNNParams
@@ -86,6 +92,12 @@ class GradCheckReport(NamedTuple):
     description: str
 
     @property
+    def grad_scale(self) -> float:
+        """``G``: the largest ``|dL/d(array)|`` by autodiff over all arrays (the floor of
+        every relative error's denominator)."""
+        return max((r.scale for r in self.rows), default=0.0)
+
+    @property
     def max_bptt_autodiff_rel(self) -> float:
         return max(r.bptt_autodiff_rel for r in self.rows)
 
@@ -118,7 +130,12 @@ class GradCheckReport(NamedTuple):
             f"{'BPTT~autodiff':>15}{'rel':>10}{'BPTT~FD':>11}{'rel':>10}"
             f"{'autodiff~FD':>13}{'FD entries':>12}"
         )
-        lines = [f"gradient check, float64: {self.description}; loss = {self.loss:.10g}", head]
+        lines = [
+            f"gradient check, float64: {self.description}; loss = {self.loss:.10g}",
+            f"rel = abs / max(max|ref|, max|grad|, G), G = max|grad| over all arrays = "
+            f"{self.grad_scale:.3e}",
+            head,
+        ]
         for r in self.rows:
             checked = f"{r.fd_entries}/{int(np.prod(r.shape))}"
             lines.append(
@@ -133,11 +150,12 @@ class GradCheckReport(NamedTuple):
         return self.table()
 
 
-def _errors(a: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
+def _errors(a: np.ndarray, ref: np.ndarray, floor: float) -> tuple[float, float]:
+    """``(abs, rel)``: ``max |a - ref|`` and it over ``max(max |ref|, max |a|, floor)``."""
     if a.size == 0:
         return 0.0, 0.0
     err = float(np.max(np.abs(a - ref)))
-    scale = float(np.max(np.abs(ref)))
+    scale = max(float(np.max(np.abs(ref))), float(np.max(np.abs(a))), floor)
     return err, (err / scale if scale > 0 else err)
 
 
@@ -147,14 +165,57 @@ def _finite_differences(
     """Fourth-order central differences of ``loss_of`` at the flat entries ``idx`` of ``x``."""
     flat = jnp.ravel(x)
     stencil = jnp.array([2.0, 1.0, -1.0, -2.0])
-    weights = jnp.array([-1.0, 8.0, -8.0, 1.0]) / 12.0
 
     def one(i):
         h = eps * jnp.maximum(1.0, jnp.abs(flat[i]))
-        vals = jax.vmap(lambda s: loss_of(flat.at[i].add(s * h).reshape(x.shape)))(stencil)
-        return jnp.dot(weights, vals) / h
+        f2, f1, fm1, fm2 = jax.vmap(lambda s: loss_of(flat.at[i].add(s * h).reshape(x.shape)))(
+            stencil
+        )
+        # differences first: exactly 0 where the loss does not move (weights summed in
+        # floating point are not, and would report u * |loss| / h for a zero gradient)
+        return (8.0 * (f1 - fm1) - (f2 - fm2)) / (12.0 * h)
 
     return np.asarray(jax.jit(lambda ii: jax.lax.map(one, ii, batch_size=32))(jnp.asarray(idx)))
+
+
+def _check_settings(loss: Any, eps: Any, fd_entries: Any) -> Loss:
+    """Validates ``check_grads``' own arguments; returns the loss (the default if ``None``)."""
+    loss = default_loss if loss is None else loss
+    if not callable(loss):
+        raise TypeError(
+            f"loss must be a callable loss(hs, h_last) -> scalar; got {type(loss).__name__}"
+        )
+    if isinstance(fd_entries, bool) or not isinstance(fd_entries, int | np.integer):
+        raise TypeError(
+            f"fd_entries must be a non-negative int; got {type(fd_entries).__name__} {fd_entries!r}"
+        )
+    if fd_entries < 0:
+        raise ValueError(f"fd_entries must be a non-negative int; got {fd_entries!r}")
+    if isinstance(eps, bool) or not isinstance(eps, int | float | np.integer | np.floating):
+        raise TypeError(f"eps must be a positive number; got {type(eps).__name__} {eps!r}")
+    if not 0 < eps < np.inf:
+        raise ValueError(f"eps must be a positive finite number; got {eps!r}")
+    return loss
+
+
+def _row(
+    name: str,
+    g_bp: np.ndarray,
+    g_ad: np.ndarray,
+    idx: np.ndarray,
+    fd_vals: np.ndarray,
+    floor: float,
+) -> GradCheckRow:
+    """One table row: BPTT against autodiff on every entry, both against the differences."""
+    abs_ad, rel_ad = _errors(g_bp, g_ad, floor)
+    abs_fd, rel_fd = _errors(g_bp.ravel()[idx], fd_vals, floor)
+    _, rel_ad_fd = _errors(g_ad.ravel()[idx], fd_vals, floor)
+    if not idx.size:  # nothing checked: say so rather than report a zero error
+        abs_fd = rel_fd = rel_ad_fd = float("nan")
+    scale = float(np.max(np.abs(g_ad))) if g_ad.size else 0.0
+    return GradCheckRow(
+        name, tuple(g_ad.shape), scale, abs_ad, rel_ad, abs_fd, rel_fd, rel_ad_fd, idx.size
+    )
 
 
 def check_grads(
@@ -163,15 +224,11 @@ def check_grads(
     h0: Any = None,
     *,
     loss: Loss | None = None,
-    activation: str = "tanh",
-    reverse: bool = False,
-    lengths: Any = None,
-    unroll: int | bool = 1,
-    time_major: bool = False,
     eps: float = 1e-3,
     fd_entries: int = 256,
     seed: int = 0,
     verbose: bool = False,
+    **options: Unpack[ScanOptions],
 ) -> GradCheckReport:
     """Cross-checks the hand-written BPTT against autodiff and finite differences in float64.
 
@@ -180,112 +237,70 @@ def check_grads(
             ``h0=None`` checks the gradient at ``h0 = 0``).
         loss: ``loss(hs, h_last) -> scalar``; defaults to :func:`default_loss`
             ``0.5 * (sum(hs**2) + sum(h_last**2))``.
-        activation, reverse, lengths, unroll, time_major: options of :func:`jrnn.forward`.
-        eps: relative finite-difference step (``h = eps * max(1, |x|)``).
+        eps: relative finite-difference step (``h = eps * max(1, |x|)``), a positive number.
         fd_entries: at most this many entries of each array are checked by finite
             differences, drawn at random without replacement (all when fewer).
         seed: seeds the choice of entries.
         verbose: print the table.
+        **options: the keyword options of :func:`jrnn.forward` (``activation``,
+            ``reverse``, ``lengths``, ``unroll``, ``time_major``, ``recurrent_mask``).
 
     Returns:
         A :class:`GradCheckReport` (``print(report)`` shows the table).
     """
-    if loss is None:
-        loss = default_loss
-    if not callable(loss):
-        raise TypeError(
-            f"loss must be a callable loss(hs, h_last) -> scalar; got {type(loss).__name__}"
-        )
-    if not (isinstance(fd_entries, int) and fd_entries >= 0):
-        raise ValueError(f"fd_entries must be a non-negative int; got {fd_entries!r}")
-    if not eps > 0:
-        raise ValueError(f"eps must be positive; got {eps!r}")
-    options = dict(activation=activation, reverse=reverse, unroll=unroll, time_major=time_major)
-
+    loss = _check_settings(loss, eps, fd_entries)
     with jax.enable_x64(True):
         # Validate in the caller's dtypes first, so errors name the caller's arguments.
-        p = prepare(params, xs, h0, lengths=lengths, **options)
-        f64 = lambda a: jnp.asarray(np.asarray(a, np.float64))
-        params64 = RNNParams(*(f64(w) for w in p.params))
-        xs64 = f64(p.xs_to_caller(p.xs))
-        h064 = f64(p.state_to_caller(p.h0))
-        lengths = None if p.lengths is None else np.asarray(lengths)
+        p = prepare(params, xs, h0, options, caller="check_grads")
+        f64 = lambda a: None if a is None else jnp.asarray(np.asarray(a, np.float64))
+        arrays = (*p.params, p.xs_to_caller(p.xs), p.state_to_caller(p.h0))
+        inputs = {name: f64(a) for name, a in zip(_NAMES, arrays, strict=True)}
+        if p.lengths is not None:
+            options["lengths"] = np.asarray(options["lengths"])
+        if options.get("recurrent_mask") is not None:
+            options["recurrent_mask"] = f64(options["recurrent_mask"])
 
-        def total(pr, x, h):
-            hs, h_last = forward(pr, x, h, lengths=lengths, **options)
+        def total(a):
+            hs, h_last = forward(RNNParams(a["w_x"], a["w_h"], a["b"]), a["xs"], a["h0"], **options)
             return loss(hs, h_last)
 
-        args = (params64, xs64, h064)
-        value = float(jax.jit(total)(*args))
+        def hand(a):
+            args = (RNNParams(a["w_x"], a["w_h"], a["b"]), a["xs"], a["h0"])
+            hs, h_last = forward(*args, **options)
+            dhs, dh_last = jax.grad(loss, argnums=(0, 1))(hs, h_last)
+            dparams, dxs, dh0 = backward(*args, hs, dhs, dh_last, **options)
+            return dict(zip(_NAMES, (*dparams, dxs, dh0), strict=True))
+
+        value = float(jax.jit(total)(inputs))
         if not np.isfinite(value):
             raise ValueError(f"the loss is not finite at the given point ({value})")
-        ad = jax.jit(jax.grad(total, argnums=(0, 1, 2)))(*args)
-
-        def hand(pr, x, h):
-            hs, h_last = forward(pr, x, h, lengths=lengths, **options)
-            dhs, dh_last = jax.grad(loss, argnums=(0, 1))(hs, h_last)
-            return backward(pr, x, h, hs, dhs, dh_last, lengths=lengths, **options)
-
-        bp = jax.jit(hand)(*args)
-
-        flat_ad = dict(zip(_NAMES, (*ad[0], ad[1], ad[2]), strict=True))
-        flat_bp = dict(zip(_NAMES, (*bp[0], bp[1], bp[2]), strict=True))
-        inputs = dict(zip(_NAMES, (*params64, xs64, h064), strict=True))
+        flat_ad = jax.device_get(jax.jit(jax.grad(total))(inputs))
+        flat_bp = jax.device_get(jax.jit(hand)(inputs))
         rng = np.random.default_rng(seed)
         rows, fds = [], {}
+        # the floor of every relative error: the whole gradient's scale (see the module doc)
+        floor = max((float(np.max(np.abs(g))) for g in flat_ad.values() if g.size), default=0.0)
         for name in _NAMES:
-            g_ad, g_bp = np.asarray(flat_ad[name]), np.asarray(flat_bp[name])
-            size = g_ad.size
-            idx = (
+            size = flat_ad[name].size
+            idx = np.sort(
                 np.arange(size)
                 if size <= fd_entries
                 else rng.choice(size, fd_entries, replace=False)
             )
-            idx = np.sort(idx)
-
-            def loss_of(arr, name=name):
-                a = dict(inputs, **{name: arr})
-                return total(RNNParams(a["w_x"], a["w_h"], a["b"]), a["xs"], a["h0"])
-
+            loss_of = lambda arr, name=name: total({**inputs, name: arr})
             fd_vals = (
                 _finite_differences(loss_of, inputs[name], idx, eps) if idx.size else np.zeros(0)
             )
             fd = np.full(size, np.nan)
             fd[idx] = fd_vals
-            fds[name] = fd.reshape(g_ad.shape)
-            abs_ad, rel_ad = _errors(g_bp, g_ad)
-            abs_fd, rel_fd = _errors(g_bp.ravel()[idx], fd_vals)
-            _, rel_ad_fd = _errors(g_ad.ravel()[idx], fd_vals)
-            if not idx.size:  # nothing checked: say so rather than report a zero error
-                abs_fd = rel_fd = rel_ad_fd = float("nan")
-            scale = float(np.max(np.abs(g_ad))) if size else 0.0
-            rows.append(
-                GradCheckRow(
-                    name,
-                    tuple(g_ad.shape),
-                    scale,
-                    abs_ad,
-                    rel_ad,
-                    abs_fd,
-                    rel_fd,
-                    rel_ad_fd,
-                    idx.size,
-                )
-            )
+            fds[name] = fd.reshape(flat_ad[name].shape)
+            rows.append(_row(name, flat_bp[name], flat_ad[name], idx, fd_vals, floor))
 
     desc = (
-        f"activation={activation}, reverse={reverse}, "
-        f"lengths={'given' if lengths is not None else 'none'}, "
-        f"xs {tuple(np.shape(xs))}"
+        f"activation={options.get('activation', 'tanh')}, reverse={options.get('reverse', False)}, "
+        f"lengths={'given' if p.lengths is not None else 'none'}, xs {tuple(np.shape(xs))}"
     )
-    report = GradCheckReport(
-        tuple(rows),
-        value,
-        {k: np.asarray(v) for k, v in flat_bp.items()},
-        {k: np.asarray(v) for k, v in flat_ad.items()},
-        fds,
-        desc,
-    )
+    report = GradCheckReport(tuple(rows), value, flat_bp, flat_ad, fds, desc)
     if verbose:
         print(report.table())
     return report

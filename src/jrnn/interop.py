@@ -3,6 +3,14 @@
 Neither library is imported when jrnn is: ``to_torch`` and ``to_keras`` import
 theirs when called, and the ``from_*`` functions read anything array-like.
 
+Keras' backend. ``to_keras`` builds layers on Keras' JAX backend. If keras is not
+imported yet and ``KERAS_BACKEND`` is unset, it sets ``KERAS_BACKEND=jax`` before the
+first ``import keras`` (keras' own default, TensorFlow, is not a jrnn dependency, and
+the variable outranks ``~/.keras/keras.json``); if keras was already imported on
+another backend, or ``KERAS_BACKEND`` names one, it raises a ``RuntimeError`` saying
+so. ``from_keras`` never imports keras: it reads the weights of a layer built on any
+backend, or a list of arrays.
+
 Layouts. PyTorch stores ``weight_ih_l{k}[_reverse]`` `(H, F_k)`, ``weight_hh_l{k}``
 `(H, H)` and two biases ``bias_ih``/``bias_hh`` `(H,)`; jrnn's ``w_x`` and ``w_h`` are
 their transposes and ``b`` their sum. ``to_torch`` puts ``b`` in ``bias_ih`` and zeros
@@ -14,10 +22,13 @@ jrnn's own layout.
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
+import jax.numpy as jnp
 import numpy as np
 
 from jrnn.activations import ACTIVATIONS
@@ -54,8 +65,45 @@ def _gate_hint(size: int, hidden: int, what: str) -> str:
 
 def _numpy(value: Any) -> np.ndarray:
     if hasattr(value, "detach"):  # a torch tensor
-        value = value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":  # no NumPy view: exact through float32
+            return value.float().numpy().astype(jnp.bfloat16)
+        value = value.numpy()
     return np.asarray(value)
+
+
+def _check_cell(
+    w_in: np.ndarray, w_rec: np.ndarray, names: tuple[str, str], gate_axis: int, model: str
+) -> int:
+    """Checks one direction's input and recurrent weights in their library's layout.
+
+    Args:
+        w_in, w_rec: the input and recurrent weights, `(H, F)` and `(H, H)` for PyTorch
+            (``gate_axis=0``), `(F, H)` and `(H, H)` for Keras (``gate_axis=1``).
+        names: their names, for the messages.
+        gate_axis: the axis that an LSTM or GRU would stack its gates on.
+        model: the layer kind, for the messages (``"an nn.RNN"``, ``"a SimpleRNN"``).
+
+    Returns:
+        The hidden size ``H``.
+    """
+    in_name, rec_name = names
+    if w_in.ndim != 2 or w_rec.ndim != 2:
+        raise ValueError(f"{in_name}/{rec_name} must be 2-D; got {w_in.shape}, {w_rec.shape}")
+    h = w_rec.shape[1 - gate_axis]
+    gates = ("rows", "columns")[gate_axis]
+    if w_rec.shape[gate_axis] != h:
+        raise ValueError(
+            f"{rec_name} must be square (H, H) for {model}; got {w_rec.shape}"
+            + _gate_hint(w_rec.shape[gate_axis], h, gates)
+        )
+    if w_in.shape[gate_axis] != h:
+        layout = ("(H, input_size)", "(input_size, H)")[gate_axis]
+        raise ValueError(
+            f"{in_name} must have shape {layout} with H = {h}; got {w_in.shape}"
+            + _gate_hint(w_in.shape[gate_axis], h, gates)
+        )
+    return h
 
 
 _TORCH_KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)(_reverse)?$")
@@ -132,22 +180,8 @@ def from_torch(
             if missing:
                 raise ValueError(f"the state_dict is missing {missing}")
             w_ih, w_hh = e["weight_ih"], e["weight_hh"]
-            if w_hh.ndim != 2 or w_ih.ndim != 2:
-                raise ValueError(
-                    f"weight_ih{suffix}/weight_hh{suffix} must be 2-D; "
-                    f"got {w_ih.shape}, {w_hh.shape}"
-                )
-            h = w_hh.shape[1]
-            if w_hh.shape[0] != h:
-                raise ValueError(
-                    f"weight_hh{suffix} must be square (H, H) for an nn.RNN; got {w_hh.shape}"
-                    + _gate_hint(w_hh.shape[0], h, "rows")
-                )
-            if w_ih.shape[0] != h:
-                raise ValueError(
-                    f"weight_ih{suffix} must have shape (H, input_size) with H = {h}; got "
-                    f"{w_ih.shape}" + _gate_hint(w_ih.shape[0], h, "rows")
-                )
+            names = (f"weight_ih{suffix}", f"weight_hh{suffix}")
+            h = _check_cell(w_ih, w_hh, names, gate_axis=0, model="an nn.RNN")
             if hidden is not None and h != hidden:
                 raise ValueError(f"layer {layer} has hidden size {h}, layer 0 has {hidden}")
             hidden = h
@@ -182,18 +216,79 @@ def _layers(params: Any) -> tuple:
     )
 
 
+_TORCH_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def _torch_arrays(layers: tuple) -> tuple[list[list[np.ndarray]], int, Any]:
+    """One direction's ``[w_x, w_h, b]`` per entry (layer by layer, forward first), the
+    hidden size and the common dtype, after the checks that PyTorch's one module needs."""
+    bidirectional = isinstance(layers[0], BiRNNParams)
+    if any(isinstance(layer, BiRNNParams) != bidirectional for layer in layers):
+        raise ValueError("params: PyTorch needs every layer bidirectional or none")
+    ndirs = 2 if bidirectional else 1
+    arrays = [
+        [_numpy(a) for a in d] for layer in layers for d in (layer if bidirectional else (layer,))
+    ]
+    hidden = None
+    for i, (w_x, w_h, b) in enumerate(arrays):
+        k, rev = divmod(i, ndirs)
+        where = f"params[{k}]" + (".backward" if rev else ".forward" if bidirectional else "")
+        if w_h.ndim != 2 or w_h.shape[0] != w_h.shape[1] or w_x.ndim != 2:
+            raise ValueError(
+                f"{where}: w_x must be (input_size, H) and w_h (H, H); got {w_x.shape}, {w_h.shape}"
+            )
+        hidden = w_h.shape[0] if hidden is None else hidden
+        if w_h.shape[0] != hidden or w_x.shape[1] != hidden or b.shape != (hidden,):
+            raise ValueError(
+                f"{where} has hidden size {w_h.shape[0]} (w_x {w_x.shape}, b {b.shape}); "
+                f"PyTorch needs one hidden size for every layer and direction ({hidden} first)"
+            )
+        if k == 0 and w_x.shape[0] != arrays[0][0].shape[0]:
+            raise ValueError(
+                f"{where} reads {w_x.shape[0]} input features (w_x {w_x.shape}) but "
+                f"params[0].forward reads {arrays[0][0].shape[0]}: both directions read one input"
+            )
+        if k > 0 and w_x.shape[0] != ndirs * hidden:
+            width = (
+                f"2 x {hidden}, its directions concatenated" if bidirectional else "its hidden size"
+            )
+            raise ValueError(
+                f"{where} reads {w_x.shape[0]} input features (w_x {w_x.shape}) but layer "
+                f"{k - 1} outputs {ndirs * hidden} ({width}): layer {k}'s input size must "
+                f"equal layer {k - 1}'s output width"
+            )
+    dtype = arrays[0][0].dtype
+    for a in (a for d in arrays for a in d):
+        if not jnp.issubdtype(a.dtype, jnp.floating):
+            raise TypeError(f"params must hold floating arrays; got {a.dtype}")
+        dtype = jnp.promote_types(dtype, a.dtype)
+    if dtype.name not in _TORCH_DTYPES:
+        raise TypeError(f"params: PyTorch has no nn.RNN in {dtype}; use one of {_TORCH_DTYPES}")
+    return arrays, hidden, dtype
+
+
 def to_torch(params: Any, *, activation: str = "tanh", batch_first: bool = True, bias: bool = True):
     """Builds a PyTorch ``nn.RNN`` holding these weights (imports torch).
 
     Args:
         params: an ``RNNParams``, a ``BiRNNParams`` or a stack of them (all one kind,
-            all one hidden size; bidirectional layers concatenate, as PyTorch's do).
+            all one hidden size, layer ``k`` reading layer ``k - 1``'s output width:
+            ``H``, or ``2H`` for bidirectional layers, which concatenate as PyTorch's do).
         activation: ``"tanh"`` or ``"relu"`` (PyTorch has no linear ``nn.RNN``).
         batch_first: the module's ``batch_first``.
         bias: build the module with biases; ``False`` requires every ``b`` to be zero.
 
     Returns:
-        A ``torch.nn.RNN`` in float32 or float64 (the params' dtype), on the CPU.
+        A ``torch.nn.RNN`` on the CPU in the params' own dtype: float32, float64,
+        float16 or bfloat16 (exactly, so jrnn -> PyTorch -> jrnn is exact in every one;
+        PyTorch runs half-precision RNNs on the CPU too). Params of mixed dtypes are
+        promoted as JAX does (float32 with float64 gives float64).
+
+    Raises:
+        TypeError: not params, or params of a dtype PyTorch has no ``nn.RNN`` in.
+        ValueError: layers of mixed kinds or hidden sizes, sizes that do not chain
+            (naming the layer), a nonzero ``b`` with ``bias=False``, an activation
+            PyTorch lacks.
     """
     import torch
 
@@ -202,17 +297,18 @@ def to_torch(params: Any, *, activation: str = "tanh", batch_first: bool = True,
         raise ValueError(
             f"PyTorch's nn.RNN supports activation 'tanh' or 'relu'; got {activation!r}"
         )
-    bidirectional = isinstance(layers[0], BiRNNParams)
-    if any(isinstance(layer, BiRNNParams) != bidirectional for layer in layers):
-        raise ValueError("PyTorch needs every layer bidirectional or none")
-    dirs = [d for layer in layers for d in (layer if bidirectional else (layer,))]
-    arrays = [[_numpy(a) for a in d] for d in dirs]
-    hidden = arrays[0][1].shape[0]
-    if any(a[1].shape[0] != hidden for a in arrays):
-        raise ValueError("PyTorch needs one hidden size for every layer")
+    arrays, hidden, dtype = _torch_arrays(layers)
     if not bias and any(np.any(a[2] != 0) for a in arrays):
         raise ValueError("bias=False needs every b to be zero")
-    dtype = torch.float64 if arrays[0][0].dtype == np.float64 else torch.float32
+    bidirectional = isinstance(layers[0], BiRNNParams)
+    t_dtype = getattr(torch, dtype.name)
+
+    def tensor(a: np.ndarray):
+        # NumPy has no bfloat16 torch reads: go through float32, which holds it exactly
+        return torch.tensor(
+            np.asarray(a, np.float32 if dtype.name == "bfloat16" else a.dtype), dtype=t_dtype
+        )
+
     module = torch.nn.RNN(
         arrays[0][0].shape[0],
         hidden,
@@ -221,19 +317,49 @@ def to_torch(params: Any, *, activation: str = "tanh", batch_first: bool = True,
         bias=bias,
         batch_first=batch_first,
         bidirectional=bidirectional,
-        dtype=dtype,
+        dtype=t_dtype,
     )
     state = {}
     for i, (w_x, w_h, b) in enumerate(arrays):
         layer, rev = divmod(i, 2) if bidirectional else (i, 0)
         suffix = f"_l{layer}" + ("_reverse" if rev else "")
-        state[f"weight_ih{suffix}"] = torch.tensor(w_x.T, dtype=dtype)
-        state[f"weight_hh{suffix}"] = torch.tensor(w_h.T, dtype=dtype)
+        state[f"weight_ih{suffix}"] = tensor(w_x.T)
+        state[f"weight_hh{suffix}"] = tensor(w_h.T)
         if bias:
-            state[f"bias_ih{suffix}"] = torch.tensor(b, dtype=dtype)
-            state[f"bias_hh{suffix}"] = torch.zeros(hidden, dtype=dtype)
+            state[f"bias_ih{suffix}"] = tensor(b)
+            state[f"bias_hh{suffix}"] = torch.zeros(hidden, dtype=t_dtype)
     module.load_state_dict(state, strict=True)
     return module
+
+
+def _import_keras():
+    """``keras``, on the JAX backend (see the module docstring for the policy).
+
+    Raises:
+        ImportError: keras 3 cannot be imported (not installed, or ``KERAS_BACKEND``
+            names a backend whose library is missing).
+        RuntimeError: keras runs on another backend than JAX.
+    """
+    if "keras" not in sys.modules:
+        os.environ.setdefault("KERAS_BACKEND", "jax")
+    chosen = os.environ.get("KERAS_BACKEND")
+    try:
+        import keras
+    except ImportError as e:
+        raise ImportError(
+            f"to_keras needs keras 3 (pip install 'keras>=3') on the JAX backend; importing "
+            f"it with KERAS_BACKEND={chosen!r} failed: {e}"
+        ) from e
+    backend = keras.backend.backend()
+    if backend != "jax":
+        raise RuntimeError(
+            f"keras runs on the {backend!r} backend (KERAS_BACKEND={chosen!r} or "
+            "~/.keras/keras.json when keras was first imported); to_keras builds layers on "
+            "the JAX backend. Set KERAS_BACKEND=jax before keras is first imported (in the "
+            "shell, or os.environ['KERAS_BACKEND'] = 'jax' before any `import keras`), or "
+            "leave it unset and let jrnn import keras"
+        )
+    return keras
 
 
 def _keras_direction(layer: Any) -> tuple[RNNParams, str]:
@@ -251,21 +377,8 @@ def _from_keras_arrays(weights: Sequence[Any]) -> RNNParams:
             f"(bias optional); got {len(weights)} arrays"
         )
     kernel, recurrent = weights[0], weights[1]
-    if recurrent.ndim != 2 or kernel.ndim != 2:
-        raise ValueError(
-            f"kernel and recurrent_kernel must be 2-D; got {kernel.shape}, {recurrent.shape}"
-        )
-    h = recurrent.shape[0]
-    if recurrent.shape[1] != h:
-        raise ValueError(
-            f"recurrent_kernel must be square (H, H) for a SimpleRNN; got {recurrent.shape}"
-            + _gate_hint(recurrent.shape[1], h, "columns")
-        )
-    if kernel.shape[1] != h:
-        raise ValueError(
-            f"kernel must have shape (input_size, H) with H = {h}; got {kernel.shape}"
-            + _gate_hint(kernel.shape[1], h, "columns")
-        )
+    names = ("kernel", "recurrent_kernel")
+    h = _check_cell(kernel, recurrent, names, gate_axis=1, model="a SimpleRNN")
     bias = weights[2] if len(weights) == 3 else np.zeros(h, kernel.dtype)
     if bias.shape != (h,):
         raise ValueError(f"bias must have shape ({h},); got {bias.shape}")
@@ -274,6 +387,9 @@ def _from_keras_arrays(weights: Sequence[Any]) -> RNNParams:
 
 def from_keras(source: Any, *, activation: str | None = None) -> Converted:
     """Reads a Keras ``SimpleRNN`` or ``Bidirectional(SimpleRNN)`` (layer or weights).
+
+    Keras is never imported here: a layer's weights are read through ``get_weights()``,
+    so a layer built on any Keras backend is read alike.
 
     Args:
         source: a built ``keras.layers.SimpleRNN``, a ``keras.layers.Bidirectional`` of
@@ -333,9 +449,14 @@ def to_keras(
         return_sequences, return_state: passed to ``SimpleRNN``.
 
     Returns:
-        The built Keras layer.
+        The built Keras layer, on Keras' JAX backend.
+
+    Raises:
+        RuntimeError: keras was already imported on another backend (if keras is not
+            imported yet, ``KERAS_BACKEND`` is set to ``"jax"`` first when unset).
+        ImportError: keras 3 is not installed.
     """
-    import keras
+    keras = _import_keras()
 
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}; got {activation!r}")

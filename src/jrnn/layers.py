@@ -28,9 +28,11 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jrnn.bptt import rnn
+from jrnn._validate import as_array, dropout_rate, positive_int
 from jrnn.params import RNNParams, init_params
+from jrnn.vjp import rnn
 
 __all__ = [
     "MERGE_MODES",
@@ -68,6 +70,90 @@ def _check_merge(merge_mode: Any) -> str:
     return merge_mode
 
 
+def _hidden(p: RNNParams) -> int | None:
+    """A direction's hidden size (``w_h`` is `(H, H)`), or ``None`` if ``w_h`` is malformed."""
+    shape = np.shape(p.w_h)
+    return int(shape[0]) if len(shape) == 2 else None
+
+
+def _check_bi(layer: BiRNNParams, name: str) -> None:
+    """Both directions of a bidirectional layer must have one hidden size.
+
+    ``"sum"``/``"mul"``/``"ave"`` merge the two directions elementwise and ``"concat"``
+    promises `2H` features, so directions of different sizes are refused up front
+    (other shape errors are left to :func:`jrnn.rnn`, which names the array).
+    """
+    h_f, h_b = _hidden(layer.forward), _hidden(layer.backward)
+    if h_f is not None and h_b is not None and h_f != h_b:
+        raise ValueError(
+            f"{name} is a BiRNNParams whose directions differ in hidden size: "
+            f"forward.w_h is {np.shape(layer.forward.w_h)}, backward.w_h is "
+            f"{np.shape(layer.backward.w_h)}; both directions need the same hidden size"
+        )
+
+
+def _width(layer: Layer, merge_mode: str) -> int | None:
+    """The features a layer outputs (``2H`` for a bidirectional ``"concat"``, else ``H``)."""
+    if isinstance(layer, BiRNNParams):
+        h = _hidden(layer.forward)
+        return None if h is None else (2 * h if merge_mode == "concat" else h)
+    return _hidden(layer)
+
+
+def _first(layer: Layer) -> RNNParams:
+    return layer.forward if isinstance(layer, BiRNNParams) else layer
+
+
+def _input_size(layer: Layer) -> int | None:
+    """The features a layer reads (``w_x`` is `(F, H)`), or ``None`` if ``w_x`` is malformed."""
+    shape = np.shape(_first(layer).w_x)
+    return int(shape[0]) if len(shape) == 2 else None
+
+
+def _check_layers(layers: Any, merge_mode: str) -> tuple[Layer, ...]:
+    """``layers`` as a tuple of layers whose sizes chain (layer k reads layer k-1's width)."""
+    if isinstance(layers, RNNParams | BiRNNParams):
+        raise TypeError(
+            f"layers must be a sequence of layers; got a single {type(layers).__name__}: "
+            "pass (params,) for a one-layer stack, or call jrnn.rnn / jrnn.bidirectional"
+        )
+    if not isinstance(layers, Sequence):
+        raise TypeError(
+            "layers must be a sequence of jrnn.RNNParams / jrnn.layers.BiRNNParams; "
+            f"got {type(layers).__name__}"
+        )
+    layers = tuple(layers)
+    if not layers:
+        raise ValueError("layers must hold at least one layer")
+    for k, layer in enumerate(layers):
+        if not isinstance(layer, RNNParams | BiRNNParams):
+            raise TypeError(
+                f"layers[{k}] must be a jrnn.RNNParams or jrnn.layers.BiRNNParams; "
+                f"got {type(layer).__name__}"
+            )
+        if isinstance(layer, BiRNNParams):
+            _check_bi(layer, f"layers[{k}]")
+    if merge_mode == "none" and any(isinstance(layer, BiRNNParams) for layer in layers[:-1]):
+        raise ValueError(
+            "merge_mode='none' leaves a pair of sequences: only a last layer may use it"
+        )
+    for k in range(1, len(layers)):
+        reads, width = _input_size(layers[k]), _width(layers[k - 1], merge_mode)
+        if reads is not None and width is not None and reads != width:
+            if not isinstance(layers[k - 1], BiRNNParams):
+                how = "its hidden size"
+            elif merge_mode == "concat":
+                how = f"two directions of {width // 2} concatenated"
+            else:
+                how = f"merge_mode={merge_mode!r} keeps the hidden size"
+            raise ValueError(
+                f"layers[{k}] reads {reads} input features (its w_x is "
+                f"{np.shape(_first(layers[k]).w_x)}) but layers[{k - 1}] outputs {width} "
+                f"({how}): layer {k}'s input size must equal layer {k - 1}'s output width"
+            )
+    return layers
+
+
 def _merge(hs_f: jax.Array, hs_b: jax.Array, merge_mode: str) -> Any:
     if merge_mode == "concat":
         return jnp.concatenate([hs_f, hs_b], axis=-1)
@@ -92,7 +178,7 @@ def bidirectional(
     """Runs a bidirectional layer (Keras ``Bidirectional(SimpleRNN)``, PyTorch ``bidirectional``).
 
     Args:
-        params: a :class:`BiRNNParams`.
+        params: a :class:`BiRNNParams` whose two directions have one hidden size ``H``.
         xs: `(B, T, F)` (or `(T, B, F)` with ``time_major=True``, or unbatched `(T, F)`).
         h0: ``None`` (zeros) or ``(h0_forward, h0_backward)``, each shaped as ``rnn``'s ``h0``.
         merge_mode: ``"concat"`` (outputs `(..., 2H)`), ``"sum"``, ``"mul"``, ``"ave"``
@@ -108,6 +194,7 @@ def bidirectional(
     if not isinstance(params, BiRNNParams):
         raise TypeError(f"params must be a jrnn.layers.BiRNNParams; got {type(params).__name__}")
     _check_merge(merge_mode)
+    _check_bi(params, "params")
     if "reverse" in options:
         raise TypeError("bidirectional() runs both directions; it takes no 'reverse' option")
     h0_f, h0_b = (None, None) if h0 is None else _pair(h0, "h0")
@@ -128,8 +215,7 @@ def _pair(h0: Any, name: str) -> tuple[Any, Any]:
 
 def dropout_mask(key: jax.Array, shape: tuple[int, ...], rate: float, dtype: Any) -> jax.Array:
     """An inverted-dropout mask: 0 with probability ``rate``, else ``1 / (1 - rate)``."""
-    if not 0.0 <= float(rate) < 1.0:
-        raise ValueError(f"dropout rate must lie in [0, 1); got {rate!r}")
+    rate = dropout_rate("rate", rate)
     keep = jax.random.bernoulli(key, 1.0 - rate, shape)
     return jnp.where(keep, 1.0 / (1.0 - rate), 0.0).astype(dtype)
 
@@ -146,8 +232,7 @@ def input_dropout(key: jax.Array, xs: jax.Array, rate: float, *, time_major: boo
     Returns:
         ``xs * mask / (1 - rate)`` with the mask broadcast over time.
     """
-    if not 0.0 <= float(rate) < 1.0:
-        raise ValueError(f"dropout rate must lie in [0, 1); got {rate!r}")
+    rate = dropout_rate("rate", rate)
     if rate == 0:
         return xs
     if xs.ndim == 2:
@@ -182,8 +267,7 @@ def init_stack(
     Returns:
         A tuple of layers for :func:`stack`.
     """
-    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
-        raise ValueError(f"num_layers must be a positive int; got {num_layers!r}")
+    num_layers = positive_int("num_layers", num_layers)
     _check_merge(merge_mode)
     if bidirectional and merge_mode == "none" and num_layers > 1:
         raise ValueError(
@@ -241,8 +325,11 @@ def stack(
     """Runs a stack of layers, layer ``k > 0`` reading layer ``k - 1``'s output sequence.
 
     Args:
-        layers: a sequence of :class:`~jrnn.RNNParams` and/or :class:`BiRNNParams`.
-        xs: `(B, T, F)` (or `(T, B, F)` with ``time_major``, or unbatched `(T, F)`).
+        layers: a sequence of :class:`~jrnn.RNNParams` and/or :class:`BiRNNParams` (a
+            one-layer stack is ``(params,)``), layer ``k``'s input size equal to layer
+            ``k - 1``'s output width (``2H`` for a bidirectional layer with ``"concat"``).
+        xs: `(B, T, F)` (or `(T, B, F)` with ``time_major``, or unbatched `(T, F)`); an
+            array-like such as a nested list is read as :func:`jrnn.forward` reads it.
         h0: ``None`` (zeros) or one state per layer: an array for a one-direction
             layer, a pair for a bidirectional one (the structure returned as final states).
         merge_mode: for bidirectional layers, as :func:`bidirectional`.
@@ -259,26 +346,20 @@ def stack(
 
     Returns:
         ``(outputs, final_states)``: the last layer's outputs and one final state per layer.
+
+    Raises:
+        TypeError: ``layers`` is not a sequence of layers (one ``RNNParams`` included),
+            a dropout rate is not a number, ``xs`` cannot be read as an array.
+        ValueError: sizes that do not chain (naming the layer), a ``BiRNNParams`` whose
+            directions differ in hidden size, a rate outside ``[0, 1)``.
     """
-    layers = tuple(layers)
-    if not layers:
-        raise ValueError("layers must hold at least one layer")
-    for k, layer in enumerate(layers):
-        if not isinstance(layer, RNNParams | BiRNNParams):
-            raise TypeError(
-                f"layers[{k}] must be a jrnn.RNNParams or jrnn.layers.BiRNNParams; "
-                f"got {type(layer).__name__}"
-            )
     _check_merge(merge_mode)
-    if merge_mode == "none" and any(isinstance(layer, BiRNNParams) for layer in layers[:-1]):
-        raise ValueError(
-            "merge_mode='none' leaves a pair of sequences: only a last layer may use it"
-        )
+    layers = _check_layers(layers, merge_mode)
+    xs = as_array(xs, "xs")
     if h0 is not None and len(h0) != len(layers):
         raise ValueError(f"h0 must hold one state per layer ({len(layers)}); got {len(h0)}")
-    for name, rate in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout)):
-        if not 0.0 <= float(rate) < 1.0:
-            raise ValueError(f"{name} must lie in [0, 1); got {rate!r}")
+    dropout = dropout_rate("dropout", dropout)
+    recurrent_dropout = dropout_rate("recurrent_dropout", recurrent_dropout)
     use_dropout = training and dropout > 0
     use_recurrent = training and recurrent_dropout > 0
     if (use_dropout or use_recurrent) and key is None:

@@ -13,8 +13,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jrnn._validate import positive_int
 from jrnn.layers import init_stack, stack
-from jrnn.params import RNNParams, _check_size, initializer
+from jrnn.params import RNNParams, initializer
 
 __all__ = ["Dense", "ModelParams", "apply", "init_model"]
 
@@ -84,8 +85,8 @@ def init_model(
     Returns:
         A :class:`ModelParams`.
     """
-    output_size = _check_size("output_size", output_size)
-    num_layers = _check_size("num_layers", num_layers)
+    output_size = positive_int("output_size", output_size)
+    num_layers = positive_int("num_layers", num_layers)
     key_rnn, key_head = jax.random.split(key)
     layers = init_stack(
         key_rnn,

@@ -40,18 +40,29 @@ Internally everything is time-major `(T, B, ...)`, the axis the prefix scan runs
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
-from typing import NamedTuple
+from typing import Any, NamedTuple, Unpack
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jrnn._checks import prepare, prepare_cotangents
-from jrnn.bptt import bptt
-from jrnn.forward import scan_forward
+from jrnn._checks import (
+    PARALLEL_KEYS,
+    Operands,
+    Options,
+    ParallelOptions,
+    Prepared,
+    prepare,
+    prepare_cotangents,
+)
+from jrnn._validate import positive_int
+from jrnn.bptt import _adjoint_loop
+from jrnn.forward import _forward_loop
 from jrnn.params import RNNParams
+from jrnn.vjp import rnn as _sequential_rnn
 
 __all__ = ["METHODS", "ParallelInfo", "backward", "forward", "rnn"]
 
@@ -149,12 +160,26 @@ def _apply_jac(h: jax.Array, jac: jax.Array, diagonal: bool) -> jax.Array:
     return h * jac if diagonal else jnp.einsum("tbi,tbij->tbj", h, jac)
 
 
-def _newton(params, xs_t, h0, lengths, act, method, tol, atol, max_iter):
-    """The DEER / quasi-DEER iteration on time-major ``xs_t`` `(T, B, F)`."""
-    diagonal = method == "quasi"
+@dataclass(frozen=True)
+class _Solver:
+    """The parallel solver's static settings (hashable: one static argument)."""
+
+    method: str
+    tol: float
+    atol: float
+    max_iter: int
+    fallback: bool = True
+    backward: str = "parallel"
+
+
+def _newton(ops: Operands, act, solver: _Solver):
+    """The DEER / quasi-DEER iteration on time-major operands (``xs`` `(T, B, F)`)."""
+    params, xs_t, h0, lengths, _ = ops
+    diagonal = solver.method == "quasi"
     steps = xs_t.shape[0]
     u = xs_t @ params.w_x + params.b  # (T, B, H): the input GEMM, hoisted
     valid = _valid_mask(lengths, steps, u.dtype)
+    tol, atol = solver.tol, solver.atol
 
     def iterate(hs):
         f, jac, h_prev = _linearise(params, u, h0, hs, act, valid, diagonal)
@@ -165,12 +190,14 @@ def _newton(params, xs_t, h0, lengths, act, method, tol, atol, max_iter):
     def cond(state):
         k, _, delta, scale = state
         done = delta <= tol * scale + atol
-        return (k < max_iter) & ((k == 0) | (~done & jnp.isfinite(delta)))
+        return (k < solver.max_iter) & ((k == 0) | (~done & jnp.isfinite(delta)))
 
     def body(state):
         k, hs, _, _ = state
         new = iterate(hs)
-        return k + 1, new, jnp.max(jnp.abs(new - hs)), jnp.max(jnp.abs(new))
+        # a NaN anywhere makes the residual NaN (jnp.max propagates it); initial=0 keeps an
+        # empty batch well defined
+        return k + 1, new, jnp.max(jnp.abs(new - hs), initial=0), jnp.max(jnp.abs(new), initial=0)
 
     inf = jnp.asarray(jnp.inf, u.dtype)
     start = (jnp.asarray(0, jnp.int32), jnp.zeros_like(u), inf, jnp.asarray(0, u.dtype))
@@ -190,19 +217,6 @@ def _positive_float(value, name: str, allow_zero: bool = False) -> float:
     return value
 
 
-def _check_method(method, backward=None, tol=None, atol=0.0, max_iter=1):
-    """Validates the options; returns ``(tol or None, atol, max_iter)`` as Python numbers."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {list(METHODS)}; got {method!r}")
-    if backward is not None and backward not in BACKWARDS:
-        raise ValueError(f"backward must be one of {list(BACKWARDS)}; got {backward!r}")
-    tol = None if tol is None else _positive_float(tol, "tol")
-    atol = _positive_float(atol, "atol", allow_zero=True)
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int | np.integer) or max_iter < 1:
-        raise ValueError(f"max_iter must be a positive int; got {max_iter!r}")
-    return tol, atol, int(max_iter)
-
-
 def _default_tol(dtype) -> float:
     dtype = jnp.dtype(dtype)
     if dtype == jnp.float64:
@@ -212,21 +226,37 @@ def _default_tol(dtype) -> float:
     return 8 * float(jnp.finfo(dtype).eps)  # float16, bfloat16: a few ulps
 
 
-def _forward_tm(params, xs_t, h0, lengths, act, reverse, method, tol, atol, max_iter, fallback):
-    """Time-major parallel forward: carried states `(T, B, H)` (padded steps hold the
-    state), outputs, ``h_last`` and the info."""
+def _solver(
+    p: Prepared, method: Any, tol: Any, atol: Any, max_iter: Any, fallback: Any, backward: Any
+) -> _Solver:
+    """Validates the solver's options (``tol=None``: the dtype's default)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}; got {method!r}")
+    if backward not in BACKWARDS:
+        raise ValueError(f"backward must be one of {list(BACKWARDS)}; got {backward!r}")
+    if not isinstance(fallback, bool | np.bool_):
+        raise TypeError(f"fallback must be a bool; got {type(fallback).__name__} {fallback!r}")
+    tol = _default_tol(p.xs.dtype) if tol is None else _positive_float(tol, "tol")
+    atol = _positive_float(atol, "atol", allow_zero=True)
+    try:
+        max_iter = positive_int("max_iter", max_iter)
+    except TypeError as err:  # one policy per option: max_iter has always been a ValueError
+        raise ValueError(str(err)) from None
+    return _Solver(method, tol, atol, max_iter, bool(fallback), backward)
+
+
+def _forward_tm(ops: Operands, opts: Options, solver: _Solver):
+    """Time-major parallel forward: outputs `(T, B, H)` (zero at padded steps), ``h_last``
+    and the info."""
+    xs_t, lengths = ops.xs, ops.lengths
     steps, batch = xs_t.shape[:2]
-    order = _reverse_order(lengths, steps, batch) if reverse else None
+    order = _reverse_order(lengths, steps, batch) if opts.reverse else None
     if order is not None:
-        xs_t = _gather_time(xs_t, order)
-    hs, k, converged, delta = _newton(params, xs_t, h0, lengths, act, method, tol, atol, max_iter)
-    fell_back = jnp.logical_not(converged) if fallback else jnp.asarray(False)
-    if fallback:
-        hs = lax.cond(
-            converged,
-            lambda: hs,
-            lambda: _sequential_carried(params, xs_t, h0, lengths, act),
-        )
+        ops = ops._replace(xs=_gather_time(xs_t, order))
+    hs, k, converged, delta = _newton(ops, opts.act, solver)
+    fell_back = jnp.logical_not(converged) if solver.fallback else jnp.asarray(False)
+    if solver.fallback:
+        hs = lax.cond(converged, lambda: hs, lambda: _sequential_carried(ops, opts))
     h_last = hs[-1]
     out = hs if lengths is None else jnp.where(_valid_mask(lengths, steps, hs.dtype), hs, 0)
     if order is not None:
@@ -234,27 +264,28 @@ def _forward_tm(params, xs_t, h0, lengths, act, reverse, method, tol, atol, max_
     return out, h_last, ParallelInfo(k, converged, delta, fell_back)
 
 
-def _sequential_carried(params, xs_t, h0, lengths, act):
-    """The sequential scan's states, with padded steps holding the carried state."""
-    hs, _ = scan_forward(params, xs_t, h0, lengths, act, False, 1, "tbf")
-    if lengths is None:
+def _sequential_carried(ops: Operands, opts: Options):
+    """The sequential loop's states, with padded steps holding the carried state."""
+    hs, _ = _forward_loop(ops, Options(opts.act, layout="tbf"))
+    if ops.lengths is None:
         return hs
-    valid = _valid_mask(lengths, xs_t.shape[0], hs.dtype)
+    valid = _valid_mask(ops.lengths, ops.xs.shape[0], hs.dtype)
 
     def carry(h, step):
         h_t, v = step
         h = jnp.where(v, h_t, h)
         return h, h
 
-    _, carried = lax.scan(carry, h0, (hs, valid))
+    _, carried = lax.scan(carry, ops.h0, (hs, valid))
     return carried
 
 
-def _adjoint_tm(params, xs_t, h0, lengths, out_t, dhs_t, dh_last, act, reverse):
+def _adjoint_tm(ops: Operands, out_t, dhs_t, dh_last, opts: Options):
     """Time-major parallel BPTT. ``out_t``: the forward's outputs (zeros at padded steps)."""
-    w_x, w_h, _ = params
+    (w_x, w_h, _), xs_t, h0, lengths, _ = ops
+    act = opts.act
     steps, batch = xs_t.shape[:2]
-    order = _reverse_order(lengths, steps, batch) if reverse else None
+    order = _reverse_order(lengths, steps, batch) if opts.reverse else None
     if order is not None:  # work on the sequence in the order it was computed
         xs_t, out_t = _gather_time(xs_t, order), _gather_time(out_t, order)
         dhs_t = None if dhs_t is None else _gather_time(dhs_t, order)
@@ -285,21 +316,20 @@ def _adjoint_tm(params, xs_t, h0, lengths, out_t, dhs_t, dh_last, act, reverse):
     return RNNParams(dw_x, dw_h, db), dxs_t, dh0
 
 
-def _to_tm(a: jax.Array, x_layout: str) -> jax.Array:
-    return a if x_layout == "tbf" else jnp.swapaxes(a, 0, 1)
+def _prepare(params, xs, h0, options, caller: str) -> tuple[Prepared, Operands, Options]:
+    """The validated call, and its operands and options in the time-major layout."""
+    p = prepare(params, xs, h0, options, caller=caller, accepted=PARALLEL_KEYS)
+    return p, p.ops._replace(xs=_to_tm(p, p.ops.xs)), Options(p.opts.act, p.opts.reverse, 1, "tbf")
 
 
-def _prepare(params, xs, h0, activation, reverse, lengths, time_major):
-    return prepare(
-        params,
-        xs,
-        h0,
-        activation=activation,
-        reverse=reverse,
-        lengths=lengths,
-        unroll=1,
-        time_major=time_major,
-    )
+def _to_tm(p: Prepared, a: jax.Array | None) -> jax.Array | None:
+    """An array in the internal layout of ``p`` to time-major `(T, B, ...)` (and back)."""
+    return a if a is None or p.opts.layout == "tbf" else jnp.swapaxes(a, 0, 1)
+
+
+def _to_caller(p: Prepared, a: jax.Array) -> jax.Array:
+    """A time-major `(T, B, ...)` array in the caller's layout."""
+    return p.hs_to_caller(_to_tm(p, a))
 
 
 def forward(
@@ -307,19 +337,17 @@ def forward(
     xs: jax.Array,
     h0: jax.Array | None = None,
     *,
-    activation: str = "tanh",
-    reverse: bool = False,
-    lengths: jax.Array | None = None,
-    time_major: bool = False,
     method: str = "newton",
     tol: float | None = None,
     atol: float = 0.0,
     max_iter: int = 100,
     fallback: bool = True,
+    **options: Unpack[ParallelOptions],
 ) -> tuple[jax.Array, jax.Array, ParallelInfo]:
     """The forward pass solved in parallel over time (DEER or quasi-DEER).
 
-    Same arguments and results as :func:`jrnn.forward` (no ``unroll`` or
+    Same arguments and results as :func:`jrnn.forward`, and its keyword options
+    ``activation``, ``reverse``, ``lengths`` and ``time_major`` (no ``unroll`` or
     ``recurrent_mask``), plus:
 
     Args:
@@ -337,20 +365,15 @@ def forward(
     Returns:
         ``(hs, h_last, info)``, ``info`` a :class:`ParallelInfo`.
     """
-    tol, atol, max_iter = _check_method(method, tol=tol, atol=atol, max_iter=max_iter)
-    p = _prepare(params, xs, h0, activation, reverse, lengths, time_major)
-    tol = _default_tol(p.xs.dtype) if tol is None else tol
+    p, ops, opts = _prepare(params, xs, h0, options, "parallel.forward")
+    solver = _solver(p, method, tol, atol, max_iter, fallback, "parallel")
     if p.num_steps == 0:
         info = ParallelInfo(
             jnp.asarray(0, jnp.int32), jnp.asarray(True), jnp.asarray(0.0), jnp.asarray(False)
         )
-        empty = jnp.zeros(p.hs_shape, p.xs.dtype)
-        return empty, p.state_to_caller(p.h0), info
-    out, h_last, info = _forward_tm(
-        p.params, _to_tm(p.xs, p.x_layout), p.h0, p.lengths, p.act, bool(reverse), method,
-        tol, atol, max_iter, bool(fallback),
-    )  # fmt: skip
-    return p.hs_to_caller(_to_tm(out, p.x_layout)), p.state_to_caller(h_last), info
+        return jnp.zeros(p.hs_shape, p.xs.dtype), p.state_to_caller(p.h0), info
+    out, h_last, info = _forward_tm(ops, opts, solver)
+    return _to_caller(p, out), p.state_to_caller(h_last), info
 
 
 def backward(
@@ -360,55 +383,43 @@ def backward(
     hs: jax.Array,
     dhs: jax.Array | None,
     dh_last: jax.Array | None,
-    *,
-    activation: str = "tanh",
-    reverse: bool = False,
-    lengths: jax.Array | None = None,
-    time_major: bool = False,
+    **options: Unpack[ParallelOptions],
 ) -> tuple[RNNParams, jax.Array, jax.Array]:
     """BPTT with the adjoint recurrence solved by a parallel prefix scan.
 
-    Same arguments and results as :func:`jrnn.backward` (``hs`` as the forward returned
-    them), computed in ``O(log T)`` depth with `(T, B, H, H)` memory.
+    Same arguments, keyword options and results as :func:`jrnn.backward` (``hs`` as the
+    forward returned them; no ``unroll`` or ``recurrent_mask``), computed in ``O(log T)``
+    depth with `(T, B, H, H)` memory.
     """
-    p = _prepare(params, xs, h0, activation, reverse, lengths, time_major)
+    p, ops, opts = _prepare(params, xs, h0, options, "parallel.backward")
     hs, dhs, dh_last = prepare_cotangents(p, hs, dhs, dh_last)
     if p.num_steps == 0:
-        zeros = RNNParams(*(jnp.zeros_like(a) for a in p.params))
         dh0 = jnp.zeros_like(p.h0) if dh_last is None else dh_last
-        return zeros, jnp.zeros(xs.shape, p.xs.dtype), p.state_to_caller(dh0)
-    tm = lambda a: None if a is None else _to_tm(a, p.x_layout)
-    grads, dxs_t, dh0 = _adjoint_tm(
-        p.params, _to_tm(p.xs, p.x_layout), p.h0, p.lengths, tm(hs), tm(dhs), dh_last, p.act,
-        bool(reverse),
-    )  # fmt: skip
-    return grads, p.xs_to_caller(_to_tm(dxs_t, p.x_layout)), p.state_to_caller(dh0)
+        zeros = jax.tree.map(jnp.zeros_like, p.params)
+        return zeros, jnp.zeros(jnp.shape(xs), p.xs.dtype), p.state_to_caller(dh0)
+    grads, dxs_t, dh0 = _adjoint_tm(ops, _to_tm(p, hs), _to_tm(p, dhs), dh_last, opts)
+    return grads, _to_caller(p, dxs_t), p.state_to_caller(dh0)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7, 8))
-def _core(params, xs_t, h0, lengths, act, reverse, method, stop, back):
-    tol, atol, max_iter = stop
-    out, h_last, _ = _forward_tm(
-        params, xs_t, h0, lengths, act, reverse, method, tol, atol, max_iter, True
-    )
+@partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _core(ops: Operands, opts: Options, solver: _Solver):
+    out, h_last, _ = _forward_tm(ops, opts, solver)
     return out, h_last
 
 
-def _core_fwd(params, xs_t, h0, lengths, act, reverse, method, stop, back):
-    out, h_last = _core(params, xs_t, h0, lengths, act, reverse, method, stop, back)
-    return (out, h_last), (params, xs_t, h0, lengths, out)
+def _core_fwd(ops, opts, solver):
+    out, h_last = _core(ops, opts, solver)
+    return (out, h_last), (ops, out)
 
 
-def _core_bwd(act, reverse, method, stop, back, residuals, cotangents):
-    params, xs_t, h0, lengths, out = residuals
+def _core_bwd(opts, solver, residuals, cotangents):
+    ops, out = residuals
     dout, dh_last = cotangents
-    if back == "parallel":
-        grads, dxs_t, dh0 = _adjoint_tm(params, xs_t, h0, lengths, out, dout, dh_last, act, reverse)
+    if solver.backward == "parallel":
+        grads, dxs_t, dh0 = _adjoint_tm(ops, out, dout, dh_last, opts)
     else:
-        grads, dxs_t, dh0 = bptt(
-            params, xs_t, h0, lengths, out, dout, dh_last, act, reverse, 1, "tbf"
-        )
-    return grads, dxs_t, dh0, None
+        grads, dxs_t, dh0 = _adjoint_loop(ops, out, dout, dh_last, opts)
+    return (Operands(grads, dxs_t, dh0, None, None),)
 
 
 _core.defvjp(_core_fwd, _core_bwd)
@@ -419,15 +430,12 @@ def rnn(
     xs: jax.Array,
     h0: jax.Array | None = None,
     *,
-    activation: str = "tanh",
-    reverse: bool = False,
-    lengths: jax.Array | None = None,
-    time_major: bool = False,
     method: str = "newton",
     backward: str = "parallel",
     tol: float | None = None,
     atol: float = 0.0,
     max_iter: int = 100,
+    **options: Unpack[ParallelOptions],
 ) -> tuple[jax.Array, jax.Array]:
     """:func:`forward` (with the sequential fallback) as a ``jax.custom_vjp``.
 
@@ -438,17 +446,9 @@ def rnn(
     scan when the iteration does not converge; call :func:`forward` to see its
     :class:`ParallelInfo`.
     """
-    tol, atol, max_iter = _check_method(method, backward, tol, atol, max_iter)
-    p = _prepare(params, xs, h0, activation, reverse, lengths, time_major)
-    tol = _default_tol(p.xs.dtype) if tol is None else tol
+    p, ops, opts = _prepare(params, xs, h0, options, "parallel.rnn")
+    solver = _solver(p, method, tol, atol, max_iter, True, backward)
     if p.num_steps == 0:
-        from jrnn.bptt import rnn as sequential_rnn
-
-        return sequential_rnn(
-            params, xs, h0, activation=activation, lengths=lengths, time_major=time_major
-        )
-    out, h_last = _core(
-        p.params, _to_tm(p.xs, p.x_layout), p.h0, p.lengths, p.act, bool(reverse), method,
-        (tol, atol, max_iter), backward,
-    )  # fmt: skip
-    return p.hs_to_caller(_to_tm(out, p.x_layout)), p.state_to_caller(h_last)
+        return _sequential_rnn(params, xs, h0, **options)
+    out, h_last = _core(ops, opts, solver)
+    return _to_caller(p, out), p.state_to_caller(h_last)

@@ -7,6 +7,7 @@ and two biases; ``b`` is their sum.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -14,7 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["INITIALIZERS", "RNNParams", "init_params", "initializer"]
+from jrnn._validate import positive_int
+
+__all__ = ["INITIALIZERS", "RNNParams", "init_params", "initializer", "param_dtype"]
 
 Initializer = Callable[[jax.Array, tuple[int, ...], Any], jax.Array]
 
@@ -111,12 +114,21 @@ def initializer(spec: str | Initializer, *, for_bias: bool = False) -> Initializ
         ) from None
 
 
-def _check_size(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be a positive int; got {type(value).__name__} {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive int; got {value}")
-    return int(value)
+def param_dtype(dtype: Any) -> Any:
+    """``dtype`` checked as a floating dtype; float64 without JAX's x64 mode becomes float32
+    with one warning that says how to enable x64 (instead of JAX's warning per array)."""
+    if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
+        raise TypeError(f"dtype must be a floating dtype; got {jnp.dtype(dtype)}")
+    if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
+        warnings.warn(
+            "jrnn: float64 params are created as float32 because JAX's x64 mode is off; "
+            "enable it with jax.config.update('jax_enable_x64', True) or "
+            "`with jax.enable_x64(True):`",
+            UserWarning,
+            stacklevel=3,
+        )
+        return jnp.float32
+    return jnp.dtype(dtype)
 
 
 def init_params(
@@ -147,10 +159,9 @@ def init_params(
     Returns:
         ``RNNParams(w_x (F, H), w_h (H, H), b (H,))``.
     """
-    input_size = _check_size("input_size", input_size)
-    hidden_size = _check_size("hidden_size", hidden_size)
-    if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
-        raise TypeError(f"dtype must be a floating dtype; got {jnp.dtype(dtype)}")
+    input_size = positive_int("input_size", input_size)
+    hidden_size = positive_int("hidden_size", hidden_size)
+    dtype = param_dtype(dtype)
     # Draw in at least float32 (the QR behind "orthogonal" has no bfloat16/float16 kernel on
     # CPU), then cast.
     draw = jnp.promote_types(dtype, jnp.float32)

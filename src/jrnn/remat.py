@@ -4,7 +4,7 @@
 forward pass keeps only the state entering each segment (``ceil(T / k)``
 states); the backward pass walks the segments in reverse, re-runs each
 segment's forward from its stored state and runs the hand-written BPTT
-(:func:`jrnn.bptt.bptt`) on it, carrying ``dL/dh`` across segment boundaries and
+(``jrnn.bptt._adjoint_loop``) on it, carrying ``dL/dh`` across segment boundaries and
 summing the weight gradients. The results equal the plain BPTT's (up to the
 order of floating-point sums).
 
@@ -25,20 +25,21 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
-from jrnn.activations import Activation
-from jrnn.bptt import bptt, primal_values
-from jrnn.forward import scan_forward
-from jrnn.params import RNNParams
+from jrnn._checks import Operands, Options
+from jrnn.bptt import _adjoint_loop, _primal_values
+from jrnn.forward import _forward_loop
 
-__all__ = ["remat_rnn"]
+__all__: list[str] = []  # used through jrnn.rnn(..., remat=k)
 
 
 def _segment(a: jax.Array, s: jax.Array, k: int, axis: int) -> jax.Array:
     return lax.dynamic_slice_in_dim(a, s * k, k, axis)
 
 
-def _segment_lengths(lengths: jax.Array | None, s: jax.Array, k: int) -> jax.Array | None:
-    return None if lengths is None else jnp.clip(lengths - s * k, 0, k)
+def _segment_ops(ops: Operands, h: jax.Array, s: jax.Array, k: int, axis: int) -> Operands:
+    """Segment ``s`` of ``k`` steps, entered with state ``h``."""
+    lengths = None if ops.lengths is None else jnp.clip(ops.lengths - s * k, 0, k)
+    return ops._replace(xs=_segment(ops.xs, s, k, axis), h0=h, lengths=lengths)
 
 
 def _stack_to_sequence(stacked: jax.Array, axis: int) -> jax.Array:
@@ -49,108 +50,86 @@ def _stack_to_sequence(stacked: jax.Array, axis: int) -> jax.Array:
     return jnp.swapaxes(stacked, 0, 1).reshape(b, n * k, *stacked.shape[3:])
 
 
-def _segments_forward(params, xs, h0, lengths, mask, act, reverse, unroll, x_layout, k):
+def _segments_forward(ops: Operands, opts: Options, k: int):
     """Runs the segments in order; returns (hs, h_last, states entering each segment)."""
-    axis = x_layout.index("t")
-    n = xs.shape[axis] // k
+    axis = opts.axis
+    n = ops.xs.shape[axis] // k
 
     def seg(h, s):
-        xs_s = _segment(xs, s, k, axis)
-        hs_s, h_out = scan_forward(
-            params, xs_s, h, _segment_lengths(lengths, s, k), act, reverse, unroll, x_layout, mask
-        )
+        hs_s, h_out = _forward_loop(_segment_ops(ops, h, s, k, axis), opts)
         return h_out, (hs_s, h)
 
-    h_last, (hs, entering) = lax.scan(seg, h0, jnp.arange(n), reverse=reverse)
+    h_last, (hs, entering) = lax.scan(seg, ops.h0, jnp.arange(n), reverse=opts.reverse)
     return _stack_to_sequence(hs, axis), h_last, entering
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8, 9))
-def _remat_core(params, xs, h0, lengths, mask, act, reverse, unroll, x_layout, k):
-    hs, h_last, _ = _segments_forward(
-        params, xs, h0, lengths, mask, act, reverse, unroll, x_layout, k
-    )
+@partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _remat_core(ops: Operands, opts: Options, k: int):
+    hs, h_last, _ = _segments_forward(ops, opts, k)
     return hs, h_last
 
 
-def _remat_fwd(params, xs, h0, lengths, mask, act, reverse, unroll, x_layout, k):
-    params, xs, h0, lengths, mask = primal_values((params, xs, h0, lengths, mask))
-    hs, h_last, entering = _segments_forward(
-        params, xs, h0, lengths, mask, act, reverse, unroll, x_layout, k
-    )
-    return (hs, h_last), (params, xs, lengths, mask, entering)
+def _remat_fwd(ops, opts, k):
+    ops = _primal_values(ops)
+    hs, h_last, entering = _segments_forward(ops, opts, k)
+    return (hs, h_last), (ops, entering)
 
 
-def _remat_bwd(act, reverse, unroll, x_layout, k, residuals, cotangents):
-    params, xs, lengths, mask, entering = residuals
+def _remat_bwd(opts, k, residuals, cotangents):
+    ops, entering = residuals
     dhs, dh_last = cotangents
-    axis = x_layout.index("t")
-    n = xs.shape[axis] // k
-    batch, hidden = entering.shape[1:]
+    axis = opts.axis
+    n = ops.xs.shape[axis] // k
     if isinstance(dhs, SymbolicZero):
         dhs = None
     if isinstance(dh_last, SymbolicZero):
-        dh_last = jnp.zeros((batch, hidden), entering.dtype)
+        dh_last = jnp.zeros(entering.shape[1:], entering.dtype)
 
     def seg(carry, inp):
         dh_out, acc = carry
         s, h_in = inp
-        xs_s = _segment(xs, s, k, axis)
-        len_s = _segment_lengths(lengths, s, k)
-        hs_s, _ = scan_forward(params, xs_s, h_in, len_s, act, reverse, unroll, x_layout, mask)
+        seg_ops = _segment_ops(ops, h_in, s, k, axis)
+        hs_s, _ = _forward_loop(seg_ops, opts)
         dhs_s = None if dhs is None else _segment(dhs, s, k, axis)
-        dp, dxs_s, dh_in = bptt(
-            params, xs_s, h_in, len_s, hs_s, dhs_s, dh_out, act, reverse, unroll, x_layout, mask
-        )
+        dp, dxs_s, dh_in = _adjoint_loop(seg_ops, hs_s, dhs_s, dh_out, opts)
         return (dh_in, jax.tree.map(jnp.add, acc, dp)), dxs_s
 
-    zeros = RNNParams(*(jnp.zeros_like(p) for p in params))
+    zeros = jax.tree.map(jnp.zeros_like, ops.params)
     (dh0, dparams), dxs = lax.scan(
-        seg, (dh_last, zeros), (jnp.arange(n), entering), reverse=not reverse
+        seg, (dh_last, zeros), (jnp.arange(n), entering), reverse=not opts.reverse
     )
-    return dparams, _stack_to_sequence(dxs, axis), dh0, None, None
+    # lengths and the mask get no gradient
+    return (Operands(dparams, _stack_to_sequence(dxs, axis), dh0, None, None),)
 
 
 _remat_core.defvjp(_remat_fwd, _remat_bwd, symbolic_zeros=True)
 
 
-def remat_rnn(
-    params: RNNParams,
-    xs: jax.Array,
-    h0: jax.Array,
-    lengths: jax.Array | None,
-    act: Activation,
-    reverse: bool,
-    unroll: int | bool,
-    x_layout: str,
-    k: int,
-    mask: jax.Array | None = None,
-) -> tuple[jax.Array, jax.Array]:
-    """``rnn``'s core with segment-wise rematerialisation, on validated arguments.
+def _remat_rnn(ops: Operands, opts: Options, k: int) -> tuple[jax.Array, jax.Array]:
+    """``rnn``'s core with segment-wise rematerialisation, on validated operands.
 
     Args:
-        params, xs, h0, lengths, act, reverse, unroll, x_layout: as ``scan_forward``.
+        ops, opts: as ``jrnn.forward._forward_loop``.
         k: segment length, a positive int.
-        mask: the recurrent mask, as ``scan_forward``'s ``recurrent_mask``.
 
     Returns:
-        ``(hs, h_last)`` as ``scan_forward``.
+        ``(hs, h_last)`` as ``_forward_loop``.
     """
-    axis = x_layout.index("t")
-    num_steps, batch = xs.shape[axis], h0.shape[0]
-    k = max(1, min(k, num_steps)) if num_steps else 1
-    pad = -num_steps % k
+    axis = opts.axis
+    num_steps, batch = ops.xs.shape[axis], ops.h0.shape[0]
     if num_steps == 0:
-        return scan_forward(params, xs, h0, lengths, act, reverse, unroll, x_layout, mask)
+        return _forward_loop(ops, opts)
+    k = max(1, min(k, num_steps))
+    pad = -num_steps % k
     if pad:
         # padded steps are masked out like those past a sequence's length
+        lengths = ops.lengths
         if lengths is None:
             lengths = jnp.full((batch,), num_steps, jnp.int32)
-        lengths = jnp.minimum(lengths, num_steps)
-        widths = [(0, 0)] * xs.ndim
+        widths = [(0, 0)] * ops.xs.ndim
         widths[axis] = (0, pad)
-        xs = jnp.pad(xs, widths)
-    hs, h_last = _remat_core(params, xs, h0, lengths, mask, act, reverse, unroll, x_layout, k)
+        ops = ops._replace(xs=jnp.pad(ops.xs, widths), lengths=jnp.minimum(lengths, num_steps))
+    hs, h_last = _remat_core(ops, opts, k)
     if pad:
         hs = lax.slice_in_dim(hs, 0, num_steps, axis=axis)
     return hs, h_last
