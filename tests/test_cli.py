@@ -15,9 +15,11 @@ import jax
 import numpy as np
 import pytest
 
+import jrnn
 from jrnn.__main__ import main as jrnn_main
 from jrnn.checkpoint import latest_step
-from jrnn.cli import load_run, main
+from jrnn.cli import main
+from jrnn.runs import load_run
 
 # a constant learning rate: a cosine schedule depends on --steps, which these tests change
 SMALL = ["--schedule", "constant", "--seq-len", "10", "--hidden", "8", "--batch", "8", "--log-every", "10",
@@ -25,7 +27,7 @@ SMALL = ["--schedule", "constant", "--seq-len", "10", "--hidden", "8", "--batch"
 
 
 def _run(out: Path, *extra: str) -> int:
-    return main([*SMALL, "--out", str(out), *extra])
+    return main(["train", *SMALL, "--out", str(out), *extra])
 
 
 def _digest(directory: Path) -> dict[str, str]:
@@ -41,10 +43,9 @@ def _rows(out: Path) -> list[dict]:
 
 
 def _assert_same_state(a: Path, b: Path) -> None:
-    sa, _ = load_run(a)
-    sb, _ = load_run(b)
-    assert int(sa.step) == int(sb.step)
-    for x, y in zip(jax.tree.leaves(sa), jax.tree.leaves(sb), strict=True):
+    sa, sb = load_run(a), load_run(b)
+    assert sa.step == sb.step
+    for x, y in zip(jax.tree.leaves(sa.params), jax.tree.leaves(sb.params), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))  # bit for bit
 
 
@@ -56,7 +57,7 @@ def test_train_writes_the_run(tmp_path, task, capsys):
     assert _run(tmp_path / "run", *extra) == 0
     out = tmp_path / "run"
     assert {p.name for p in out.iterdir()} == {
-        "checkpoints", "config.json", "metrics.jsonl", "metrics.png", "result.json",
+        ".lock", "checkpoints", "config.json", "metrics.jsonl", "metrics.png", "result.json",
     }  # fmt: skip
     rows = _rows(out)
     assert [r["step"] for r in rows if r["split"] == "train"] == [10, 20, 30, 40]
@@ -70,8 +71,9 @@ def test_train_writes_the_run(tmp_path, task, capsys):
     assert sorted(int(p.name) for p in (out / "checkpoints").iterdir()) == [20, 40]
     config = json.loads((out / "config.json").read_text())
     assert config["task"] == task and config["hidden"] == 8
-    state, _ = load_run(out)
-    assert int(state.step) == 40
+    run = jrnn.load_run(out)
+    assert run.step == 40 and run.config.task == task
+    assert run.evaluate() == result["test"]  # exactly: the loaded run needs no option restated
     assert "jrnn train: done, step 40" in capsys.readouterr().out
 
 
@@ -92,13 +94,9 @@ def test_resume_repeats_an_uninterrupted_run(tmp_path):
 
 def _cli(*args: str, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    options = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, "env": env}
     return subprocess.Popen(
-        [sys.executable, "-m", "jrnn", "train", *SMALL, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        **kwargs,
+        [sys.executable, "-m", "jrnn", "train", *SMALL, *args], **{**options, **kwargs}
     )
 
 
@@ -182,7 +180,7 @@ def test_a_checkpoint_of_another_shape_is_reported(tmp_path, capsys):
 def test_resume_needs_a_checkpoint(tmp_path, capsys):
     assert _run(tmp_path / "empty", "--resume") == 2
     assert "no checkpoint" in capsys.readouterr().err
-    assert main([*SMALL, "--resume"]) == 2
+    assert main(["train", *SMALL, "--resume"]) == 2
     assert "--resume needs --out" in capsys.readouterr().err
     (tmp_path / "file").write_text("x")
     assert _run(tmp_path / "file") == 2
@@ -204,11 +202,22 @@ def test_resume_survives_a_cut_metrics_line(tmp_path):
 
 def test_resume_below_the_checkpoint_step_is_refused(tmp_path, capsys):
     out = tmp_path / "run"
+    assert _run(out, "--steps", "20", "--schedule", "cosine") == 0
+    before = _digest(out)
+    assert _run(out, "--steps", "10", "--schedule", "cosine", "--resume") == 2
+    err = capsys.readouterr().err
+    assert "--steps 10 is below the checkpoint's step 20" in err
+    assert "warning" not in err  # refused first: no warning about a resume that never runs
+    assert _digest(out) == before
+
+
+def test_resuming_a_finished_run_changes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
     assert _run(out, "--steps", "20") == 0
     before = _digest(out)
-    assert _run(out, "--steps", "10", "--resume") == 2
-    assert "--steps 10 is below the checkpoint's step 20" in capsys.readouterr().err
-    assert _digest(out) == before
+    assert _run(out, "--resume") == 0
+    assert "finished at step 20; nothing to do" in capsys.readouterr().out
+    assert _digest(out) == before  # no resume recorded, no row, no checkpoint
 
 
 def test_a_changed_learning_rate_resumes_with_a_warning(tmp_path, capsys):
@@ -217,10 +226,15 @@ def test_a_changed_learning_rate_resumes_with_a_warning(tmp_path, capsys):
     assert _run(out, "--steps", "30", "--resume", "--lr", "1e-4") == 0
     assert "warning: resuming with a changed option (lr: 0.001" in capsys.readouterr().err
     config = json.loads((out / "config.json").read_text())
-    assert config["lr"] == 0.001  # the run's own config is kept, with its history
-    assert config["resumes"][0]["step"] == 20 and "lr: 0.001" in config["resumes"][0]["changed"][0]
+    assert config["lr"] == 1e-4  # the options in effect, with the history of changes
+    assert config["resumes"] == [{"step": 20, "changed": {"lr": [0.001, 1e-4], "steps": [20, 30]}}]
     assert _run(out, "--steps", "40", "--resume", "--lr", "1e-4", "--seed", "7") == 0
-    assert "changed option (seed" not in capsys.readouterr().err  # the key is restored
+    err = capsys.readouterr().err
+    assert "changed option (seed" not in err  # the key is restored
+    assert "changed option (lr" not in err  # warned once, not at every later resume
+    assert _run(out, "--steps", "50", "--resume") == 0  # its own options: no --lr needed
+    assert "warning" not in capsys.readouterr().err
+    assert json.loads((out / "config.json").read_text())["lr"] == 1e-4
     cosine = tmp_path / "cosine"
     assert _run(cosine, "--steps", "20", "--schedule", "cosine") == 0
     assert _run(cosine, "--steps", "30", "--schedule", "cosine", "--resume") == 0
@@ -268,7 +282,9 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, ca
         (["--task", "parity"], "invalid choice: 'parity'"),
         (["--hidden", "0"], "must be positive; got 0"),
         (["--hidden", "-3"], "must be positive; got -3"),
-        (["--steps", "ten"], "expected a positive int; got 'ten'"),
+        (["--steps", "ten"], "expected an int; got 'ten'"),
+        (["--bias-init", "identity"], "invalid choice: 'identity'"),
+        (["--bias-init", "orthogonal"], "invalid choice: 'orthogonal'"),
         (["--lr", "nan"], "must be positive; got nan"),
         (["--clip", "-1"], "must be >= 0; got -1"),
         (["--activation", "sigmoid"], "invalid choice: 'sigmoid'"),
@@ -280,7 +296,7 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, ca
 )
 def test_bad_options_are_refused(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
-        main([*argv, "--out", str(tmp_path / "r")])
+        main(["train", *argv, "--out", str(tmp_path / "r")])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
@@ -291,9 +307,185 @@ def test_bad_options_are_refused(tmp_path, capsys, argv, message):
     [
         (["--task", "adding", "--seq-len", "1"], "the adding problem needs at least 2 steps"),
         (["--task", "digits", "--seq-len", "5"], "the digits task has length 8 only"),
+        (["--warmup", "100", "--steps", "100"], "--warmup (100) must be below steps (100)"),
     ],
 )
 def test_task_option_conflicts_are_refused(tmp_path, capsys, argv, message):
-    assert main([*argv, "--out", str(tmp_path / "r")]) == 2
+    assert main(["train", *argv, "--out", str(tmp_path / "r")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def _wait_for(predicate, proc: subprocess.Popen, what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended before {what}: {proc.communicate()[1]}")
+        time.sleep(0.1)
+    proc.kill()
+    pytest.fail(f"no {what} within {timeout} s: {proc.communicate()[1]}")
+
+
+def _trained_rows(run: Path) -> int:
+    metrics = run / "metrics.jsonl"
+    return metrics.read_text().count('"train"') if metrics.exists() else 0
+
+
+def test_a_second_ctrl_c_stops_at_once_without_saving(tmp_path):
+    run = tmp_path / "run"
+    err_path = tmp_path / "stderr"
+    with err_path.open("w") as err:
+        # a long chunk (--log-every): the second Ctrl-C lands while it runs
+        proc = _cli("--steps", "1000000", "--log-every", "100000", "--checkpoint-every",
+                    "1000000", "--eval-every", "1000000", "--out", str(run), stderr=err)  # fmt: skip
+        try:
+            metrics = run / "metrics.jsonl"
+            _wait_for(lambda: metrics.exists() and metrics.read_text(), proc, "a first test row")
+            proc.send_signal(signal.SIGINT)
+            _wait_for(lambda: "Ctrl-C again" in err_path.read_text(), proc, "the first Ctrl-C")
+            proc.send_signal(signal.SIGINT)
+            stdout, _ = proc.communicate(timeout=120)
+        finally:
+            proc.kill()
+    assert proc.returncode == -signal.SIGINT  # killed by the signal: shells report 130
+    assert "stopped without saving" in err_path.read_text()
+    assert "checkpoint saved" not in stdout
+    assert latest_step(run) is None
+
+
+def test_a_locked_run_folder_is_refused_and_a_killed_runs_lock_is_not(tmp_path):
+    run = tmp_path / "run"
+    first = _cli("--steps", "1000000", "--out", str(run))
+    try:
+        _wait_for(lambda: latest_step(run) is not None, first, "a checkpoint")
+        t0 = time.monotonic()
+        second = _cli("--steps", "1000000", "--out", str(run), "--resume")
+        _, err = second.communicate(timeout=120)
+        assert second.returncode == 2, err
+        assert f"--out {run} is in use by another jrnn train" in err
+        assert "Traceback" not in err
+        assert time.monotonic() - t0 < 60  # refused at once, not after a wait
+    finally:
+        first.kill()  # SIGKILL: no clean-up runs, the lock file stays behind
+        first.communicate(timeout=60)
+    assert (run / ".lock").exists()
+    step = latest_step(run)
+    assert main(["train", "--out", str(run), "--resume", "--steps", str(step + 10)]) == 0
+    assert latest_step(run) == step + 10
+
+
+def test_a_refused_corrupt_checkpoint_prints_one_line(tmp_path):
+    out = tmp_path / "run"
+    assert _run(out, "--steps", "20") == 0
+    for p in (out / "checkpoints" / "20").rglob("*"):
+        if p.is_file() and p.stat().st_size > 0:
+            p.write_bytes(b"not a checkpoint")
+    proc = _cli("--steps", "40", "--resume", "--out", str(out))
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("jrnn train: error: cannot restore"), err
+
+
+def _limit_file_size(proc: subprocess.Popen) -> None:
+    import resource
+
+    # files above 40 kB fail with EFBIG, as writes on a full disk fail with ENOSPC (set
+    # from outside: a preexec_fn would fork this multithreaded process)
+    resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (40_000, 40_000))
+
+
+def test_a_checkpoint_that_cannot_be_written_is_reported_and_the_last_kept(tmp_path):
+    out = tmp_path / "run"
+    wide = ["--hidden", "128"]  # its checkpoint is well above the 40 kB limit
+    assert _run(out, *wide, "--steps", "20") == 0
+    before = _digest(out / "checkpoints")
+    proc = _cli(*wide, "--steps", "40", "--resume", "--out", str(out))
+    _limit_file_size(proc)  # long before it has imported jax, let alone saved
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2
+    assert "Traceback" not in err and "Event loop" not in err, err
+    assert "error: cannot write the checkpoint of step 40" in err
+    assert "(File too large); the last good one (step 20) is kept" in err
+    assert not list((out / "checkpoints").glob("*orbax-checkpoint-tmp*"))
+    assert latest_step(out) == 20 and _digest(out / "checkpoints") == before
+    assert jrnn.load_run(out).step == 20
+
+
+def test_an_enospc_while_writing_the_run_is_one_line(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from jrnn import cli
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "config.json")
+
+    monkeypatch.setattr(cli, "write_config", full)
+    assert _run(tmp_path / "run", "--steps", "20") == 2
+    err = capsys.readouterr().err
+    assert "error: cannot write in --out" in err and "No space left on device" in err
+
+
+def test_an_out_that_cannot_be_created_or_written_is_one_line(tmp_path, capsys, monkeypatch):
+    assert main(["train", "--out", "/proc/x/run"]) == 2
+    assert "error: cannot create --out /proc/x/run" in capsys.readouterr().err
+    import errno
+
+    real_open = os.open
+
+    def read_only(path, *args, **kwargs):  # as root, chmod cannot make a folder read-only
+        if str(path).endswith(".lock"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    assert _run(tmp_path / "ro", "--steps", "10") == 2
+    err = capsys.readouterr().err
+    assert f"error: cannot write in --out {tmp_path / 'ro'}: Permission denied" in err
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path, capsys):
+    argv = [a for a in SMALL if a != "--no-progress"]
+    assert (
+        main(["train", *argv, "--task", "copy", "--steps", "20", "--out", str(tmp_path / "r")]) == 0
+    )
+    captured = capsys.readouterr()
+    assert "\r" not in captured.err
+    lines = [line for line in captured.err.splitlines() if line.startswith("jrnn train: step")]
+    assert [line.split(":")[1] for line in lines] == [" step 10/20", " step 20/20"]
+    baseline = f"(baseline {jrnn.tasks.get_task('copy').baseline_accuracy(10):.4g})"
+    assert all(baseline in line for line in lines)  # the copy task's blank baseline
+    assert baseline in captured.out.splitlines()[-1]  # and in the summary
+    result = json.loads((tmp_path / "r" / "result.json").read_text())
+    assert result["baseline"]["accuracy"] == jrnn.tasks.get_task("copy").baseline_accuracy(10)
+
+
+@pytest.mark.parametrize("task", ["sine", "copy"])
+def test_the_plot_names_its_loss_and_shows_the_schedule(task):
+    from jrnn.cli import figure
+    from jrnn.run_config import RunConfig
+
+    config = RunConfig.for_task(task, steps=40, warmup=5)
+    rows = [
+        {"step": 0, "split": "test", "loss": 1.0, "accuracy": 0.5},
+        {"step": 10, "split": "train", "loss": 0.9, "accuracy": 0.6, "lr": 1e-3, "grad_norm": 2.0},
+        {"step": 10, "split": "test", "loss": 0.8, "accuracy": 0.7},
+    ]
+    if task == "sine":
+        rows = [{k: v for k, v in r.items() if k != "accuracy"} for r in rows]
+    fig = figure(rows, config, 10)
+    labels = [ax.get_ylabel() for ax in fig.axes]
+    loss = "MSE" if task == "sine" else "cross-entropy"
+    expected = [loss, "learning rate", "gradient norm (before clipping)"]
+    if task == "copy":
+        expected.insert(1, "accuracy")
+    assert labels == expected
+    title = fig._suptitle.get_text()
+    assert "cosine schedule" in title and "warm-up 5" in title and "step 10 of 40" in title
+    if task == "copy":  # the blank baseline on the accuracy panel
+        levels = [
+            line.get_ydata()[0] for line in fig.axes[1].get_lines() if line.get_linestyle() == "--"
+        ]
+        assert levels == [pytest.approx(jrnn.tasks.get_task("copy").baseline_accuracy(10))]

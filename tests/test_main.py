@@ -1,8 +1,12 @@
-"""`python -m jrnn`: the seed example and the gradient-check tables."""
+"""The ``jrnn`` command: subcommands, help, version, and ``jrnn check`` (``python -m jrnn``)."""
 
+import re
 import subprocess
 import sys
 
+import pytest
+
+import jrnn
 from jrnn.__main__ import main
 
 
@@ -24,31 +28,59 @@ def test_check_command_is_the_default(capsys):
 
 
 def test_main_rejects_bad_sizes(capsys):
-    import pytest
-
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as info:
         main(["--hidden", "0"])
-    assert "--hidden must be positive" in capsys.readouterr().err
+    assert info.value.code == 2
+    assert "argument --hidden: must be positive; got 0" in capsys.readouterr().err
+
+
+def test_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    assert re.search(r"^\s+train\s+\S", text, re.M) and re.search(r"^\s+check\s+\S", text, re.M)
+
+
+def test_a_mistyped_command_gets_the_list(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["trian"])
+    assert info.value.code == 2
+    assert "invalid choice: 'trian' (choose from 'train', 'check')" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"jrnn {jrnn.__version__}" == "jrnn 0.1.0"
+
+
+@pytest.mark.parametrize("command", ["train", "check"])
+def test_every_option_has_help_and_one_default(capsys, command):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = capsys.readouterr().out
+    options = text.split("options:")[1]
+    entries = re.split(r"\n  (?=-)", options)[1:]
+    assert len(entries) > 4
+    for entry in entries:
+        if entry.startswith("-h"):
+            continue
+        flag = entry.split()[0]
+        assert entry.count("(default:") == 1, entry  # shown once, by us
+        assert "(default: None)" not in entry and "(default: True)" not in entry, entry
+        assert len(entry.split(None, 1)[1].split("(default:")[0].split()) > 2, flag  # some help
+    if command == "train":  # per-task defaults are documented
+        assert "digits 128" in text and "copy 10" in text
 
 
 def test_python_dash_m_runs():
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jrnn",
-            "--batch",
-            "1",
-            "--steps",
-            "3",
-            "--features",
-            "2",
-            "--hidden",
-            "3",
-        ],
+        [sys.executable, "-m", "jrnn", "--batch", "1", "--steps", "3", "--features", "2",
+         "--hidden", "3"],
         capture_output=True,
         text=True,
         timeout=300,
-    )
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "0.79494228" in proc.stdout

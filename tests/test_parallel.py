@@ -193,3 +193,20 @@ def test_bad_input():
         parallel.forward(params, xs, max_iter=0)
     with pytest.raises(ValueError, match="xs has 2 features"):
         parallel.forward(params, xs[..., :2])
+
+
+def test_empty_batch_gives_empty_outputs_as_the_sequential_scan():
+    params, xs, _, _ = random_problem(jax.random.PRNGKey(21), dtype=np.float32)
+    hs, h_last, info = parallel.forward(params, xs[:0])
+    ref_hs, ref_last = jrnn.forward(params, xs[:0])
+    assert hs.shape == ref_hs.shape == (0, 5, 6) and h_last.shape == ref_last.shape == (0, 6)
+    assert bool(info.converged)
+
+
+@pytest.mark.parametrize("method", parallel.METHODS)
+def test_a_diverged_run_reports_an_infinite_residual(method):
+    params, xs, _, _ = random_problem(jax.random.PRNGKey(22), steps=200, dtype=np.float32)
+    params = params._replace(w_h=50 * params.w_h)  # linear and expanding: overflows
+    _, _, info = parallel.forward(params, xs, activation="linear", method=method, fallback=False)
+    assert not bool(info.converged)
+    assert float(info.residual) == np.inf

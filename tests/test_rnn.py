@@ -160,3 +160,20 @@ def test_optax_step_on_rnn_params():
         new, state, value = step(new, state)
     assert float(value) < float(first)
     assert rel_err(new.w_h, params.w_h) > 0
+
+
+@pytest.mark.parametrize("fn", [jrnn.rnn, jrnn.forward], ids=["rnn", "forward"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_nan_in_padded_steps_reaches_no_value_or_gradient(x64, fn, reverse):
+    params, xs, h0, _ = random_problem(jax.random.PRNGKey(30), batch=3, steps=6)
+    lengths = np.array([6, 2, 0])
+    clean = np.asarray(xs).copy()
+    clean[1, 2:], clean[2] = 0.0, 0.0
+    dirty = clean.copy()
+    dirty[1, 2:], dirty[2] = np.nan, np.inf
+    loss = _loss(fn, reverse=reverse)
+    grads = jax.grad(loss, argnums=(0, 1, 2))(params, dirty, h0, lengths)
+    ref = jax.grad(loss, argnums=(0, 1, 2))(params, clean, h0, lengths)
+    assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+    assert tree_rel_err(grads, ref) <= 1e-12
+    np.testing.assert_array_equal(np.asarray(grads[1])[1, 2:], 0.0)  # padded inputs: no gradient

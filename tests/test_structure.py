@@ -9,9 +9,9 @@ import jrnn
 
 SRC = Path(jrnn.__file__).parent
 
-# Function-level imports of jrnn modules that are there by design: the command line loads the
-# subcommand it runs, and nothing else, so `jrnn check` never imports orbax or matplotlib.
-LAZY = {("__main__", "jrnn.cli")}
+# Function-level imports of jrnn modules that are there by design (none today; a lazy import
+# to keep a command light would be listed here as (module, imported module)).
+LAZY: set[tuple[str, str]] = set()
 
 
 def _module_name(path: Path) -> str:
@@ -113,3 +113,23 @@ def test_public_names_are_the_packages_all():
     assert sorted(jrnn.__all__) == sorted(set(jrnn.__all__))
     for name in jrnn.__all__:
         assert not name.startswith("_") and hasattr(jrnn, name), name
+
+
+def test_submodules_are_attributes_imported_on_first_use():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, jrnn\n"
+        "heavy = [m for m in ('jrnn.cli', 'jrnn.parallel', 'orbax.checkpoint', 'matplotlib', 'sklearn')"
+        " if m in sys.modules]\n"
+        "assert heavy == [], heavy\n"
+        "assert jrnn.tasks.get_task('adding').name == 'adding'\n"
+        "for name in ('interop', 'parallel', 'distributed', 'cli', 'runs'):\n"
+        "    assert getattr(jrnn, name).__name__ == 'jrnn.' + name\n"
+        "assert callable(jrnn.forward) and callable(jrnn.rnn)\n"
+        "try:\n    jrnn.nope\nexcept AttributeError as e:\n    assert 'nope' in str(e)\n"
+        "else:\n    raise SystemExit('no AttributeError')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

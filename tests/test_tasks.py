@@ -15,6 +15,7 @@ from jrnn.tasks import (
     adding_problem,
     copy_task,
     digits_batch,
+    digits_test_set,
     get_task,
     load_digits_sequences,
     sine_wave,
@@ -114,3 +115,32 @@ def test_task_bad_input():
         load_digits_sequences("validation")
     with pytest.raises(ValueError, match="seq_len must be 8"):
         digits_batch(jax.random.PRNGKey(0), 2, 9)
+
+
+def test_sizes_of_the_wrong_type_are_type_errors():
+    with pytest.raises(TypeError, match="batch must be a positive int"):
+        adding_problem(jax.random.PRNGKey(0), 2.0, 5)
+    with pytest.raises(TypeError, match="seq_len must be a positive int"):
+        sine_wave(jax.random.PRNGKey(0), 2, "5")
+
+
+def test_the_test_set_is_a_field_of_the_task():
+    digits = get_task("digits")
+    np.testing.assert_array_equal(digits.test_set().inputs, digits_test_set().inputs)
+    with pytest.raises(ValueError, match="seq_len must be 8"):
+        digits.test_set(9)
+    # a task of one's own brings its own test set; nothing is keyed on the name
+    mine = get_task("adding")._replace(
+        name="mine", test_set=lambda seq_len=None, size=3: "held out"
+    )
+    assert mine.test_set() == "held out"
+
+
+def test_copy_baseline_accuracy_is_the_blank_strategys():
+    blanks = 10
+    batch = copy_task(jax.random.PRNGKey(5), 4000, blanks)
+    guess = np.zeros(batch.targets.shape, np.int32)
+    guess[:, -10:] = 1  # any one symbol: right 1/8 of the time
+    accuracy = float(np.mean(guess == np.asarray(batch.targets)))
+    assert abs(accuracy - TASKS["copy"].baseline_accuracy(blanks)) < 0.005
+    assert TASKS["adding"].baseline_accuracy is None

@@ -343,6 +343,8 @@ def test_tbptt_bad_input():
         tbptt_gradients(params, batch, chunk=2)
     with pytest.raises(ValueError, match="chunk must be a positive int"):
         tbptt_gradients(params, batch._replace(targets=jnp.ones((2, 6, 2))), chunk=0)
+    with pytest.raises(TypeError, match="chunk must be a positive int"):
+        tbptt_gradients(params, batch._replace(targets=jnp.ones((2, 6, 2))), chunk=2.0)
     with pytest.raises(ValueError, match="needs at least one step"):
         tbptt_gradients(params, Batch(jnp.ones((2, 0, 3)), jnp.ones((2, 0, 2))), chunk=2)
     grads, _, _ = tbptt_gradients(

@@ -249,3 +249,58 @@ def test_init_model_sizes_use_the_shared_positive_int_policy():
         jrnn.init_model(key, 2, 4, 1, num_layers="2")
     with pytest.raises(ValueError, match="num_layers must be a positive int; got 0"):
         jrnn.init_model(key, 2, 4, 1, num_layers=0)
+
+
+def test_a_transposed_w_x_is_blamed_on_w_x():
+    params = jrnn.init_params(jax.random.PRNGKey(0), 4, 6)
+    bad = params._replace(w_x=params.w_x.T)  # (6, 4): PyTorch's weight_ih layout
+    with pytest.raises(
+        ValueError, match=r"params.w_x must have shape .*\(input_size, 6\).*transposed"
+    ):
+        jrnn.forward(bad, jnp.ones((2, 3, 6)))
+    # w_x and b agree on H = 6 and w_h does not: w_h is named
+    with pytest.raises(ValueError, match=r"params.w_h must have shape .*\(6, 6\).*got \(5, 5\)"):
+        jrnn.forward(params._replace(w_h=jnp.ones((5, 5))), jnp.ones((2, 3, 4)))
+
+
+@pytest.mark.parametrize("fn", [jrnn.forward, jrnn.rnn], ids=["forward", "rnn"])
+def test_an_unknown_keyword_option_is_named(fn, good):
+    params, xs, h0 = good
+    with pytest.raises(
+        TypeError, match=r"got an unexpected keyword argument 'activaton'.*activation"
+    ):
+        fn(params, xs, h0, activaton="relu")
+    with pytest.raises(
+        TypeError, match=r"parallel.forward\(\) got an unexpected keyword .*'unroll'"
+    ):
+        jrnn.parallel.forward(params, xs, h0, unroll=2)
+
+
+def test_keyword_options_are_static_argnames_under_jit(good):
+    params, xs, h0 = good
+    f = jax.jit(jrnn.rnn, static_argnames=("activation", "reverse"))
+    hs, _ = f(params, xs, h0, activation="relu", reverse=True)
+    ref, _ = jrnn.rnn(params, xs, h0, activation="relu", reverse=True)
+    np.testing.assert_allclose(np.asarray(hs), np.asarray(ref), rtol=1e-6)
+
+
+def test_float64_params_without_x64_warn_once_and_say_how(recwarn):
+    import warnings
+
+    with jax.enable_x64(False), warnings.catch_warnings():
+        warnings.simplefilter("always")
+        params = jrnn.init_params(jax.random.PRNGKey(0), 3, 4, dtype=jnp.float64)
+    messages = [str(w.message) for w in recwarn.list]
+    assert len(messages) == 1, messages
+    assert "jax_enable_x64" in messages[0] and params.w_x.dtype == jnp.float32
+    with jax.enable_x64(True), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert (
+            jrnn.init_params(jax.random.PRNGKey(0), 3, 4, dtype=jnp.float64).b.dtype == jnp.float64
+        )
+
+
+def test_parallel_fallback_must_be_a_bool(good):
+    params, xs, h0 = good
+    with pytest.raises(TypeError, match=r"fallback must be a bool; got str 'no'"):
+        jrnn.parallel.forward(params, xs, h0, fallback="no")

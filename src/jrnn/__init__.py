@@ -14,6 +14,7 @@ import importlib
 from types import ModuleType
 
 from jrnn._checks import ScanOptions
+from jrnn._version import __version__ as __version__
 from jrnn.activations import ACTIVATIONS
 from jrnn.batch import Batch
 from jrnn.bptt import backward
@@ -25,8 +26,6 @@ from jrnn.params import INITIALIZERS, RNNParams, init_params
 from jrnn.runs import Run, load_run
 from jrnn.train import evaluate, make_train_step, truncated_bptt
 from jrnn.vjp import rnn
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ACTIVATIONS",
@@ -72,6 +71,7 @@ _SUBMODULES = (
     "parallel",
     "params",
     "remat",
+    "run_config",
     "runs",
     "tasks",
     "train",

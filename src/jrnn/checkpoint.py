@@ -9,7 +9,16 @@ rewrites a checkpoint that could not be read.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -19,15 +28,19 @@ import jax.numpy as jnp
 __all__ = [
     "CheckpointError",
     "TrainState",
-    "check_config",
+    "close",
     "latest_step",
     "open_manager",
+    "read_config",
     "restore",
     "save",
+    "write_config",
+    "write_json",
 ]
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
+TMP_SUFFIX = ".orbax-checkpoint-tmp"
 
 
 class CheckpointError(RuntimeError):
@@ -67,23 +80,120 @@ def latest_step(run_dir: str | Path) -> int | None:
     return max(steps) if steps else None
 
 
-def open_manager(run_dir: str | Path, keep: int = 3):
+def open_manager(run_dir: str | Path, keep: int = 3, *, create: bool = True):
     """An ``orbax.checkpoint.CheckpointManager`` for ``run_dir/checkpoints``."""
     import orbax.checkpoint as ocp
 
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-    return ocp.CheckpointManager(_checkpoint_dir(Path(run_dir)), options=options)
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create)
+    with quiet_orbax():  # it reads the existing checkpoints' metadata, and logs what fails
+        return ocp.CheckpointManager(_checkpoint_dir(Path(run_dir)), options=options)
 
 
-def save(manager, state: TrainState) -> int:
-    """Saves ``state`` at its step (no-op if that step is saved already); waits for it."""
+def _remove_unfinished(run_dir: Path) -> None:
+    """Removes the temporary folders of saves that never finished (orbax leaves them when a
+    write fails, e.g. on a full disk); committed steps are never touched."""
+    ckpt = _checkpoint_dir(run_dir)
+    for p in ckpt.glob(f"*{TMP_SUFFIX}*") if ckpt.is_dir() else ():
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def save(manager, state: TrainState, run_dir: str | Path) -> int:
+    """Saves ``state`` at its step (no-op if that step is saved already); waits for it.
+
+    Raises:
+        CheckpointError: the checkpoint could not be written (a full disk, a read-only
+            folder); its unfinished folder is removed and the previous checkpoints are
+            left as they are.
+    """
     import orbax.checkpoint as ocp
 
     step = int(state.step)
-    if step not in manager.all_steps():
-        manager.save(step, args=ocp.args.StandardSave(state._asdict()), force=True)
-        manager.wait_until_finished()
+    if step in manager.all_steps():
+        return step
+    try:
+        with quiet_orbax(settle_on_error=True):
+            manager.save(step, args=ocp.args.StandardSave(state._asdict()), force=True)
+            manager.wait_until_finished()
+    except Exception as err:  # orbax and tensorstore raise many types around an OSError
+        _remove_unfinished(Path(run_dir))
+        last = latest_step(run_dir)
+        kept = f"the last good one (step {last}) is kept" if last is not None else "none kept"
+        raise CheckpointError(
+            f"cannot write the checkpoint of step {step} in {_checkpoint_dir(Path(run_dir))} "
+            f"({_reason(err)}); {kept}"
+        ) from err
     return step
+
+
+def _reason(err: BaseException) -> str:
+    """The OS error under ``err`` (orbax and tensorstore wrap it), else its first line."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror
+        code = re.search(r"os_error_code='?(\d+)", str(seen))
+        if code:  # tensorstore's errors carry the errno in their text
+            return os.strerror(int(code.group(1)))
+        seen = seen.__cause__ or seen.__context__
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:200] if text else ''}"
+
+
+@contextlib.contextmanager
+def quiet_orbax(*, settle_on_error: bool = False) -> Iterator[None]:
+    """Keeps orbax's own error logs (tracebacks of its writer threads, through absl) off
+    stderr while a save or restore runs: a failure reaches the caller as one exception,
+    which this module turns into a one-line :class:`CheckpointError`.
+
+    With ``settle_on_error``, a failure waits (up to 5 s) until the writes still in flight
+    have stopped printing, so their late tracebacks are caught too."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    sys.stderr.flush()
+    saved_fd = os.dup(2)
+    with tempfile.TemporaryFile("w+b") as captured:
+        os.dup2(captured.fileno(), 2)  # tensorstore's threads print to the descriptor itself
+        try:
+            yield
+        except BaseException:
+            if settle_on_error:
+                _settle(captured)
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved_fd, 2)
+            os.close(saved_fd)
+            logger.setLevel(level)
+            captured.seek(0)
+            sys.stderr.write(_drop_loop_noise(captured.read().decode(errors="replace")))
+            sys.stderr.flush()
+
+
+def _settle(captured: Any, quiet_s: float = 0.5, limit_s: float = 5.0) -> None:
+    """Waits until nothing was written to ``captured`` for ``quiet_s`` (at most ``limit_s``)."""
+    size, quiet_since, deadline = -1, time.monotonic(), time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        now = os.fstat(captured.fileno()).st_size
+        if now != size:
+            size, quiet_since = now, time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet_s:
+            return
+        time.sleep(0.05)
+
+
+def _drop_loop_noise(text: str) -> str:
+    """``text`` without the "Event loop is closed" tracebacks that tensorstore's callbacks
+    print when a failed save or restore has closed orbax's event loop under them."""
+    blocks = re.split(r"(?m)^(?=Traceback \(most recent call last\):$)", text)
+    return "".join(b for b in blocks if "RuntimeError: Event loop is closed" not in b)
+
+
+def close(manager) -> None:
+    """Waits for ``manager``'s pending saves and closes it (orbax's noise kept off stderr)."""
+    with quiet_orbax():
+        manager.wait_until_finished()
+        manager.close()
 
 
 def restore(manager, template: TrainState, run_dir: str | Path) -> TrainState:
@@ -100,7 +210,8 @@ def restore(manager, template: TrainState, run_dir: str | Path) -> TrainState:
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template._asdict())
     where = _checkpoint_dir(Path(run_dir)) / str(step)
     try:
-        restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        with quiet_orbax():
+            restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
     except Exception as err:  # orbax raises many types (ValueError, OSError, tensorstore's)
         raise CheckpointError(
             f"cannot restore checkpoint {where}: {type(err).__name__}: {err}. It is corrupt or "
@@ -122,23 +233,11 @@ def restore(manager, template: TrainState, run_dir: str | Path) -> TrainState:
     return state
 
 
-def check_config(
-    run_dir: str | Path, config: dict[str, Any], structural: tuple[str, ...]
-) -> list[str]:
-    """Compares ``config`` with the run's ``config.json``.
-
-    Args:
-        run_dir: the run directory.
-        config: the options of the run about to resume it.
-        structural: keys that must match (they define the model, the optimiser state's
-            structure or the task).
-
-    Returns:
-        One line per other option that differs (the caller warns: the resumed run then
-        does not repeat an uninterrupted one).
+def read_config(run_dir: str | Path) -> dict[str, Any]:
+    """The run's ``config.json`` as a dict.
 
     Raises:
-        CheckpointError: the file is missing or unreadable, or a structural option differs.
+        CheckpointError: the file is missing, unreadable or not a JSON object.
     """
     path = Path(run_dir) / CONFIG_FILE
     try:
@@ -152,24 +251,21 @@ def check_config(
         raise CheckpointError(f"cannot read {path}: {err}; it was left as it is") from err
     if not isinstance(saved, dict):
         raise CheckpointError(f"{path} does not hold a run config; it was left as it is")
+    return saved
 
-    def differs(k: str) -> bool:
-        return saved.get(k, "<missing>") != config.get(k, "<missing>")
 
-    def line(k: str) -> str:
-        return f"{k}: {saved.get(k, '<missing>')!r} in the checkpointed run, {config.get(k)!r} now"
-
-    hard = [line(k) for k in structural if differs(k)]
-    if hard:
-        raise CheckpointError(
-            f"{run_dir} holds an incompatible run (its checkpoint was left as it is); "
-            "differing options:\n  " + "\n  ".join(hard)
-        )
-    keys = sorted((set(saved) | set(config)) - {"resumes"})  # resumes: the run's history
-    return [line(k) for k in keys if k not in structural and differs(k)]
+def write_json(path: str | Path, value: Any) -> None:
+    """Writes ``value`` as JSON (sorted keys, for diffs) atomically: a failed write (a full
+    disk) leaves the previous file whole."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_config(run_dir: str | Path, config: dict[str, Any]) -> None:
-    """Writes ``config.json`` (sorted keys, for diffs)."""
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
-    (Path(run_dir) / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    """Writes ``config.json`` atomically."""
+    write_json(Path(run_dir) / CONFIG_FILE, config)

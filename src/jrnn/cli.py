@@ -1,11 +1,14 @@
-"""``jrnn train``: train a model on a task with optax, with progress, logs, plots and checkpoints.
+"""The ``jrnn`` command: ``jrnn train`` (train a model on a task) and ``jrnn check`` (the
+seed notebook's example and the gradient checks).
 
-The run directory (``--out``) receives:
+``jrnn train`` writes a run directory (``--out``, see :mod:`jrnn.runs`):
 
-* ``config.json``: the options that define the run (checked on ``--resume``);
+* ``config.json``: every option of the run (:class:`~jrnn.run_config.RunConfig`) and the
+  history of its resumes;
 * ``metrics.jsonl``: one JSON object per line, ``{"step", "split": "train"|"test", "loss",
   ...}``; train rows average the steps since the previous row;
-* ``metrics.png``: the loss (and accuracy) curves, redrawn at every evaluation;
+* ``metrics.png``: loss, accuracy, learning rate and gradient norm, redrawn at every
+  evaluation;
 * ``checkpoints/``: orbax checkpoints of params, optimiser state, step and PRNG key, every
   ``--checkpoint-every`` steps, at the end, and on Ctrl-C;
 * ``result.json``: the final test metrics and the baseline, when the run finishes.
@@ -17,265 +20,458 @@ The training loop runs ``--log-every`` steps per jitted call (data drawn on the 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
-import math
+import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Iterator, Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jrnn._version import __version__
 from jrnn.activations import ACTIVATIONS
 from jrnn.checkpoint import (
     CONFIG_FILE,
     CheckpointError,
     TrainState,
-    check_config,
+    close,
     latest_step,
     open_manager,
+    read_config,
     restore,
     save,
     write_config,
+    write_json,
 )
 from jrnn.distributed import batch_mesh, batch_sharding, replicate
-from jrnn.model import init_model
-from jrnn.params import INITIALIZERS
+from jrnn.forward import forward
+from jrnn.gradcheck import check_grads
+from jrnn.notebook import SEED_H_LAST, seed_example, seed_loss
+from jrnn.params import INITIALIZERS, init_params
+from jrnn.run_config import (
+    BIAS_INITIALIZERS,
+    OPTIMIZERS,
+    SCHEDULES,
+    STRUCTURAL,
+    TRAJECTORY,
+    RunConfig,
+    option_help,
+)
+from jrnn.runs import (
+    LOCK_FILE,
+    RunDirError,
+    create_default_run_dir,
+    initial_state,
+    learning_rate,
+    load_run,
+    lock_run_dir,
+)
 from jrnn.tasks import TASKS, Task, get_task
 from jrnn.train import evaluate, make_train_step
 
-__all__ = ["build_optimizer", "initial_state", "load_run", "main", "train"]
-
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
-SCHEDULES = ("constant", "cosine")
-# Options a resumed run must share with the checkpointed one: they define the model, the
-# task or the optimiser state's structure. Others (lr, steps, batch, ...) may change, with a
-# warning when they change the trajectory.
-STRUCTURAL = (
-    "task",
-    "hidden",
-    "layers",
-    "activation",
-    "optimizer",
-    "schedule",
-    "clipped",
-    "warmed_up",
-)
-# options that do not change a resumed run's trajectory (the inits and the seed only act at
-# step 0: a resumed run restores the params and the PRNG key)
-COSMETIC = ("steps", "eval_size", "seed", "kernel_init", "recurrent_init", "bias_init")
+__all__ = ["TrainError", "check", "load_run", "main", "parser", "train"]
 
 
 class TrainError(RuntimeError):
     """A run that cannot start or continue; the message says why."""
 
 
-def build_optimizer(
-    name: str,
-    lr: float,
-    *,
-    clip: float = 0.0,
-    schedule: str = "constant",
-    steps: int = 1,
-    warmup: int = 0,
-    momentum: float = 0.9,
-    weight_decay: float = 1e-4,
-) -> optax.GradientTransformation:
-    """The CLI's optax chain: ``clip_by_global_norm(clip)`` (if ``clip > 0``), then the
-    optimiser with a constant or warm-up + cosine-decay learning rate."""
-    if name not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}; got {name!r}")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {list(SCHEDULES)}; got {schedule!r}")
-    rate: float | optax.Schedule = lr
-    if schedule == "cosine":
-        rate = optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(steps, warmup + 1))
-    elif warmup:
-        rate = optax.linear_schedule(0.0, lr, warmup)
-    opt = {
-        "adam": lambda: optax.adam(rate),
-        "adamw": lambda: optax.adamw(rate, weight_decay=weight_decay),
-        "sgd": lambda: optax.sgd(rate, momentum=momentum or None),
-        "rmsprop": lambda: optax.rmsprop(rate),
-    }[name]()
-    return optax.chain(optax.clip_by_global_norm(clip), opt) if clip > 0 else opt
+# ----------------------------------------------------------------------------- parsing
 
 
-def _number(kind: type, *, allow_zero: bool = False) -> Callable[[str], Any]:
-    """An argparse type: a finite ``kind`` > 0 (>= 0 with ``allow_zero``)."""
-    what = "a non-negative" if allow_zero else "a positive"
+def _value_type(field: dataclasses.Field) -> Any:
+    """An argparse ``type`` for a :class:`RunConfig` field: converts, then runs its check."""
+    kind = {"int": int, "float": float, "str": str}[field.type]
+    check = field.metadata["check"]
 
-    def parse(text: str):
+    def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"expected {what} {kind.__name__}; got {text!r}"
+                f"expected {'an' if kind is int else 'a'} {kind.__name__}; got {text!r}"
             ) from None
-        if not ((value >= 0 if allow_zero else value > 0) and math.isfinite(value)):
-            raise argparse.ArgumentTypeError(
-                f"must be {'>= 0' if allow_zero else 'positive'}; got {text}"
-            )
+        problem = check(value) if check is not None else None
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
         return value
 
-    parse.__name__ = f"{what[2:]} {kind.__name__}"
+    parse.__name__ = kind.__name__
     return parse
 
 
-def _positive(kind: type) -> Callable[[str], Any]:
-    return _number(kind)
+def _choices(field: dataclasses.Field) -> list[str] | None:
+    return {
+        "task": sorted(TASKS),
+        "activation": sorted(ACTIVATIONS),
+        "kernel_init": sorted(INITIALIZERS),
+        "recurrent_init": sorted(INITIALIZERS),
+        "bias_init": list(BIAS_INITIALIZERS),
+        "optimizer": list(OPTIMIZERS),
+        "schedule": list(SCHEDULES),
+    }.get(field.name)
 
 
-def _non_negative(kind: type) -> Callable[[str], Any]:
-    return _number(kind, allow_zero=True)
+TRAIN_DESCRIPTION = (
+    "Train an Elman RNN with a dense readout on a sequence task (optax, hand-written BPTT), "
+    "with progress, metrics.jsonl, a PNG of the curves and resumable orbax checkpoints. "
+    "Each task has defaults measured to learn it (shown per task below): adding, the IRNN "
+    "of Le, Jaitly & Hinton (2015) (relu, identity recurrent init, N(0, 0.001^2) input "
+    "weights), T = 100, in about a minute; copy, sine and digits, a tanh RNN with Keras' "
+    "default init. --resume continues the run in --out with its own options; an option "
+    "given with it changes that option (a structural one is refused)."
+)
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an int; got {text!r}") from None
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 2^32); got {text}")
-    return value
+def _add_train(sub: Any) -> None:
+    p = sub.add_parser("train", help="train a model on a task", description=TRAIN_DESCRIPTION)
+    for field in dataclasses.fields(RunConfig):
+        flag = "--" + field.name.replace("_", "-")
+        if field.type == "bool":
+            p.add_argument(flag, action="store_true", default=argparse.SUPPRESS,
+                           help=option_help(field.name))  # fmt: skip
+            continue
+        choices = _choices(field)
+        p.add_argument(
+            flag,
+            type=None if choices else _value_type(field),  # argparse lists the choices
+            choices=choices,
+            default=argparse.SUPPRESS,  # only the options given reach the run's config
+            metavar=None if choices else field.name.upper(),
+            help=option_help(field.name),
+        )
+    p.add_argument("--out", help="run directory (default: runs/<task>-<date>-<time>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its newest checkpoint, with its own "
+                   "options (default: off)")  # fmt: skip
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar, or progress lines when stderr is not a terminal "
+                   "(default: shown)")  # fmt: skip
+
+
+def _add_check(sub: Any) -> None:
+    p = sub.add_parser(
+        "check",
+        help="the seed notebook's example and the gradient checks (the default command)",
+        description="The seed notebook's example and the gradient checks (BPTT vs autodiff "
+        "vs finite differences) on it and on a random model of the sizes below.",
+    )
+    positive = _value_type(next(f for f in dataclasses.fields(RunConfig) if f.name == "hidden"))
+    for name, default, what in (
+        ("batch", 8, "sequences of the random model"),
+        ("steps", 64, "time steps of the random model"),
+        ("features", 16, "input features of the random model"),
+        ("hidden", 32, "hidden units of the random model"),
+    ):
+        p.add_argument(f"--{name}", type=positive, default=default,
+                       help=f"{what} (default: {default})")  # fmt: skip
+    seed = next(f for f in dataclasses.fields(RunConfig) if f.name == "seed")
+    p.add_argument("--seed", type=_value_type(seed), default=0,
+                   help="PRNG seed of the random model (default: 0)")  # fmt: skip
 
 
 def parser() -> argparse.ArgumentParser:
+    """The ``jrnn`` parser, with the ``train`` and ``check`` subcommands."""
     p = argparse.ArgumentParser(
-        prog="jrnn train",
-        description="Train an Elman RNN with a dense readout on a sequence task (optax, "
-        "hand-written BPTT), with a progress bar, metrics.jsonl, a PNG of the curves and "
-        "resumable orbax checkpoints. The defaults train the IRNN of Le, Jaitly & Hinton "
-        "(2015) (relu, identity recurrent init, N(0, 0.001^2) input weights) on the adding "
-        "problem, T = 100, in about a minute; for a Keras-default tanh RNN pass --activation "
-        "tanh --recurrent-init orthogonal --kernel-init glorot_uniform.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="jrnn",
+        description="The simple (Elman) RNN in JAX: train models, check the hand-written BPTT.",
     )
-    a = p.add_argument
-    a("--task", default="adding", choices=sorted(TASKS), help="the task (see jrnn.tasks)")
-    a(
-        "--seq-len",
-        type=_positive(int),
-        default=None,
-        help="sequence length T (copy: blanks T; digits: fixed 8); default: the task's",
-    )
-    a("--hidden", type=_positive(int), default=64, help="hidden units per layer")
-    a("--layers", type=_positive(int), default=1, help="stacked Elman layers")
-    a("--activation", default="relu", choices=sorted(ACTIVATIONS))
-    a(
-        "--kernel-init",
-        default="small_normal",
-        choices=sorted(INITIALIZERS),
-        help="init of the input and readout weights",
-    )
-    a("--recurrent-init", default="identity", choices=sorted(INITIALIZERS))
-    a("--bias-init", default="zeros", choices=sorted(INITIALIZERS))
-    a("--optimizer", default="adam", choices=OPTIMIZERS)
-    a("--lr", type=_positive(float), default=1e-3, help="(peak) learning rate")
-    a("--clip", type=_non_negative(float), default=1.0, help="global-norm clip; 0: none")
-    a("--schedule", default="cosine", choices=SCHEDULES, help="learning-rate schedule")
-    a("--warmup", type=_non_negative(int), default=0, help="linear warm-up steps")
-    a("--steps", type=_positive(int), default=15000, help="optimiser steps in all")
-    a("--batch", type=_positive(int), default=32, help="sequences per step")
-    a("--seed", type=_seed, default=0, help="PRNG seed (params and data), in [0, 2^32)")
-    a("--out", default=None, help="run directory (default: runs/<task>-<date>-<time>)")
-    a("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    a(
-        "--log-every",
-        type=_positive(int),
-        default=50,
-        help="steps per jitted call and per metrics.jsonl train row",
-    )
-    a("--eval-every", type=_positive(int), default=500, help="steps between test evaluations")
-    a(
-        "--eval-size",
-        type=_positive(int),
-        default=1000,
-        help="test sequences of the synthetic tasks (digits: its 360 held-out images)",
-    )
-    a("--checkpoint-every", type=_positive(int), default=1000, help="steps between checkpoints")
-    a("--keep", type=_positive(int), default=3, help="checkpoints kept")
-    a("--no-progress", dest="progress", action="store_false", help="no tqdm progress bar")
-    a(
-        "--data-parallel",
-        action="store_true",
-        help="split each batch over all local devices (params replicated, gradients "
-        "all-reduced by XLA); --batch must be a multiple of the device count",
-    )
+
+    p.add_argument("--version", action="version", version=f"jrnn {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="{train,check}", title="commands")
+    _add_train(sub)
+    _add_check(sub)
     return p
 
 
-def _config(args: argparse.Namespace, seq_len: int) -> dict[str, Any]:
-    keys = (
-        "task",
-        "hidden",
-        "layers",
-        "activation",
-        "kernel_init",
-        "recurrent_init",
-        "bias_init",
-        "optimizer",
-        "lr",
-        "clip",
-        "schedule",
-        "warmup",
-        "steps",
-        "batch",
-        "seed",
-        "eval_size",
+def main(argv: list[str] | None = None) -> int:
+    """The ``jrnn`` entry point; returns the exit code.
+
+    ``jrnn`` alone, or with only ``jrnn check``'s options (``jrnn --batch 4``), runs
+    ``jrnn check``.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
+        argv = ["check", *argv]
+    args = parser().parse_args(argv)
+    if args.command == "check":
+        return check(args.batch, args.steps, args.features, args.hidden, args.seed)
+    given = {
+        k: v for k, v in vars(args).items() if k not in ("command", "out", "resume", "progress")
+    }
+    try:
+        return train(given, args.out, resume=args.resume, progress=args.progress)
+    except (TrainError, CheckpointError, RunDirError) as err:
+        print(f"jrnn train: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C before the loop: nothing to save
+        print("\njrnn train: interrupted before training started", file=sys.stderr)
+        return 130
+
+
+# ------------------------------------------------------------------------------- check
+
+
+def check(
+    batch: int = 8, steps: int = 64, features: int = 16, hidden: int = 32, seed: int = 0
+) -> int:
+    """``jrnn check``: prints the seed example's forward output (to compare with the
+    notebook's printed numbers), then the gradient-check tables for that example (loss
+    ``0.5 * ||h_T||^2``) and for a random model; returns 1 if a check fails."""
+    with jax.enable_x64(True):
+        params, xs, h0 = seed_example()
+        _, h_last = forward(params, xs, h0)
+        np.set_printoptions(precision=8, suppress=True)
+        print("seed notebook example: forward(x, h0 = 0), h_T =")
+        print(np.asarray(h_last))
+        print(f"notebook printed:\n{SEED_H_LAST}")
+        print(f"max |difference| = {np.max(np.abs(np.asarray(h_last) - SEED_H_LAST)):.2e}\n")
+        seed_report = check_grads(params, xs, h0, loss=seed_loss)
+        print(seed_report.table())
+        print("\ntrue gradients of L = 0.5 * ||h_T||^2 (hand-written BPTT):")
+        for name in ("w_x", "w_h", "b", "xs", "h0"):
+            print(f"d{name} =\n{seed_report.bptt[name]}")
+
+    key_p, key_x, key_h = jax.random.split(jax.random.PRNGKey(seed), 3)
+    rparams = init_params(key_p, features, hidden)
+    rxs = jax.random.normal(key_x, (batch, steps, features))
+    rh0 = 0.5 * jax.random.normal(key_h, (batch, hidden))
+    print()
+    random_report = check_grads(rparams, rxs, rh0)
+    print(random_report.table())
+    ok = seed_report.ok() and random_report.ok()
+    print(
+        f"\ngradient checks {'passed' if ok else 'FAILED'} "
+        "(BPTT vs autodiff rel <= 1e-10, vs finite differences rel <= 1e-7)"
     )
-    config = {k: getattr(args, k) for k in keys}
-    config["seq_len"] = seq_len
-    config["clipped"] = args.clip > 0
-    config["warmed_up"] = args.warmup > 0
-    config["data_parallel"] = bool(getattr(args, "data_parallel", False))
-    return config
+    return 0 if ok else 1
 
 
-def _plot(run_dir: Path, rows: list[dict[str, Any]], title: str, baseline: float | None) -> None:
-    import matplotlib
+# ------------------------------------------------------------------------------- train
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    train = [r for r in rows if r["split"] == "train"]
-    test = [r for r in rows if r["split"] == "test"]
-    has_acc = any("accuracy" in r for r in rows)
-    fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(11 if has_acc else 6.5, 4))
-    axes = np.atleast_1d(axes)
-    ax = axes[0]
-    if train:
-        ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train", lw=1)
-    if test:
-        ax.plot([r["step"] for r in test], [r["loss"] for r in test], "o-", label="test", ms=3)
-    if baseline is not None:
-        ax.axhline(baseline, color="gray", ls="--", lw=1, label="memoryless baseline")
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend()
-    if has_acc:
-        ax = axes[1]
-        for split, data, style in (("train", train, "-"), ("test", test, "o-")):
-            pts = [(r["step"], r["accuracy"]) for r in data if "accuracy" in r]
-            if pts:
-                ax.plot(*zip(*pts, strict=True), style, label=split, ms=3, lw=1)
-        ax.set_xlabel("step")
-        ax.set_ylabel("accuracy")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(run_dir / "metrics.png", dpi=110)
-    plt.close(fig)
+@dataclasses.dataclass
+class _Run:
+    """A run being trained: the loop advances ``state`` and appends to ``rows``."""
+
+    config: RunConfig
+    run_dir: Path
+    resumed: bool
+    optimizer: optax.GradientTransformation
+    state: TrainState
+    manager: Any
+    mesh: Any
+    rows: list[dict[str, Any]]
+    stream: TextIO
+
+    @property
+    def task(self) -> Task:
+        return get_task(self.config.task)
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.run_dir / "metrics.jsonl"
+
+    def log(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def say(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+
+def train(
+    options: RunConfig | Mapping[str, Any],
+    out: str | Path | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    stream: TextIO | None = None,
+) -> int:
+    """Runs ``jrnn train``; returns the exit code (0 done, 1 stopped on a non-finite loss,
+    130 interrupted with a checkpoint saved).
+
+    Args:
+        options: the run's options: a :class:`RunConfig`, or the options given (the others
+            take the task's defaults; on ``resume``, the resumed run's own values).
+        out: the run directory; ``None``: a new ``runs/<task>-<date>-<time>``.
+        resume: continue the run in ``out`` from its newest checkpoint.
+        progress: a progress bar (a line per ``log_every`` steps when stderr is not a
+            terminal).
+        stream: where the run's messages go (default ``sys.stdout``).
+
+    Raises:
+        TrainError, CheckpointError, RunDirError: the run cannot start or write its run
+            directory (the message says why).
+    """
+    stream = sys.stdout if stream is None else stream
+    given = options.to_dict() if isinstance(options, RunConfig) else dict(options)
+    if resume and out is None:
+        raise TrainError("--resume needs --out, the run directory to continue")
+    config = None if resume else _make_config(lambda: RunConfig.for_task(**given))
+    if out is None:
+        run_dir = create_default_run_dir(config.task)
+    else:
+        run_dir = Path(out)
+        _check_run_dir(run_dir, resume)  # before anything is written
+    lock = lock_run_dir(run_dir)
+    try:
+        with _write_errors(run_dir):
+            _check_run_dir(run_dir, resume)  # again, now that no other run can change it
+            run = _open_run(run_dir, config, given, resume, stream)
+            if run is None:
+                return 0
+            try:
+                code = _train_loop(run, progress)
+            except BaseException:
+                _close(run, quiet=True)
+                raise
+            _close(run)
+            if code == 0:
+                _report(run)
+            return code
+    finally:
+        lock.release()
+
+
+def _make_config(make: Any) -> RunConfig:
+    try:
+        return make()
+    except (TypeError, ValueError) as err:
+        text = str(err)
+        name = text.split(" ", 1)[0].rstrip(":")
+        if name in {f.name for f in dataclasses.fields(RunConfig)}:
+            text = "--" + name.replace("_", "-") + text[len(name) :]
+        raise TrainError(text) from None
+
+
+@contextlib.contextmanager
+def _write_errors(run_dir: Path) -> Iterator[None]:
+    """Turns a failed write in the run directory (read-only, full disk) into a TrainError."""
+    try:
+        yield
+    except OSError as err:
+        where = f" ({err.filename})" if err.filename else ""
+        last = latest_step(run_dir)
+        kept = f"; the last good checkpoint (step {last}) is kept" if last is not None else ""
+        raise TrainError(
+            f"cannot write in --out {run_dir}: {err.strerror or err}{where}{kept}"
+        ) from err
+
+
+def _check_run_dir(run_dir: Path, resume: bool) -> None:
+    """Never touch a folder that holds another run unless told to resume it."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TrainError(f"--out {run_dir} is a file, not a directory")
+    existing = latest_step(run_dir)
+    if resume:
+        if existing is None:
+            raise TrainError(f"--resume: no checkpoint in {run_dir}/checkpoints to resume from")
+    elif existing is not None:
+        raise TrainError(
+            f"--out {run_dir} already holds a run (checkpoint at step {existing}); pass "
+            "--resume to continue it, or choose another --out (nothing was overwritten)"
+        )
+    elif run_dir.is_dir() and any(p.name != LOCK_FILE for p in run_dir.iterdir()):
+        raise TrainError(f"--out {run_dir} exists and is not empty; choose another --out")
+
+
+def _resume_config(
+    run_dir: Path, given: dict[str, Any], stream: TextIO
+) -> tuple[RunConfig, list[Any]] | None:
+    """The config of a resumed run (its own, with the ``given`` options changed) and its
+    resume history with this resume added; ``None`` when a finished run has nothing to do.
+    Refuses (before any warning) what a resume cannot do."""
+    saved_dict = read_config(run_dir)
+    try:
+        saved = RunConfig.from_dict(saved_dict)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{run_dir / CONFIG_FILE} holds an invalid config: {err}") from None
+    config = _make_config(lambda: saved.replace(**given))
+    changes = config.resume_changes(saved)
+    line = lambda c: f"{c[0]}: {c[1]!r} in the checkpointed run, {c[2]!r} now"
+    if changes[STRUCTURAL]:
+        raise CheckpointError(
+            f"{run_dir} holds an incompatible run (its checkpoint was left as it is); "
+            "differing options:\n  " + "\n  ".join(map(line, changes[STRUCTURAL]))
+        )
+    step = latest_step(run_dir)
+    if step > config.steps:
+        raise TrainError(f"--steps {config.steps} is below the checkpoint's step {step}")
+    changed = {name: [old, new] for kind in changes.values() for name, old, new in kind}
+    if step == config.steps and not changed and (run_dir / "result.json").exists():
+        print(
+            f"jrnn train: {run_dir} finished at step {step}; nothing to do (raise --steps "
+            "to train longer)",
+            file=stream,
+        )
+        return None
+    for change in changes[TRAJECTORY]:
+        print(
+            f"jrnn train: warning: resuming with a changed option ({line(change)}); the run "
+            "will not repeat an uninterrupted one",
+            file=sys.stderr,
+        )
+    resumes = saved_dict.get("resumes", [])
+    return config, [*resumes, {"step": step, "changed": changed}]
+
+
+def _open_run(
+    run_dir: Path, config: RunConfig | None, given: dict[str, Any], resume: bool, stream: TextIO
+) -> _Run | None:
+    """Set-up: the config (a resumed run's, checked), the state (restored on resume) and
+    the run directory's config.json and metrics.jsonl."""
+    resumes: list[Any] = []
+    if resume:
+        resumed = _resume_config(run_dir, given, stream)
+        if resumed is None:
+            return None
+        config, resumes = resumed
+    devices = jax.local_devices()
+    if config.data_parallel and config.batch % len(devices):
+        raise TrainError(
+            f"--data-parallel: --batch {config.batch} is not a multiple of the "
+            f"{len(devices)} local devices"
+        )
+    optimizer, state = initial_state(config)
+    mesh = batch_mesh(devices) if config.data_parallel else None
+    if mesh is not None:
+        state = replicate(state, mesh)  # checkpoints restore onto the same sharding
+    manager = open_manager(run_dir, keep=config.keep)
+    run = _Run(config, run_dir, resume, optimizer, state, manager, mesh, [], stream)
+    if resume:
+        try:
+            run.state = restore(manager, state, run_dir)
+        except CheckpointError:
+            _close(run, quiet=True)
+            raise
+        if run.metrics_path.exists():  # drop rows logged after the checkpoint (a repeat follows)
+            step = int(run.state.step)
+            run.rows = [r for r in _read_rows(run.metrics_path) if r["step"] <= step]
+    write_config(run_dir, {**config.to_dict(), "resumes": resumes})
+    run.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in run.rows))
+    return run
+
+
+def _close(run: _Run, *, quiet: bool = False) -> None:
+    """Waits for the checkpoint manager and closes it; redraws the plot."""
+    try:
+        close(run.manager)
+    except Exception:
+        if not quiet:
+            raise
+    if run.rows:
+        _try_plot(run)
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
@@ -289,13 +485,6 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _try_plot(run_dir: Path, rows: list[dict[str, Any]], title: str, baseline: float) -> None:
-    try:
-        _plot(run_dir, rows, title, baseline)
-    except Exception as err:  # a plot must never end or mask a training run
-        print(f"jrnn train: warning: could not draw metrics.png: {err}", file=sys.stderr)
-
-
 def _boundaries(start: int, stop: int, *every: int) -> list[int]:
     """Chunk ends after ``start``: multiples of any of ``every``, and ``stop``."""
     ends = {stop}
@@ -304,128 +493,16 @@ def _boundaries(start: int, stop: int, *every: int) -> list[int]:
     return sorted(x for x in ends if start < x <= stop)
 
 
-def _float_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items()}
-
-
-def initial_state(
-    args: argparse.Namespace, task: Task
-) -> tuple[optax.GradientTransformation, TrainState]:
-    """The optimiser and the step-0 :class:`~jrnn.checkpoint.TrainState` of a run."""
-    optimizer = build_optimizer(
-        args.optimizer,
-        args.lr,
-        clip=args.clip,
-        schedule=args.schedule,
-        steps=args.steps,
-        warmup=args.warmup,
-    )
-    key_params, run_key = jax.random.split(jax.random.PRNGKey(args.seed))
-    params = init_model(
-        key_params,
-        task.input_size,
-        args.hidden,
-        task.output_size,
-        num_layers=args.layers,
-        kernel_init=args.kernel_init,
-        recurrent_init=args.recurrent_init,
-        bias_init=args.bias_init,
-        head_init=args.kernel_init,
-    )
-    state = TrainState(params, optimizer.init(params), jnp.asarray(0, jnp.int32), run_key)
-    return optimizer, state
-
-
-def train(args: argparse.Namespace, out: Any = None) -> int:
-    """Runs ``jrnn train`` with parsed ``args``; returns the exit code (0 done, 1 stopped on
-    a non-finite loss, 130 interrupted with a checkpoint saved).
-
-    Raises:
-        TrainError, CheckpointError: the run cannot start (the message says why).
-    """
-    out = sys.stdout if out is None else out
-    task = get_task(args.task)
-    seq_len = args.seq_len if args.seq_len is not None else task.default_seq_len
-    if task.fixed_seq_len is not None and seq_len != task.fixed_seq_len:
-        raise TrainError(f"--seq-len: the {task.name} task has length {task.fixed_seq_len} only")
-    if task.name == "adding" and seq_len < 2:
-        raise TrainError("--seq-len: the adding problem needs at least 2 steps")
-    devices = jax.local_devices()
-    if args.data_parallel and args.batch % len(devices):
-        raise TrainError(
-            f"--data-parallel: --batch {args.batch} is not a multiple of the "
-            f"{len(devices)} local devices"
-        )
-    if args.resume and args.out is None:
-        raise TrainError("--resume needs --out, the run directory to continue")
-    run_dir = Path(args.out or f"runs/{task.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if run_dir.exists() and not run_dir.is_dir():
-        raise TrainError(f"--out {run_dir} is a file, not a directory")
-    config = _config(args, seq_len)
-
-    # Never touch a directory that holds another run unless told to resume it, and check
-    # that the run being resumed is this one before anything is written.
-    existing = latest_step(run_dir)
-    if args.resume:
-        if existing is None:
-            raise TrainError(f"--resume: no checkpoint in {run_dir}/checkpoints to resume from")
-        changed = check_config(run_dir, config, STRUCTURAL)
-        for diff in changed:
-            if diff.split(":")[0] not in COSMETIC or (
-                diff.startswith("steps") and args.schedule == "cosine"
-            ):
-                print(
-                    f"jrnn train: warning: resuming with a changed option ({diff}); the run "
-                    "will not repeat an uninterrupted one",
-                    file=sys.stderr,
-                )
-    elif existing is not None:
-        raise TrainError(
-            f"--out {run_dir} already holds a run (checkpoint at step {existing}); pass "
-            "--resume to continue it, or choose another --out (nothing was overwritten)"
-        )
-    elif run_dir.exists() and any(run_dir.iterdir()):
-        raise TrainError(f"--out {run_dir} exists and is not empty; choose another --out")
-
-    optimizer, state = initial_state(args, task)
-    mesh = batch_mesh(devices) if args.data_parallel else None
-    if mesh is not None:
-        state = replicate(state, mesh)  # checkpoints restore onto the same sharding
-    manager = open_manager(run_dir, keep=args.keep)
-    metrics_path = run_dir / "metrics.jsonl"
-    rows: list[dict[str, Any]] = []
-    if args.resume:
-        try:
-            state = restore(manager, state, run_dir)
-        except CheckpointError:
-            manager.close()
-            raise
-        if int(state.step) > args.steps:
-            manager.close()
-            raise TrainError(
-                f"--steps {args.steps} is below the checkpoint's step {int(state.step)}"
-            )
-        if metrics_path.exists():  # drop rows logged after the checkpoint (a repeat follows)
-            rows = [r for r in _read_rows(metrics_path) if r["step"] <= int(state.step)]
-    if args.resume:  # keep the run's own config; record what this resume changed
-        saved = json.loads((run_dir / CONFIG_FILE).read_text())
-        saved.setdefault("resumes", []).append({"step": int(state.step), "changed": changed})
-        write_config(run_dir, saved)
-    else:
-        write_config(run_dir, config)
-    metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-    options = {
-        "loss": task.loss,
-        "activation": args.activation,
-        "return_sequences": task.return_sequences,
-    }
-    step_fn = make_train_step(optimizer, jit=False, **options)
+def _chunk_fn(run: _Run) -> Any:
+    """The jitted ``n`` optimiser steps, each drawing its batch from ``fold_in(key, step)``;
+    returns the new state, the per-step metrics and whether the params are finite."""
+    config, task, mesh = run.config, run.task, run.mesh
+    step_fn = make_train_step(run.optimizer, jit=False, **_model_options(config))
 
     @partial(jax.jit, static_argnames="n")
     def run_chunk(state: TrainState, n: int):
         def body(s, _):
-            batch = task.sample(jax.random.fold_in(s.key, s.step), args.batch, seq_len)
+            batch = task.sample(jax.random.fold_in(s.key, s.step), config.batch, config.seq_len)
             if mesh is not None:  # each device draws and trains on its slice of the batch
                 batch = jax.lax.with_sharding_constraint(batch, batch_sharding(mesh))
             params, opt_state, metrics = step_fn(s.params, s.opt_state, batch)
@@ -435,185 +512,288 @@ def train(args: argparse.Namespace, out: Any = None) -> int:
         leaves = jax.tree.leaves(state.params)
         return state, metrics, jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in leaves]))
 
-    test_set = task.test_set(seq_len, args.eval_size)
-    title = (
-        f"{task.name} T={seq_len}: {args.activation} RNN, {args.layers}x{args.hidden}, "
-        f"{args.recurrent_init} recurrent init, {args.optimizer} lr={args.lr:g} "
-        f"clip={args.clip:g}, batch {args.batch}"
-    )
-    baseline = task.baseline(seq_len)
+    return run_chunk
 
-    def log(row: dict[str, Any]) -> None:
-        rows.append(row)
-        with metrics_path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
 
-    def stop_non_finite(what: str) -> None:
-        last = latest_step(run_dir)
-        print(
-            f"\njrnn train: {what} (try a lower --lr or --clip 1); stopped, nothing saved "
-            "after it. The last good checkpoint "
-            + (
-                f"(step {last}) is kept in {run_dir / 'checkpoints'}"
-                if last is not None
-                else "does not exist: none was saved yet"
-            ),
-            file=out,
-            flush=True,
+def _model_options(config: RunConfig) -> dict[str, Any]:
+    task = get_task(config.task)
+    return {
+        "loss": task.loss,
+        "activation": config.activation,
+        "return_sequences": task.return_sequences,
+    }
+
+
+def _test_row(run: _Run, test_set: Any, step: int) -> dict[str, Any]:
+    metrics = evaluate(run.state.params, test_set, **_model_options(run.config))
+    return {"step": step, "split": "test", **{k: float(v) for k, v in metrics.items()}}
+
+
+class _CtrlC:
+    pressed = False
+
+
+@contextlib.contextmanager
+def _ctrl_c() -> Iterator[_CtrlC]:
+    """The first Ctrl-C asks the loop to save and stop after the running chunk; a second one
+    kills the process at once with SIGINT's default action, so nothing (no garbage-collection
+    callback, no ``except``) can swallow it and nothing is saved."""
+    state = _CtrlC()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if state.pressed:
+            os.write(2, b"\njrnn train: second Ctrl-C: stopped without saving\n")
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+            return
+        state.pressed = True
+        os.write(
+            2,
+            b"\njrnn train: Ctrl-C: saving a checkpoint after the running chunk "
+            b"(Ctrl-C again to stop without saving)\n",
         )
 
-    def test_row(step: int) -> dict[str, Any]:
-        return {
-            "step": step,
-            "split": "test",
-            **_float_metrics(evaluate(state.params, test_set, **options)),
-        }
-
-    interrupted = False
-
-    def on_sigint(signum, frame):
-        nonlocal interrupted
-        if interrupted:  # a second Ctrl-C: stop without saving once the running chunk returns
-            raise KeyboardInterrupt
-        interrupted = True
-
-    previous_handler = None
     try:
-        previous_handler = signal.signal(signal.SIGINT, on_sigint)
+        previous = signal.signal(signal.SIGINT, on_sigint)
     except ValueError:  # not the main thread: Ctrl-C is the caller's business
-        pass
-
-    start = int(state.step)
-    print(
-        f"jrnn train: {title}; steps {start} -> {args.steps}; out {run_dir}"
-        + (f" (resumed at step {start})" if args.resume else ""),
-        file=out,
-        flush=True,
-    )
-    bar = None
-    if args.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(
-            total=args.steps, initial=start, unit="step", dynamic_ncols=True, file=sys.stderr
-        )
-    code = 0
-    t_start = time.perf_counter()
+        previous = None
     try:
-        if start == 0 and not args.resume:
-            log(test_row(0))
-        for end in _boundaries(
-            start, args.steps, args.log_every, args.eval_every, args.checkpoint_every
-        ):
-            if interrupted:
-                break
-            n = end - int(state.step)
-            t0 = time.perf_counter()
-            new_state, metrics, params_finite = run_chunk(state, n)
-            metrics = jax.device_get(metrics)
-            finite = np.all([np.isfinite(v) for v in metrics.values()], axis=0)  # (n,)
-            if not (finite.all() and bool(params_finite)):
-                # the metrics of step s are computed before its update: a non-finite update
-                # in the chunk's last step shows only in the params
-                bad = int(state.step) + (int(np.argmin(finite)) + 1 if not finite.all() else n)
-                stop_non_finite(f"the training loss or params became non-finite at step {bad}")
-                code = 1
-                break
-            state = new_state
-            dt = time.perf_counter() - t0
-            row = {
-                "step": end,
-                "split": "train",
-                **{k: float(np.mean(v)) for k, v in metrics.items()},
-                "steps_per_s": n / dt,
-                "seconds": time.perf_counter() - t_start,
-            }
-            log(row)
-            if bar is not None:
-                bar.update(n)
-                bar.set_postfix(loss=f"{row['loss']:.4g}", seq_s=f"{n * args.batch / dt:,.0f}")
-            checkpoint = end % args.checkpoint_every == 0 or end == args.steps
-            if end % args.eval_every == 0 or checkpoint:  # test what a checkpoint would keep
-                tested = test_row(end)
-                if not all(np.isfinite(v) for k, v in tested.items() if k not in ("step", "split")):
-                    stop_non_finite(f"the test loss became non-finite at step {end}")
-                    code = 1
-                    break
-                log(tested)
-                _try_plot(run_dir, rows, title, baseline)
-            if checkpoint:
-                save(manager, state)
-        if interrupted and code == 0 and int(state.step) < args.steps:
-            step = save(manager, state)
+        yield state
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+class _Progress:
+    """A tqdm bar when stderr is a terminal; else one plain line per ``log_every`` steps
+    (a log file or a CI page gets no ``\\r`` redraws)."""
+
+    def __init__(self, run: _Run, start: int, enabled: bool) -> None:
+        self.run, self.stream, self.bar, self.lines = run, sys.stderr, None, False
+        if enabled and self.stream.isatty():
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=run.config.steps, initial=start, unit="step",
+                            dynamic_ncols=True, file=self.stream)  # fmt: skip
+        else:
+            self.lines = enabled
+
+    def update(self, row: dict[str, Any], n: int, dt: float) -> None:
+        seq_s = n * self.run.config.batch / dt
+        if self.bar is not None:
+            self.bar.update(n)
+            self.bar.set_postfix(loss=f"{row['loss']:.4g}", seq_s=f"{seq_s:,.0f}")
+        elif self.lines:
             print(
-                f"\njrnn train: interrupted; checkpoint saved at step {step} in "
-                f"{run_dir / 'checkpoints'}; continue with the same options and --resume",
-                file=out,
+                f"jrnn train: step {row['step']}/{self.run.config.steps}: "
+                f"{_shown(self.run, row)}, {seq_s:,.0f} seq/s",
+                file=self.stream,
                 flush=True,
             )
-            code = 130
-    finally:
-        if bar is not None:
-            bar.close()
-        manager.wait_until_finished()
-        manager.close()
-        if previous_handler is not None:
-            signal.signal(signal.SIGINT, previous_handler)
-        if rows:
-            _try_plot(run_dir, rows, title, baseline)
 
-    if code == 0:
-        final = next(r for r in reversed(rows) if r["split"] == "test")
-        if final["step"] != int(state.step):  # e.g. resumed at the last step: test it now
-            final = test_row(int(state.step))
-            log(final)
-        result = {
-            "step": int(state.step),
-            "test": {k: v for k, v in final.items() if k not in ("step", "split")},
-            "baseline": {"loss": baseline, "predicts": task.baseline_name},
-            "seconds": time.perf_counter() - t_start,
-        }
-        (run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in result["test"].items())
-        print(
-            f"jrnn train: done, step {result['step']}: test {shown} (baseline loss "
-            f"{baseline:.4g}, {task.baseline_name}); {run_dir}",
-            file=out,
-            flush=True,
-        )
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _shown(run: _Run, metrics: Mapping[str, Any]) -> str:
+    """``loss 0.1, accuracy 0.93 (blank baseline 0.917)``: the metrics beside the baseline
+    accuracy, where the task has one."""
+    text = f"loss {metrics['loss']:.4g}"
+    if "accuracy" in metrics:
+        text += f", accuracy {metrics['accuracy']:.4g}"
+        if run.task.baseline_accuracy is not None:
+            text += f" (baseline {run.task.baseline_accuracy(run.config.seq_len):.4g})"
+    return text
+
+
+def _title(run: _Run) -> str:
+    c = run.config
+    return (
+        f"{c.task} T={c.seq_len}: {c.activation} RNN {c.layers}x{c.hidden}, {c.recurrent_init} "
+        f"recurrent init; {c.optimizer} {c.schedule} lr={c.lr:g}"
+        + (f" warm-up {c.warmup}" if c.warmup else "")
+        + f" clip={c.clip:g}, batch {c.batch}, {int(run.state.step)}/{c.steps} steps"
+    )
+
+
+def _train_loop(run: _Run, progress: bool) -> int:
+    """The chunked loop; returns the exit code (0, 1 non-finite, 130 interrupted)."""
+    config = run.config
+    run_chunk = _chunk_fn(run)
+    test_set = run.task.test_set(config.seq_len, config.eval_size)
+    start = int(run.state.step)
+    run.say(
+        f"jrnn train: {_title(run)}; out {run.run_dir}"
+        + (f" (resumed at step {start})" if run.resumed else "")
+    )
+    display = _Progress(run, start, progress)
+    code, t_start = 0, time.perf_counter()
+    with _ctrl_c() as ctrl_c:
+        try:
+            if start == 0 and not run.resumed:
+                run.log(_test_row(run, test_set, 0))
+            every = (config.log_every, config.eval_every, config.checkpoint_every)
+            for end in _boundaries(start, config.steps, *every):
+                if ctrl_c.pressed:
+                    break
+                code = _chunk(run, run_chunk, end, test_set, display, t_start)
+                if code:
+                    break
+            if ctrl_c.pressed and code == 0 and int(run.state.step) < config.steps:
+                step = save(run.manager, run.state, run.run_dir)
+                run.say(
+                    f"\njrnn train: interrupted; checkpoint saved at step {step} in "
+                    f"{run.run_dir / 'checkpoints'}; continue with --out {run.run_dir} --resume"
+                )
+                code = 130
+        finally:
+            display.close()
     return code
 
 
-def load_run(run_dir: str | Path) -> tuple[TrainState, dict[str, Any]]:
-    """Loads a run's newest checkpoint: ``(state, config)``; ``state.params`` is the model.
+def _chunk(
+    run: _Run, run_chunk: Any, end: int, test_set: Any, display: _Progress, t_start: float
+) -> int:
+    """Trains up to step ``end``, logs, tests and checkpoints; 1 on a non-finite value."""
+    config, state = run.config, run.state
+    n = end - int(state.step)
+    t0 = time.perf_counter()
+    new_state, metrics, params_finite = run_chunk(state, n)
+    metrics = jax.device_get(metrics)
+    finite = np.all([np.isfinite(v) for v in metrics.values()], axis=0)  # (n,)
+    if not (finite.all() and bool(params_finite)):
+        # the metrics of step s are computed before its update: a non-finite update in the
+        # chunk's last step shows only in the params
+        bad = int(state.step) + (int(np.argmin(finite)) + 1 if not finite.all() else n)
+        _stop_non_finite(run, f"the training loss or params became non-finite at step {bad}")
+        return 1
+    run.state = new_state
+    dt = time.perf_counter() - t0
+    row = {
+        "step": end,
+        "split": "train",
+        **{k: float(np.mean(v)) for k, v in metrics.items()},
+        "lr": float(learning_rate(config)(end - 1)),
+        "steps_per_s": n / dt,
+        "seconds": time.perf_counter() - t_start,
+    }
+    run.log(row)
+    display.update(row, n, dt)
+    checkpoint = end % config.checkpoint_every == 0 or end == config.steps
+    if end % config.eval_every == 0 or checkpoint:  # test what a checkpoint would keep
+        tested = _test_row(run, test_set, end)
+        if not all(np.isfinite(v) for k, v in tested.items() if k not in ("step", "split")):
+            _stop_non_finite(run, f"the test loss became non-finite at step {end}")
+            return 1
+        run.log(tested)
+        _try_plot(run)
+    if checkpoint:
+        save(run.manager, run.state, run.run_dir)
+    return 0
 
-    Example::
 
-        state, config = load_run("runs/adding-irnn-T150")
-        outputs, _ = jrnn.model.apply(state.params, xs, activation=config["activation"])
-    """
-    run_dir = Path(run_dir)
+def _stop_non_finite(run: _Run, what: str) -> None:
+    last = latest_step(run.run_dir)
+    run.say(
+        f"\njrnn train: {what} (try a lower --lr or --clip 1); stopped, nothing saved "
+        "after it. The last good checkpoint "
+        + (
+            f"(step {last}) is kept in {run.run_dir / 'checkpoints'}"
+            if last is not None
+            else "does not exist: none was saved yet"
+        )
+    )
+
+
+def _report(run: _Run) -> None:
+    """result.json and the summary line of a finished run."""
+    task, step = run.task, int(run.state.step)
+    final = next((r for r in reversed(run.rows) if r["split"] == "test"), None)
+    if final is None or final["step"] != step:  # e.g. resumed at the last step: test it now
+        test_set = task.test_set(run.config.seq_len, run.config.eval_size)
+        final = _test_row(run, test_set, step)
+        run.log(final)
+        _try_plot(run)
+    baseline = {"loss": task.baseline(run.config.seq_len), "predicts": task.baseline_name}
+    if task.baseline_accuracy is not None:
+        baseline["accuracy"] = task.baseline_accuracy(run.config.seq_len)
+    test = {k: v for k, v in final.items() if k not in ("step", "split")}
+    result = {"step": step, "test": test, "baseline": baseline, "seconds": _seconds(run)}
+    write_json(run.run_dir / "result.json", result)
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in baseline.items() if k != "predicts")
+    run.say(
+        f"jrnn train: done, step {step}: test {_shown(run, test)}; baseline {shown} "
+        f"({task.baseline_name}); {run.run_dir}"
+    )
+
+
+def _seconds(run: _Run) -> float:
+    train_rows = [r for r in run.rows if r["split"] == "train" and "seconds" in r]
+    return train_rows[-1]["seconds"] if train_rows else 0.0
+
+
+# -------------------------------------------------------------------------------- plot
+
+
+def figure(rows: list[dict[str, Any]], config: RunConfig, step: int) -> Any:
+    """The run's curves as a matplotlib Figure: the loss (named: MSE or cross-entropy) with
+    the memoryless baseline, the accuracy with the baseline's (classification tasks), the
+    learning rate and the gradient norm; the title names the model, schedule and steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    task = get_task(config.task)
+    train_rows = [r for r in rows if r["split"] == "train"]
+    test_rows = [r for r in rows if r["split"] == "test"]
+    panels = ["loss", "accuracy", "lr", "grad_norm"]
+    if task.loss != "cross_entropy":
+        panels.remove("accuracy")
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8))
+    labels = {
+        "loss": "MSE" if task.loss == "mse" else "cross-entropy",
+        "accuracy": "accuracy",
+        "lr": "learning rate",
+        "grad_norm": "gradient norm (before clipping)",
+    }
+    baselines = {"loss": task.baseline(config.seq_len)}
+    if task.baseline_accuracy is not None:
+        baselines["accuracy"] = task.baseline_accuracy(config.seq_len)
+    for ax, key in zip(axes, panels, strict=True):
+        for split, data, style in (("train", train_rows, "-"), ("test", test_rows, "o-")):
+            pts = [(r["step"], r[key]) for r in data if key in r]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), style, label=split, ms=3, lw=1)
+        if key in baselines:
+            ax.axhline(baselines[key], color="gray", ls="--", lw=1,
+                       label=f"baseline ({task.baseline_name})")  # fmt: skip
+        if key in ("loss", "grad_norm"):
+            ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel(labels[key])
+        ax.grid(alpha=0.3, which="both")
+        if key in ("loss", "accuracy"):
+            ax.legend(fontsize=8)
+    c = config
+    fig.suptitle(
+        f"{c.task} T={c.seq_len}: {c.activation} RNN {c.layers}x{c.hidden}, "
+        f"{c.recurrent_init} recurrent init; {c.optimizer}, {c.schedule} schedule, lr={c.lr:g}"
+        + (f", warm-up {c.warmup}" if c.warmup else "")
+        + f", clip={c.clip:g}, batch {c.batch}; step {step} of {c.steps}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def _try_plot(run: _Run) -> None:
     try:
-        config = json.loads((run_dir / CONFIG_FILE).read_text())
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"{run_dir} holds no readable {CONFIG_FILE}: {err}") from err
-    args = parser().parse_args([])
-    for k, v in config.items():
-        if hasattr(args, k):
-            setattr(args, k, v)
-    _, template = initial_state(args, get_task(args.task))
-    manager = open_manager(run_dir)
-    try:
-        return restore(manager, template, run_dir), config
-    finally:
-        manager.close()
+        import matplotlib.pyplot as plt
 
-
-def main(argv: list[str] | None = None) -> int:
-    """``jrnn train`` entry point."""
-    args = parser().parse_args(argv)
-    try:
-        return train(args)
-    except (TrainError, CheckpointError) as err:
-        print(f"jrnn train: error: {err}", file=sys.stderr)
-        return 2
+        fig = figure(run.rows, run.config, int(run.state.step))
+        fig.savefig(run.run_dir / "metrics.png", dpi=110)
+        plt.close(fig)
+    except Exception as err:  # a plot must never end or mask a training run
+        print(f"jrnn train: warning: could not draw metrics.png: {err}", file=sys.stderr)

@@ -109,27 +109,10 @@ def _check_cell(
 _TORCH_KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)(_reverse)?$")
 
 
-def from_torch(
-    source: Any, *, nonlinearity: str | None = None, batch_first: bool | None = None
-) -> Converted:
-    """Reads a PyTorch ``nn.RNN`` (module or ``state_dict``) into jrnn params.
-
-    Args:
-        source: an ``nn.RNN`` module, or its ``state_dict()`` (a mapping of names to
-            tensors or arrays).
-        nonlinearity: ``"tanh"`` or ``"relu"``; read from a module, defaults to
-            ``"tanh"`` for a state_dict (which does not record it).
-        batch_first: read from a module; defaults to ``True`` for a state_dict.
-
-    Returns:
-        A :class:`Converted`; run it with
-        ``jrnn.stack(c.layers, xs, activation=c.activation, time_major=c.time_major)``.
-
-    Raises:
-        TypeError: an LSTM/GRU (or other non-``nn.RNN``) module, or not a module/mapping.
-        ValueError: missing or unexpected keys, inconsistent shapes, LSTM/GRU-shaped
-            weights, an unsupported nonlinearity.
-    """
+def _torch_source(
+    source: Any, nonlinearity: str | None, batch_first: bool | None
+) -> tuple[Mapping[str, Any], str, bool]:
+    """``(state_dict, nonlinearity, batch_first)`` of an ``nn.RNN`` module or state_dict."""
     if hasattr(source, "state_dict") and callable(source.state_dict):
         mode = getattr(source, "mode", None)
         if mode not in ("RNN_TANH", "RNN_RELU"):
@@ -153,6 +136,31 @@ def from_torch(
         raise ValueError(f"nonlinearity must be 'tanh' or 'relu' (nn.RNN's); got {nonlinearity!r}")
     batch_first = True if batch_first is None else bool(batch_first)
 
+    return state, nonlinearity, batch_first
+
+
+def from_torch(
+    source: Any, *, nonlinearity: str | None = None, batch_first: bool | None = None
+) -> Converted:
+    """Reads a PyTorch ``nn.RNN`` (module or ``state_dict``) into jrnn params.
+
+    Args:
+        source: an ``nn.RNN`` module, or its ``state_dict()`` (a mapping of names to
+            tensors or arrays).
+        nonlinearity: ``"tanh"`` or ``"relu"``; read from a module, defaults to
+            ``"tanh"`` for a state_dict (which does not record it).
+        batch_first: read from a module; defaults to ``True`` for a state_dict.
+
+    Returns:
+        A :class:`Converted`; run it with
+        ``jrnn.stack(c.layers, xs, activation=c.activation, time_major=c.time_major)``.
+
+    Raises:
+        TypeError: an LSTM/GRU (or other non-``nn.RNN``) module, or not a module/mapping.
+        ValueError: missing or unexpected keys, inconsistent shapes, LSTM/GRU-shaped
+            weights, an unsupported nonlinearity.
+    """
+    state, nonlinearity, batch_first = _torch_source(source, nonlinearity, batch_first)
     entries: dict[tuple[int, bool], dict[str, np.ndarray]] = {}
     for key, value in state.items():
         match = _TORCH_KEY.match(key)

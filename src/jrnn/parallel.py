@@ -76,7 +76,8 @@ class ParallelInfo(NamedTuple):
     Attributes:
         iterations: `()` int32, Newton iterations run.
         converged: `()` bool, the stopping test passed with finite values.
-        residual: `()` the last ``max|h^{k+1} - h^k|`` (inf/NaN if the iteration blew up).
+        residual: `()` the last ``max|h^{k+1} - h^k|``; ``inf`` if the iteration blew up
+            (an iterate with an inf or NaN).
         fell_back: `()` bool, the returned states come from the sequential scan.
     """
 
@@ -195,9 +196,11 @@ def _newton(ops: Operands, act, solver: _Solver):
     def body(state):
         k, hs, _, _ = state
         new = iterate(hs)
-        # a NaN anywhere makes the residual NaN (jnp.max propagates it); initial=0 keeps an
-        # empty batch well defined
-        return k + 1, new, jnp.max(jnp.abs(new - hs), initial=0), jnp.max(jnp.abs(new), initial=0)
+        # initial=0 keeps an empty batch well defined; a blown-up iterate (inf or NaN
+        # anywhere) has residual inf, never NaN or -inf
+        delta = jnp.max(jnp.abs(new - hs), initial=0)
+        delta = jnp.where(jnp.isfinite(delta), delta, jnp.inf)
+        return k + 1, new, delta, jnp.max(jnp.abs(new), initial=0)
 
     inf = jnp.asarray(jnp.inf, u.dtype)
     start = (jnp.asarray(0, jnp.int32), jnp.zeros_like(u), inf, jnp.asarray(0, u.dtype))
@@ -238,10 +241,7 @@ def _solver(
         raise TypeError(f"fallback must be a bool; got {type(fallback).__name__} {fallback!r}")
     tol = _default_tol(p.xs.dtype) if tol is None else _positive_float(tol, "tol")
     atol = _positive_float(atol, "atol", allow_zero=True)
-    try:
-        max_iter = positive_int("max_iter", max_iter)
-    except TypeError as err:  # one policy per option: max_iter has always been a ValueError
-        raise ValueError(str(err)) from None
+    max_iter = positive_int("max_iter", max_iter)
     return _Solver(method, tol, atol, max_iter, bool(fallback), backward)
 
 

@@ -14,7 +14,8 @@ copy bundled with scikit-learn.
   steps, the ten symbols. The memoryless baseline (blanks, then a uniform guess among the
   8 symbols) scores cross-entropy ``10 log(8) / (T + 20)``. Accuracy counts every step,
   blanks included, so that baseline already scores ``(T + 10 + 10/8) / (T + 20)``
-  (0.93 at T = 100): judge the copy task by its loss.
+  (0.93 at T = 100, ``task.baseline_accuracy``): judge the copy task by its loss, or by
+  its accuracy beside that baseline's.
 * ``sine``: forecasting a sine wave one step ahead (many-to-many regression): random
   amplitude in ``[0.5, 1.5]``, angular frequency in ``[0.1, 0.5]`` per step and phase.
   Predicting 0 scores ``E[A^2] / 2 = 13/24 ~ 0.542``.
@@ -34,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jrnn._validate import positive_int
 from jrnn.batch import Batch
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "adding_problem",
     "copy_task",
     "digits_batch",
+    "digits_test_set",
     "get_task",
     "load_digits_sequences",
     "sine_wave",
@@ -50,12 +53,6 @@ __all__ = [
 COPY_SYMBOLS = 10  # remembered symbols in the copy task
 COPY_ALPHABET = 10  # 0 blank, 1..8 symbols, 9 delimiter
 TEST_KEY = 20150402  # the fixed key of every synthetic test set (independent of --seed)
-
-
-def _check_positive(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive int; got {value!r}")
-    return int(value)
 
 
 def adding_problem(key: jax.Array, batch: int, seq_len: int) -> Batch:
@@ -70,8 +67,8 @@ def adding_problem(key: jax.Array, batch: int, seq_len: int) -> Batch:
         :class:`~jrnn.train.Batch` with inputs `(B, T, 2)` (values, markers) and targets
         `(B, 1)`.
     """
-    batch = _check_positive("batch", batch)
-    seq_len = _check_positive("seq_len", seq_len)
+    batch = positive_int("batch", batch)
+    seq_len = positive_int("seq_len", seq_len)
     if seq_len < 2:
         raise ValueError(f"the adding problem needs seq_len >= 2; got {seq_len}")
     k_val, k_first, k_second = jax.random.split(key, 3)
@@ -92,8 +89,8 @@ def copy_task(key: jax.Array, batch: int, blank_len: int) -> Batch:
         :class:`~jrnn.train.Batch` with one-hot inputs `(B, T + 20, 10)` and integer
         targets `(B, T + 20)` in ``[0, 9)``.
     """
-    batch = _check_positive("batch", batch)
-    blank_len = _check_positive("blank_len", blank_len)
+    batch = positive_int("batch", batch)
+    blank_len = positive_int("blank_len", blank_len)
     total = blank_len + 2 * COPY_SYMBOLS
     symbols = jax.random.randint(key, (batch, COPY_SYMBOLS), 1, 9)
     blanks = jnp.zeros((batch, blank_len - 1), symbols.dtype)
@@ -113,8 +110,8 @@ def sine_wave(key: jax.Array, batch: int, seq_len: int) -> Batch:
         :class:`~jrnn.train.Batch` with inputs `(B, T, 1)` (``x_0 .. x_{T-1}``) and
         targets `(B, T, 1)` (``x_1 .. x_T``).
     """
-    batch = _check_positive("batch", batch)
-    seq_len = _check_positive("seq_len", seq_len)
+    batch = positive_int("batch", batch)
+    seq_len = positive_int("seq_len", seq_len)
     k_a, k_w, k_p = jax.random.split(key, 3)
     amplitude = jax.random.uniform(k_a, (batch, 1), minval=0.5, maxval=1.5)
     omega = jax.random.uniform(k_w, (batch, 1), minval=0.1, maxval=0.5)
@@ -155,12 +152,32 @@ def digits_batch(key: jax.Array, batch: int, seq_len: int | None = None) -> Batc
 
     ``seq_len`` is accepted for the common task signature and must be ``None`` or 8.
     """
-    batch = _check_positive("batch", batch)
+    batch = positive_int("batch", batch)
     if seq_len not in (None, 8):
         raise ValueError(f"digits are 8 rows: seq_len must be 8; got {seq_len}")
     images, labels = load_digits_sequences("train")
     idx = jax.random.randint(key, (batch,), 0, len(labels))
     return Batch(jnp.asarray(images)[idx], jnp.asarray(labels)[idx])
+
+
+def digits_test_set(seq_len: int | None = None, size: int | None = None) -> Batch:
+    """The digits' 360 held-out images (``seq_len`` must be ``None`` or 8; ``size`` is
+    ignored: the split is fixed)."""
+    del size
+    if seq_len not in (None, 8):
+        raise ValueError(f"digits are 8 rows: seq_len must be 8; got {seq_len}")
+    images, labels = load_digits_sequences("test")
+    return Batch(jnp.asarray(images), jnp.asarray(labels))
+
+
+def _synthetic_test_set(
+    sample: Callable[[jax.Array, int, int], Batch],
+    default_seq_len: int,
+    seq_len: int | None = None,
+    size: int = 1000,
+) -> Batch:
+    seq_len = default_seq_len if seq_len is None else seq_len
+    return sample(jax.random.PRNGKey(TEST_KEY), size, seq_len)
 
 
 class Task(NamedTuple):
@@ -175,8 +192,13 @@ class Task(NamedTuple):
         default_seq_len: the ``seq_len`` used when none is given.
         fixed_seq_len: the task only has this length (digits), else ``None``.
         sample: ``sample(key, batch, seq_len) -> Batch`` (jit-able).
+        test_set: ``test_set(seq_len=None, size=1000) -> Batch``, the fixed test set: the
+            digits' held-out split, or ``size`` sequences drawn from a fixed key (the same
+            for every training seed).
         baseline: ``baseline(seq_len)``: the loss of the memoryless baseline.
         baseline_name: what that baseline predicts.
+        baseline_accuracy: ``baseline_accuracy(seq_len)``, that baseline's accuracy, for
+            classification tasks (``None`` for regression).
     """
 
     name: str
@@ -187,67 +209,64 @@ class Task(NamedTuple):
     default_seq_len: int
     fixed_seq_len: int | None
     sample: Callable[[jax.Array, int, int], Batch]
+    test_set: Callable[..., Batch]
     baseline: Callable[[int], float]
     baseline_name: str
+    baseline_accuracy: Callable[[int], float] | None = None
 
-    def test_set(self, seq_len: int | None = None, size: int = 1000) -> Batch:
-        """The fixed test set: the digits' held-out split, or ``size`` sequences drawn
-        from a fixed key (the same for every training seed)."""
-        if self.name == "digits":
-            images, labels = load_digits_sequences("test")
-            return Batch(jnp.asarray(images), jnp.asarray(labels))
-        seq_len = self.default_seq_len if seq_len is None else seq_len
-        return self.sample(jax.random.PRNGKey(TEST_KEY), size, seq_len)
+
+def _synthetic(name: str, sample: Callable[[jax.Array, int, int], Batch], **fields) -> Task:
+    test_set = functools.partial(_synthetic_test_set, sample, 100)
+    return Task(
+        name, default_seq_len=100, fixed_seq_len=None, sample=sample, test_set=test_set, **fields
+    )
 
 
 TASKS: dict[str, Task] = {
-    "adding": Task(
+    "adding": _synthetic(
         "adding",
-        2,
-        1,
-        "mse",
-        False,
-        100,
-        None,
         adding_problem,
-        lambda t: 1.0 / 6.0,
-        "the constant 1",
+        input_size=2,
+        output_size=1,
+        loss="mse",
+        return_sequences=False,
+        baseline=lambda t: 1.0 / 6.0,
+        baseline_name="the constant 1",
     ),
-    "copy": Task(
+    "copy": _synthetic(
         "copy",
-        COPY_ALPHABET,
-        COPY_ALPHABET,
-        "cross_entropy",
-        True,
-        100,
-        None,
         copy_task,
-        lambda t: COPY_SYMBOLS * math.log(8) / (t + 2 * COPY_SYMBOLS),
-        "blanks, then uniform",
+        input_size=COPY_ALPHABET,
+        output_size=COPY_ALPHABET,
+        loss="cross_entropy",
+        return_sequences=True,
+        baseline=lambda t: COPY_SYMBOLS * math.log(8) / (t + 2 * COPY_SYMBOLS),
+        baseline_name="blanks, then uniform",
+        baseline_accuracy=lambda t: (t + COPY_SYMBOLS + COPY_SYMBOLS / 8) / (t + 2 * COPY_SYMBOLS),
     ),
-    "sine": Task(
+    "sine": _synthetic(
         "sine",
-        1,
-        1,
-        "mse",
-        True,
-        100,
-        None,
         sine_wave,
-        lambda t: 13.0 / 24.0,
-        "zero",
+        input_size=1,
+        output_size=1,
+        loss="mse",
+        return_sequences=True,
+        baseline=lambda t: 13.0 / 24.0,
+        baseline_name="zero",
     ),
     "digits": Task(
         "digits",
-        8,
-        10,
-        "cross_entropy",
-        False,
-        8,
-        8,
-        digits_batch,
-        lambda t: math.log(10),
-        "uniform over 10 classes",
+        input_size=8,
+        output_size=10,
+        loss="cross_entropy",
+        return_sequences=False,
+        default_seq_len=8,
+        fixed_seq_len=8,
+        sample=digits_batch,
+        test_set=digits_test_set,
+        baseline=lambda t: math.log(10),
+        baseline_name="uniform over 10 classes",
+        baseline_accuracy=lambda t: 0.1,
     ),
 }
 

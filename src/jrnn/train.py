@@ -20,9 +20,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
+from jrnn._validate import positive_int
 from jrnn.batch import Batch
 from jrnn.layers import zero_state
 from jrnn.losses import accuracy, mean_squared_error, softmax_cross_entropy
@@ -117,6 +117,26 @@ def _check_optimizer(optimizer: Any) -> None:
         )
 
 
+def _objective(
+    loss: str, activation: str, return_sequences: bool, remat: int | None = None
+) -> Callable[..., tuple[jax.Array, tuple[Metrics, tuple[jax.Array, ...]]]]:
+    """``objective(params, batch, h0)``: :func:`loss_and_metrics` with these options fixed."""
+    _check_loss(loss)
+
+    def objective(params, batch, h0):
+        return loss_and_metrics(
+            params,
+            batch,
+            h0,
+            loss=loss,
+            activation=activation,
+            return_sequences=return_sequences,
+            remat=remat,
+        )
+
+    return objective
+
+
 def global_norm(tree: Any) -> jax.Array:
     """``sqrt(sum of squares)`` over every leaf (what ``optax.clip_by_global_norm`` measures)."""
     return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree)))
@@ -152,18 +172,7 @@ def make_train_step(
             to embed in your own jitted loop (e.g. a ``lax.scan`` over steps).
     """
     _check_optimizer(optimizer)
-    _check_loss(loss)
-
-    def objective(params, batch, h0):
-        return loss_and_metrics(
-            params,
-            batch,
-            h0,
-            loss=loss,
-            activation=activation,
-            return_sequences=return_sequences,
-            remat=remat,
-        )
+    objective = _objective(loss, activation, return_sequences, remat)
 
     def train_step(params, opt_state, batch):
         params, opt_state, metrics, _ = _update(
@@ -199,9 +208,7 @@ def _evaluate(params, batch, loss, activation, return_sequences):
 def _split_chunks(batch: Batch, chunk: int) -> list[Batch]:
     """Cuts a `(B, T, ...)` batch into `(n, B, chunk, ...)` full chunks and a `(1, B, r, ...)`
     remainder (each present only if not empty)."""
-    if isinstance(chunk, bool) or not isinstance(chunk, int | np.integer) or chunk < 1:
-        raise ValueError(f"chunk must be a positive int (steps per chunk); got {chunk!r}")
-    chunk = int(chunk)
+    chunk = positive_int("chunk", chunk, "steps per chunk")
     inputs, targets = jnp.asarray(batch.inputs), jnp.asarray(batch.targets)
     if inputs.ndim != 3:
         raise ValueError(f"batch.inputs must be (B, T, F); got {inputs.shape}")
@@ -287,14 +294,8 @@ def tbptt_gradients(
         `(n_chunks,)`, and the state after the last step.
     """
     batch = _check_batch(batch)
-    _check_loss(loss)
+    grad_fn = jax.grad(_objective(loss, activation, True), has_aux=True)
     pieces = _split_chunks(batch, chunk)
-    grad_fn = jax.grad(
-        lambda p, b, h: loss_and_metrics(
-            p, b, h, loss=loss, activation=activation, return_sequences=True
-        ),
-        has_aux=True,
-    )
 
     def body(h, piece):
         grads, (metrics, finals) = grad_fn(params, piece, jax.lax.stop_gradient(h))
@@ -342,11 +343,8 @@ def truncated_bptt(
     """
     _check_optimizer(optimizer)
     batch = _check_batch(batch)
-    _check_loss(loss)
+    objective = _objective(loss, activation, True)
     pieces = _split_chunks(batch, chunk)
-
-    def objective(p, b, h):
-        return loss_and_metrics(p, b, h, loss=loss, activation=activation, return_sequences=True)
 
     def body(carry, piece):
         p, s, h = carry

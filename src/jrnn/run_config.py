@@ -1,0 +1,220 @@
+"""The options of a training run (``jrnn train``), described once.
+
+:class:`RunConfig` is one frozen dataclass. Each field's metadata carries its help text,
+its check and what a resumed run may do with it, and everything else is derived from
+it: the command line's options and their shown defaults (:mod:`jrnn.cli`), the check of
+a resumed run against the one it continues, ``config.json`` and :func:`jrnn.load_run`.
+
+What ``--resume`` may change:
+
+* ``structural``: defines the model, the task or the optimiser state's structure; a
+  resumed run must keep it (``clip`` and ``warmup`` are structural only in whether they
+  are 0: a clip or a warm-up adds optimiser state);
+* ``trajectory``: may change, with a warning (the resumed run no longer repeats an
+  uninterrupted one); ``steps`` belongs here under the cosine schedule, whose length it
+  sets;
+* ``cosmetic``: acts only at step 0 (initialisers, seed: a resumed run restores the
+  params and the PRNG key) or on what is logged and kept, never on the params.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from jrnn.activations import ACTIVATIONS
+from jrnn.params import INITIALIZERS
+from jrnn.tasks import TASKS, get_task
+
+__all__ = [
+    "BIAS_INITIALIZERS",
+    "COSMETIC",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "STRUCTURAL",
+    "TASK_DEFAULTS",
+    "TRAJECTORY",
+    "RunConfig",
+]
+
+STRUCTURAL, TRAJECTORY, COSMETIC = "structural", "trajectory", "cosmetic"
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+SCHEDULES = ("constant", "cosine")
+# identity and orthogonal need a square matrix, the glorot / lecun / he ones a fan-in and
+# fan-out: none of them means anything for a bias vector
+BIAS_INITIALIZERS = ("pytorch", "small_normal", "zeros")
+
+_TANH = {"activation": "tanh", "recurrent_init": "orthogonal", "kernel_init": "glorot_uniform"}
+# Settings measured to learn each task (README, "jrnn train"); the field defaults are the
+# adding task's, the IRNN of Le, Jaitly & Hinton (2015).
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "adding": {},
+    "copy": {**_TANH, "seq_len": 10, "hidden": 128, "lr": 3e-3, "batch": 64, "steps": 6000},
+    "sine": {**_TANH, "hidden": 32, "lr": 3e-3, "steps": 2000, "eval_every": 250},
+    "digits": {**_TANH, "seq_len": 8, "hidden": 128, "lr": 3e-3, "batch": 64, "steps": 3000},
+}
+
+
+def _positive(value: Any) -> str | None:
+    return None if value > 0 and math.isfinite(value) else f"must be positive; got {value}"
+
+
+def _non_negative(value: Any) -> str | None:
+    return None if value >= 0 and math.isfinite(value) else f"must be >= 0; got {value}"
+
+
+def _seed(value: int) -> str | None:
+    return None if 0 <= value < 2**32 else f"must lie in [0, 2^32); got {value}"
+
+
+def _choice(options: Any) -> Callable[[Any], str | None]:
+    names = sorted(options)
+    return lambda v: None if v in names else f"must be one of {names}; got {v!r}"
+
+
+def _option(
+    default: Any, help: str, resume: str, check: Callable[[Any], str | None] | None = None
+) -> Any:
+    meta = {"help": help, "resume": resume, "check": check}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Every option of a training run; build it with :meth:`for_task` to get the task's
+    defaults. Raises ``TypeError``/``ValueError`` naming the option on a bad value."""
+
+    task: str = _option("adding", "the task (see jrnn.tasks)", STRUCTURAL, _choice(TASKS))
+    seq_len: int = _option(
+        100, "sequence length T (copy: the blanks; digits: 8 only)", TRAJECTORY, _positive
+    )
+    hidden: int = _option(64, "hidden units per layer", STRUCTURAL, _positive)
+    layers: int = _option(1, "stacked Elman layers", STRUCTURAL, _positive)
+    activation: str = _option("relu", "the cell's nonlinearity", STRUCTURAL, _choice(ACTIVATIONS))
+    kernel_init: str = _option(
+        "small_normal", "init of the input and readout weights", COSMETIC, _choice(INITIALIZERS)
+    )
+    recurrent_init: str = _option(
+        "identity", "init of the recurrent weights", COSMETIC, _choice(INITIALIZERS)
+    )
+    bias_init: str = _option("zeros", "init of the biases", COSMETIC, _choice(BIAS_INITIALIZERS))
+    optimizer: str = _option("adam", "the optax optimiser", STRUCTURAL, _choice(OPTIMIZERS))
+    lr: float = _option(1e-3, "(peak) learning rate", TRAJECTORY, _positive)
+    clip: float = _option(1.0, "global-norm gradient clip; 0: none", TRAJECTORY, _non_negative)
+    schedule: str = _option(
+        "cosine",
+        "learning-rate schedule (cosine: warm-up, then decay to 0 at --steps)",
+        STRUCTURAL,
+        _choice(SCHEDULES),
+    )
+    warmup: int = _option(0, "linear warm-up steps, below --steps", TRAJECTORY, _non_negative)
+    steps: int = _option(15000, "optimiser steps in all", COSMETIC, _positive)
+    batch: int = _option(32, "sequences per step", TRAJECTORY, _positive)
+    seed: int = _option(0, "PRNG seed of the params and the data", COSMETIC, _seed)
+    eval_size: int = _option(
+        1000, "test sequences of the synthetic tasks (digits: its 360 held-out images)",
+        COSMETIC, _positive,
+    )  # fmt: skip
+    log_every: int = _option(
+        50, "steps per jitted call, metrics.jsonl train row and progress update",
+        COSMETIC, _positive,
+    )  # fmt: skip
+    eval_every: int = _option(500, "steps between test evaluations", COSMETIC, _positive)
+    checkpoint_every: int = _option(1000, "steps between checkpoints", COSMETIC, _positive)
+    keep: int = _option(3, "checkpoints kept", COSMETIC, _positive)
+    data_parallel: bool = _option(
+        False,
+        "split each batch over all local devices (params replicated, gradients all-reduced "
+        "by XLA); --batch must be a multiple of the device count",
+        TRAJECTORY,
+    )
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            want = {"int": int, "float": float, "bool": bool, "str": str}[f.type]
+            ok = isinstance(value, want) and (want is bool or not isinstance(value, bool))
+            if want is float and isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, f.name, float(value))
+                ok = True
+            if not ok:
+                raise TypeError(
+                    f"{f.name} must be {'an' if f.type == 'int' else 'a'} {f.type}; "
+                    f"got {type(value).__name__} {value!r}"
+                )
+            check = f.metadata["check"]
+            problem = check(value) if check is not None else None
+            if problem:
+                raise ValueError(f"{f.name} {problem}")
+        task = get_task(self.task)
+        if task.fixed_seq_len is not None and self.seq_len != task.fixed_seq_len:
+            raise ValueError(f"seq_len: the {task.name} task has length {task.fixed_seq_len} only")
+        if task.name == "adding" and self.seq_len < 2:
+            raise ValueError("seq_len: the adding problem needs at least 2 steps")
+        if self.warmup >= self.steps:
+            raise ValueError(
+                f"warmup ({self.warmup}) must be below steps ({self.steps}): the run would "
+                "end before its learning rate reached --lr"
+            )
+
+    @classmethod
+    def for_task(cls, task: str = "adding", **options: Any) -> RunConfig:
+        """The config of ``task`` with its defaults (:data:`TASK_DEFAULTS`), then ``options``."""
+        if task not in TASK_DEFAULTS:
+            get_task(task)  # raises, listing the tasks
+        return cls(task=task, **{**TASK_DEFAULTS[task], **options})
+
+    @classmethod
+    def from_dict(cls, saved: Mapping[str, Any]) -> RunConfig:
+        """The config that :meth:`to_dict` wrote; keys it does not know are ignored, and
+        options missing from older files take the task's defaults."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        options = {k: v for k, v in saved.items() if k in names}
+        return cls.for_task(options.pop("task", "adding"), **options)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+    def resume_changes(self, saved: RunConfig) -> dict[str, list[tuple[str, Any, Any]]]:
+        """How this config differs from ``saved``, the run it would resume.
+
+        Returns:
+            ``{"structural": [...], "trajectory": [...], "cosmetic": [...]}``, each a list of
+            ``(name, saved value, new value)``; a resume must refuse any structural one.
+        """
+        out: dict[str, list[tuple[str, Any, Any]]] = {
+            STRUCTURAL: [],
+            TRAJECTORY: [],
+            COSMETIC: [],
+        }
+        for f in dataclasses.fields(self):
+            old, new = getattr(saved, f.name), getattr(self, f.name)
+            if old == new:
+                continue
+            kind = f.metadata["resume"]
+            if f.name in ("clip", "warmup") and (old > 0) != (new > 0):
+                kind = STRUCTURAL
+            elif f.name == "steps" and self.schedule == "cosine":
+                kind = TRAJECTORY
+            out[kind].append((f.name, old, new))
+        return out
+
+
+def option_help(name: str) -> str:
+    """``name``'s help text with its default, per task where the tasks differ."""
+    field = {f.name: f for f in dataclasses.fields(RunConfig)}[name]
+    if field.type == "bool":
+        return f"{field.metadata['help']} (default: off)"
+    default = field.default
+    special = [f"{t} {_show(d[name])}" for t, d in TASK_DEFAULTS.items() if name in d]
+    shown = _show(default) + (f"; {', '.join(special)}" if special else "")
+    return f"{field.metadata['help']} (default: {shown})"
+
+
+def _show(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
