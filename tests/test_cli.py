@@ -367,6 +367,10 @@ def test_a_locked_run_folder_is_refused_and_a_killed_runs_lock_is_not(tmp_path):
         assert f"--out {run} is in use by another jrnn train" in err
         assert "Traceback" not in err
         assert time.monotonic() - t0 < 60  # refused at once, not after a wait
+        # without --resume too: the folder is in use, whatever it holds by now
+        third = _cli("--steps", "1000000", "--out", str(run))
+        _, err = third.communicate(timeout=120)
+        assert third.returncode == 2 and f"--out {run} is in use by another jrnn train" in err
     finally:
         first.kill()  # SIGKILL: no clean-up runs, the lock file stays behind
         first.communicate(timeout=60)

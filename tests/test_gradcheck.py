@@ -138,10 +138,10 @@ def test_relative_error_is_measured_against_the_gradient_scale(x64):
 def test_bad_eps_and_fd_entries():
     params = jrnn.RNNParams(np.ones((2, 3)), np.eye(3), np.zeros(3))
     xs, h0 = np.ones((1, 4, 2)), np.zeros((1, 3))
-    with pytest.raises(TypeError, match=r"eps must be a positive number; got str '1e-3'"):
+    with pytest.raises(TypeError, match=r"eps must be a finite positive number; got str '1e-3'"):
         jrnn.check_grads(params, xs, h0, eps="1e-3")
     for eps in (0.0, -1e-3, float("nan"), float("inf")):
-        with pytest.raises(ValueError, match="eps must be a positive finite number"):
+        with pytest.raises(ValueError, match="eps must be a finite positive number"):
             jrnn.check_grads(params, xs, h0, eps=eps)
     with pytest.raises(TypeError, match="fd_entries must be a non-negative int; got float"):
         jrnn.check_grads(params, xs, h0, fd_entries=2.0)

@@ -183,8 +183,11 @@ def test_bad_input():
         parallel.forward(params, xs, method="jacobi")
     with pytest.raises(ValueError, match="backward must be one of"):
         parallel.rnn(params, xs, backward="adjoint")
-    for bad in (0, -1e-3, float("inf"), True):
+    for bad in (0, -1e-3, float("inf")):
         with pytest.raises(ValueError, match="tol must be a finite positive number"):
+            parallel.forward(params, xs, tol=bad)
+    for bad in (True, "1e-3"):  # the wrong kind: a TypeError, as everywhere in jrnn
+        with pytest.raises(TypeError, match="tol must be a finite positive number"):
             parallel.forward(params, xs, tol=bad)
     with pytest.raises(ValueError, match="atol must be a finite number >= 0"):
         parallel.forward(params, xs, atol=-1.0)

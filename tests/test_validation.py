@@ -140,6 +140,7 @@ def test_traced_lengths_are_not_range_checked_but_clip(good):
         ({"reverse": "yes"}, TypeError, r"reverse must be a bool"),
         ({"time_major": 1}, TypeError, r"time_major must be a bool"),
         ({"unroll": 0}, ValueError, r"unroll must be a positive int"),
+        ({"unroll": "2"}, TypeError, r"unroll must be a positive int \(or a bool\); got str"),
     ],
 )
 def test_bad_options(good, fn, kwargs, exc, pattern):

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jrnn._validate import as_array, check_float, concrete
+from jrnn._validate import as_array, check_float, concrete, positive_int
 from jrnn.activations import Activation, get_activation
 from jrnn.params import RNNParams
 
@@ -276,11 +276,8 @@ def _check_flags(options: Mapping[str, Any]) -> None:
         value = options[name]
         if not isinstance(value, bool | np.bool_):
             raise TypeError(f"{name} must be a bool; got {type(value).__name__} {value!r}")
-    unroll = options["unroll"]
-    if isinstance(unroll, bool | np.bool_):
-        return
-    if not isinstance(unroll, int | np.integer) or unroll < 1:
-        raise ValueError(f"unroll must be a positive int or a bool; got {unroll!r}")
+    if not isinstance(options["unroll"], bool | np.bool_):  # True: a full unroll
+        positive_int("unroll", options["unroll"], "or a bool")
 
 
 def _resolve(options: Mapping[str, Any], caller: str, accepted: tuple[str, ...]) -> dict[str, Any]:

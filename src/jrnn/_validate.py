@@ -13,7 +13,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["as_array", "check_float", "concrete", "dropout_rate", "positive_int"]
+__all__ = [
+    "as_array",
+    "check_float",
+    "concrete",
+    "dropout_rate",
+    "positive_float",
+    "positive_int",
+]
 
 
 def positive_int(name: str, value: Any, what: str = "") -> int:
@@ -36,6 +43,22 @@ def positive_int(name: str, value: Any, what: str = "") -> int:
     if value < 1:
         raise ValueError(f"{name} must be a positive int{note}; got {value!r}")
     return int(value)
+
+
+def positive_float(name: str, value: Any, *, allow_zero: bool = False) -> float:
+    """``value`` as a Python float if it is a finite real number > 0 (>= 0 with ``allow_zero``).
+
+    Raises:
+        TypeError: not a real number (a string such as ``"1e-3"`` included).
+        ValueError: a number out of range, infinite or NaN.
+    """
+    what = "a finite number >= 0" if allow_zero else "a finite positive number"
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise TypeError(f"{name} must be {what}; got {type(value).__name__} {value!r}")
+    number = float(value)
+    if not (np.isfinite(number) and (number >= 0 if allow_zero else number > 0)):
+        raise ValueError(f"{name} must be {what}; got {value!r}")
+    return number
 
 
 def dropout_rate(name: str, value: Any) -> float:

@@ -210,7 +210,7 @@ def restore(manager, template: TrainState, run_dir: str | Path) -> TrainState:
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template._asdict())
     where = _checkpoint_dir(Path(run_dir)) / str(step)
     try:
-        with quiet_orbax():
+        with quiet_orbax(settle_on_error=True):
             restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
     except Exception as err:  # orbax raises many types (ValueError, OSError, tensorstore's)
         raise CheckpointError(

@@ -323,7 +323,9 @@ def train(
         run_dir = create_default_run_dir(config.task)
     else:
         run_dir = Path(out)
-        _check_run_dir(run_dir, resume)  # before anything is written
+        if not run_dir.is_dir():  # refuse before creating it (a folder in use is the lock's)
+            with _write_errors(run_dir):
+                _check_run_dir(run_dir, resume)
     lock = lock_run_dir(run_dir)
     try:
         with _write_errors(run_dir):
@@ -409,7 +411,8 @@ def _resume_config(
     if step > config.steps:
         raise TrainError(f"--steps {config.steps} is below the checkpoint's step {step}")
     changed = {name: [old, new] for kind in changes.values() for name, old, new in kind}
-    if step == config.steps and not changed and (run_dir / "result.json").exists():
+    finished = step == config.steps and (run_dir / "result.json").exists()
+    if finished and not changes[TRAJECTORY]:  # cosmetic changes alone train nothing
         print(
             f"jrnn train: {run_dir} finished at step {step}; nothing to do (raise --steps "
             "to train longer)",
@@ -539,16 +542,19 @@ def _ctrl_c() -> Iterator[_CtrlC]:
     kills the process at once with SIGINT's default action, so nothing (no garbage-collection
     callback, no ``except``) can swallow it and nothing is saved."""
     state = _CtrlC()
+    # the terminal's stderr as it is now: a save may point descriptor 2 elsewhere meanwhile
+    # (checkpoint.quiet_orbax), and the second Ctrl-C's message must still be seen
+    stderr_fd = os.dup(2)
 
     def on_sigint(signum: int, frame: Any) -> None:
         if state.pressed:
-            os.write(2, b"\njrnn train: second Ctrl-C: stopped without saving\n")
+            os.write(stderr_fd, b"\njrnn train: second Ctrl-C: stopped without saving\n")
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGINT)
             return
         state.pressed = True
         os.write(
-            2,
+            stderr_fd,
             b"\njrnn train: Ctrl-C: saving a checkpoint after the running chunk "
             b"(Ctrl-C again to stop without saving)\n",
         )
@@ -562,6 +568,7 @@ def _ctrl_c() -> Iterator[_CtrlC]:
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
+        os.close(stderr_fd)
 
 
 class _Progress:

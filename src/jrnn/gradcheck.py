@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jrnn._checks import ScanOptions, prepare
+from jrnn._validate import positive_float
 from jrnn.bptt import backward
 from jrnn.forward import forward
 from jrnn.params import RNNParams
@@ -191,10 +192,7 @@ def _check_settings(loss: Any, eps: Any, fd_entries: Any) -> Loss:
         )
     if fd_entries < 0:
         raise ValueError(f"fd_entries must be a non-negative int; got {fd_entries!r}")
-    if isinstance(eps, bool) or not isinstance(eps, int | float | np.integer | np.floating):
-        raise TypeError(f"eps must be a positive number; got {type(eps).__name__} {eps!r}")
-    if not 0 < eps < np.inf:
-        raise ValueError(f"eps must be a positive finite number; got {eps!r}")
+    positive_float("eps", eps)
     return loss
 
 
@@ -216,6 +214,35 @@ def _row(
     return GradCheckRow(
         name, tuple(g_ad.shape), scale, abs_ad, rel_ad, abs_fd, rel_fd, rel_ad_fd, idx.size
     )
+
+
+def _compare(
+    total: Callable[[dict], jax.Array],
+    inputs: dict[str, jax.Array],
+    flat_bp: dict[str, np.ndarray],
+    flat_ad: dict[str, np.ndarray],
+    eps: float,
+    fd_entries: int,
+    seed: int,
+) -> tuple[list[GradCheckRow], dict[str, np.ndarray]]:
+    """The table's rows, and the finite differences of each array (NaN where not taken)."""
+    rng = np.random.default_rng(seed)
+    rows, fds = [], {}
+    # the floor of every relative error: the whole gradient's scale (see the module doc)
+    floor = max((float(np.max(np.abs(g))) for g in flat_ad.values() if g.size), default=0.0)
+    for name in _NAMES:
+        size = flat_ad[name].size
+        idx = np.sort(
+            np.arange(size) if size <= fd_entries else rng.choice(size, fd_entries, replace=False)
+        )
+        loss_of = lambda arr, name=name: total({**inputs, name: arr})
+        fd_vals = _finite_differences(loss_of, inputs[name], idx, eps) if idx.size else np.zeros(0)
+        fd = np.full(size, np.nan)
+        fd[idx] = fd_vals
+        fds[name] = fd.reshape(flat_ad[name].shape)
+        rows.append(_row(name, flat_bp[name], flat_ad[name], idx, fd_vals, floor))
+
+    return rows, fds
 
 
 def check_grads(
@@ -276,25 +303,7 @@ def check_grads(
             raise ValueError(f"the loss is not finite at the given point ({value})")
         flat_ad = jax.device_get(jax.jit(jax.grad(total))(inputs))
         flat_bp = jax.device_get(jax.jit(hand)(inputs))
-        rng = np.random.default_rng(seed)
-        rows, fds = [], {}
-        # the floor of every relative error: the whole gradient's scale (see the module doc)
-        floor = max((float(np.max(np.abs(g))) for g in flat_ad.values() if g.size), default=0.0)
-        for name in _NAMES:
-            size = flat_ad[name].size
-            idx = np.sort(
-                np.arange(size)
-                if size <= fd_entries
-                else rng.choice(size, fd_entries, replace=False)
-            )
-            loss_of = lambda arr, name=name: total({**inputs, name: arr})
-            fd_vals = (
-                _finite_differences(loss_of, inputs[name], idx, eps) if idx.size else np.zeros(0)
-            )
-            fd = np.full(size, np.nan)
-            fd[idx] = fd_vals
-            fds[name] = fd.reshape(flat_ad[name].shape)
-            rows.append(_row(name, flat_bp[name], flat_ad[name], idx, fd_vals, floor))
+        rows, fds = _compare(total, inputs, flat_bp, flat_ad, eps, fd_entries, seed)
 
     desc = (
         f"activation={options.get('activation', 'tanh')}, reverse={options.get('reverse', False)}, "

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jrnn._validate import as_array, dropout_rate, positive_int
-from jrnn.params import RNNParams, init_params
+from jrnn.params import RNNParams, init_params, param_dtype
 from jrnn.vjp import rnn
 
 __all__ = [
@@ -273,6 +273,8 @@ def init_stack(
         raise ValueError(
             "merge_mode='none' leaves a pair of sequences: it cannot feed a next layer"
         )
+    if "dtype" in init_options:  # float64 without x64: one warning here, not one per layer
+        init_options["dtype"] = param_dtype(init_options["dtype"])
     keys = jax.random.split(key, 2 * num_layers)
     layers: list[Layer] = []
     size = input_size
@@ -307,6 +309,17 @@ def zero_state(layers: Sequence[Layer], batch: int | None, dtype: Any = None) ->
         )
         states.append(zs if isinstance(layer, BiRNNParams) else zs[0])
     return tuple(states)
+
+
+def _recurrent_masks(
+    keys: jax.Array, layer: Layer, batch_shape: tuple[int, ...], rate: float, dtype: Any
+) -> tuple[jax.Array, ...]:
+    """One `(B, H)` recurrent-dropout mask per direction of ``layer``."""
+    dirs = layer if isinstance(layer, BiRNNParams) else (layer,)
+    return tuple(
+        dropout_mask(keys[d], (*batch_shape, p.w_h.shape[0]), rate, dtype)
+        for d, p in enumerate(dirs)
+    )
 
 
 def stack(
@@ -371,27 +384,14 @@ def stack(
         if use_dropout:
             out = input_dropout(keys[k, 0], out, dropout, time_major=time_major)
         state = None if h0 is None else h0[k]
-        dirs = layer if isinstance(layer, BiRNNParams) else (layer,)
-        masks = (
-            tuple(
-                dropout_mask(
-                    keys[k, 1 + d], (*batch_shape, p.w_h.shape[0]), recurrent_dropout, out.dtype
-                )
-                for d, p in enumerate(dirs)
-            )
-            if use_recurrent
-            else None
-        )
+        masks = None
+        if use_recurrent:
+            masks = _recurrent_masks(keys[k, 1:], layer, batch_shape, recurrent_dropout, out.dtype)
         if isinstance(layer, BiRNNParams):
             out, h = bidirectional(
-                layer,
-                out,
-                state,
-                merge_mode=merge_mode,
-                time_major=time_major,
-                recurrent_mask=masks,
-                **options,
-            )
+                layer, out, state, merge_mode=merge_mode, time_major=time_major,
+                recurrent_mask=masks, **options,
+            )  # fmt: skip
         else:
             mask = None if masks is None else masks[0]
             out, h = rnn(layer, out, state, time_major=time_major, recurrent_mask=mask, **options)

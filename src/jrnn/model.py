@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from jrnn._validate import positive_int
 from jrnn.layers import init_stack, stack
-from jrnn.params import RNNParams, initializer
+from jrnn.params import RNNParams, initializer, param_dtype
 
 __all__ = ["Dense", "ModelParams", "apply", "init_model"]
 
@@ -87,6 +87,7 @@ def init_model(
     """
     output_size = positive_int("output_size", output_size)
     num_layers = positive_int("num_layers", num_layers)
+    dtype = param_dtype(dtype)  # float64 without x64: one warning here, float32 below
     key_rnn, key_head = jax.random.split(key)
     layers = init_stack(
         key_rnn,

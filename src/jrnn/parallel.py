@@ -58,7 +58,7 @@ from jrnn._checks import (
     prepare,
     prepare_cotangents,
 )
-from jrnn._validate import positive_int
+from jrnn._validate import positive_float, positive_int
 from jrnn.bptt import _adjoint_loop
 from jrnn.forward import _forward_loop
 from jrnn.params import RNNParams
@@ -209,17 +209,6 @@ def _newton(ops: Operands, act, solver: _Solver):
     return hs, k, converged, delta
 
 
-def _positive_float(value, name: str, allow_zero: bool = False) -> float:
-    ok = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
-    if ok:
-        value = float(value)
-        ok = np.isfinite(value) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        what = "a finite number >= 0" if allow_zero else "a finite positive number"
-        raise ValueError(f"{name} must be {what}; got {value!r}")
-    return value
-
-
 def _default_tol(dtype) -> float:
     dtype = jnp.dtype(dtype)
     if dtype == jnp.float64:
@@ -239,8 +228,8 @@ def _solver(
         raise ValueError(f"backward must be one of {list(BACKWARDS)}; got {backward!r}")
     if not isinstance(fallback, bool | np.bool_):
         raise TypeError(f"fallback must be a bool; got {type(fallback).__name__} {fallback!r}")
-    tol = _default_tol(p.xs.dtype) if tol is None else _positive_float(tol, "tol")
-    atol = _positive_float(atol, "atol", allow_zero=True)
+    tol = _default_tol(p.xs.dtype) if tol is None else positive_float("tol", tol)
+    atol = positive_float("atol", atol, allow_zero=True)
     max_iter = positive_int("max_iter", max_iter)
     return _Solver(method, tol, atol, max_iter, bool(fallback), backward)
 

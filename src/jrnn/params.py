@@ -127,7 +127,7 @@ def param_dtype(dtype: Any) -> Any:
             UserWarning,
             stacklevel=3,
         )
-        return jnp.float32
+        return jnp.dtype(jnp.float32)
     return jnp.dtype(dtype)
 
 
