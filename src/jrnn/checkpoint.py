@@ -115,6 +115,7 @@ def save(manager, state: TrainState, run_dir: str | Path) -> int:
             manager.save(step, args=ocp.args.StandardSave(state._asdict()), force=True)
             manager.wait_until_finished()
     except Exception as err:  # orbax and tensorstore raise many types around an OSError
+        _drop_abandoned_orbax_tasks()
         _remove_unfinished(Path(run_dir))
         last = latest_step(run_dir)
         kept = f"the last good one (step {last}) is kept" if last is not None else "none kept"
@@ -123,6 +124,23 @@ def save(manager, state: TrainState, run_dir: str | Path) -> int:
             f"({_reason(err)}); {kept}"
         ) from err
     return step
+
+
+class _AbandonedOrbaxTasks(logging.Filter):
+    """Drops asyncio's "Task exception was never retrieved" for orbax's writer tasks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not ("never retrieved" in text and "orbax" in text)
+
+
+def _drop_abandoned_orbax_tasks() -> None:
+    """After a failed save, orbax's unfinished writer tasks are garbage-collected whenever
+    the collector runs, later than :func:`quiet_orbax` can wait for, and asyncio logs each
+    one with its traceback: the failure was already reported in one line, so drop them."""
+    logger = logging.getLogger("asyncio")
+    if not any(isinstance(f, _AbandonedOrbaxTasks) for f in logger.filters):
+        logger.addFilter(_AbandonedOrbaxTasks())
 
 
 def _reason(err: BaseException) -> str:
