@@ -393,29 +393,78 @@ def test_a_refused_corrupt_checkpoint_prints_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("jrnn train: error: cannot restore"), err
 
 
-def _limit_file_size(proc: subprocess.Popen) -> None:
-    import resource
+# a child that limits its own file size, then runs ``jrnn`` (or, with ``probe``, writes
+# 50 kB): files above 40 kB fail with EFBIG, as writes on a full disk fail with ENOSPC
+# (the child sets it on itself: a preexec_fn would fork this multithreaded process)
+_LIMITED = """
+import os, resource, sys
+resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000))
+if sys.argv[1] == "probe":
+    try:
+        with open(sys.argv[2], "wb") as f:
+            f.write(b"x" * 50_000)
+    except OSError as err:
+        sys.exit(f"errno {err.errno}")
+    sys.exit(0)
+from jrnn.__main__ import main
+sys.exit(main(sys.argv[2:]))
+"""
 
-    # files above 40 kB fail with EFBIG, as writes on a full disk fail with ENOSPC (set
-    # from outside: a preexec_fn would fork this multithreaded process)
-    resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (40_000, 40_000))
+
+def _limited(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-c", _LIMITED, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+
+
+def _file_size_limit_is_enforced(tmp_path: Path) -> bool:
+    import errno
+
+    _, err = _limited("probe", str(tmp_path / "probe")).communicate(timeout=60)
+    return f"errno {errno.EFBIG}" in err
 
 
 def test_a_checkpoint_that_cannot_be_written_is_reported_and_the_last_kept(tmp_path):
+    if not _file_size_limit_is_enforced(tmp_path):
+        pytest.skip("this kernel does not enforce RLIMIT_FSIZE (see the in-process test below)")
     out = tmp_path / "run"
     wide = ["--hidden", "128"]  # its checkpoint is well above the 40 kB limit
     assert _run(out, *wide, "--steps", "20") == 0
     before = _digest(out / "checkpoints")
-    proc = _cli(*wide, "--steps", "40", "--resume", "--out", str(out))
-    _limit_file_size(proc)  # long before it has imported jax, let alone saved
+    proc = _limited("run", "train", *SMALL, *wide, "--steps", "40", "--resume", "--out", str(out))
     _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 2
+    assert proc.returncode == 2, err
     assert "Traceback" not in err and "Event loop" not in err, err
     assert "error: cannot write the checkpoint of step 40" in err
     assert "(File too large); the last good one (step 20) is kept" in err
     assert not list((out / "checkpoints").glob("*orbax-checkpoint-tmp*"))
     assert latest_step(out) == 20 and _digest(out / "checkpoints") == before
     assert jrnn.load_run(out).step == 20
+
+
+def test_a_failed_checkpoint_write_in_process_leaves_no_temp_folder(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import orbax.checkpoint as ocp
+
+    out = tmp_path / "run"
+    assert _run(out, "--steps", "20") == 0
+    before = _digest(out / "checkpoints")
+    real_save = ocp.CheckpointManager.save
+
+    def full_disk(self, step, *args, **kwargs):  # a half-written folder, then ENOSPC
+        (out / "checkpoints" / f"{step}.orbax-checkpoint-tmp-1").mkdir()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", full_disk)
+    assert _run(out, "--steps", "40", "--resume") == 2
+    err = capsys.readouterr().err
+    assert "error: cannot write the checkpoint of step 40" in err
+    assert "(No space left on device); the last good one (step 20) is kept" in err
+    assert not list((out / "checkpoints").glob("*orbax-checkpoint-tmp*"))
+    assert latest_step(out) == 20 and _digest(out / "checkpoints") == before
+    monkeypatch.setattr(ocp.CheckpointManager, "save", real_save)
+    assert _run(out, "--steps", "40", "--resume") == 0 and latest_step(out) == 40
 
 
 def test_an_enospc_while_writing_the_run_is_one_line(tmp_path, capsys, monkeypatch):
