@@ -27,11 +27,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jrnn import kernels
 from jrnn._validate import as_array, check_float, concrete, positive_int
 from jrnn.activations import Activation, get_activation
 from jrnn.params import RNNParams
 
 __all__ = [
+    "IMPLS",
     "PARALLEL_KEYS",
     "SCAN_KEYS",
     "Operands",
@@ -55,6 +57,9 @@ class ScanOptions(TypedDict, total=False):
         unroll: loop unroll factor, an int >= 1 or ``True`` (default 1).
         time_major: ``xs`` and ``hs`` are `(T, B, ...)` (default ``False``).
         recurrent_mask: `(B, H)` (unbatched `(H,)`) multiplier of ``h_{t-1}``, or ``None``.
+        impl: ``"auto"`` (default), ``"scan"`` or ``"pallas"``: the loops or the fused
+            kernels of :mod:`jrnn.kernels` (``"auto"`` is ``"scan"`` until the kernels
+            are measured to win somewhere).
     """
 
     activation: str
@@ -63,6 +68,7 @@ class ScanOptions(TypedDict, total=False):
     unroll: int | bool
     time_major: bool
     recurrent_mask: Any
+    impl: str
 
 
 class ParallelOptions(TypedDict, total=False):
@@ -81,11 +87,14 @@ DEFAULTS: ScanOptions = {
     "unroll": 1,
     "time_major": False,
     "recurrent_mask": None,
+    "impl": "auto",
 }
 SCAN_KEYS = tuple(DEFAULTS)
 """The options every sequential entry point takes."""
 PARALLEL_KEYS = ("activation", "reverse", "lengths", "time_major")
 """The options the parallel-in-time entry points take (no unroll, no recurrent mask)."""
+IMPLS = ("auto", "scan", "pallas")
+"""The values of ``impl``."""
 
 
 @dataclass(frozen=True)
@@ -97,12 +106,14 @@ class Options:
         reverse: run from the last (valid) step to the first.
         unroll: the loop unroll factor (an int >= 1 or ``True``).
         layout: where the time axis of ``xs`` and ``hs`` lies: ``"btf"`` or ``"tbf"``.
+        impl: ``"scan"`` (the loops) or ``"pallas"`` (the kernels); ``"auto"`` is resolved.
     """
 
     act: Activation
     reverse: bool = False
     unroll: int | bool = 1
     layout: str = "btf"
+    impl: str = "scan"
 
     @property
     def axis(self) -> int:
@@ -278,6 +289,36 @@ def _check_flags(options: Mapping[str, Any]) -> None:
             raise TypeError(f"{name} must be a bool; got {type(value).__name__} {value!r}")
     if not isinstance(options["unroll"], bool | np.bool_):  # True: a full unroll
         positive_int("unroll", options["unroll"], "or a bool")
+    impl = options.get("impl", "auto")
+    if not isinstance(impl, str):
+        kind = type(impl).__name__
+        raise TypeError(f"impl must be a string, one of {IMPLS}; got {kind} {impl!r}")
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}; got {impl!r}")
+
+
+def _resolve_impl(impl: str, dtype: Any, hidden: int) -> str:
+    """``"scan"`` or ``"pallas"``; a shape or dtype the kernels cannot hold is a ValueError.
+
+    ``"auto"`` is ``"scan"`` on every backend: no accelerator measurement has shown the
+    kernels winning yet (see benchmarks/RESULTS-gpu.md).
+    """
+    if impl != "pallas":
+        return "scan"
+    dtype = jnp.dtype(dtype)
+    if dtype not in kernels.DTYPES:
+        names = " or ".join(str(d) for d in kernels.DTYPES)
+        raise ValueError(
+            f"impl='pallas' computes in {names}; got {dtype} operands (use impl='scan', or "
+            f"cast the params and xs)"
+        )
+    limit = kernels.MAX_HIDDEN[dtype]
+    if hidden > limit:
+        raise ValueError(
+            f"impl='pallas' holds W_h on chip for hidden_size <= {limit} in {dtype}; got "
+            f"hidden_size {hidden} (params.w_h shape ({hidden}, {hidden})): use impl='scan'"
+        )
+    return "pallas"
 
 
 def _resolve(options: Mapping[str, Any], caller: str, accepted: tuple[str, ...]) -> dict[str, Any]:
@@ -373,7 +414,8 @@ def prepare(
     )
     if mask is not None:
         mask = jnp.reshape(jnp.asarray(mask, dtype), (batch, h))
-    opts = Options(act, bool(o["reverse"]), o["unroll"], layout)
+    impl = _resolve_impl(o["impl"], dtype, h) if "impl" in accepted else "scan"
+    opts = Options(act, bool(o["reverse"]), o["unroll"], layout, impl)
     return Prepared(Operands(params, xs, h0, lengths, mask), opts, batched, time_major)
 
 

@@ -26,6 +26,7 @@ padded steps pass the carried gradient through unchanged and have ``dA_t = 0``.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Unpack
 
 import jax
@@ -33,6 +34,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import CustomVJPPrimal
 
+from jrnn import fused
 from jrnn._checks import Operands, Options, ScanOptions, prepare, prepare_cotangents
 from jrnn.forward import _index_step, _update_step
 from jrnn.params import RNNParams
@@ -73,13 +75,52 @@ def _adjoint_loop(
     """
     params, xs, h0, lengths, recurrent_mask = ops
     reverse, axis = opts.reverse, opts.axis
-    w_x, w_h, _ = params
+    w_x = params.w_x
     num_steps = xs.shape[axis]
     batch, hidden = h0.shape
     carry0 = jnp.zeros((batch, hidden), hs.dtype) if dh_last is None else dh_last
     if num_steps == 0:
         return jax.tree.map(jnp.zeros_like, params), jnp.zeros_like(xs), carry0
+    if opts.impl == "pallas":
+        dh0, das = _kernel_recurrence(ops, hs, dhs, carry0, opts)
+    else:
+        dh0, das = _scan_recurrence(ops, hs, dhs, carry0, opts)
+    # das[sigma(t)] = dA_t (see _scan_recurrence); every weight gradient is one contraction
+    # over all T * B rows.
+    shift = 1 if reverse else -1
 
+    # The step that read h0 stored its dA in slot p: T - 1 (forward), else 0, or with lengths in
+    # reverse, lengths mod T. The GEMM paired it with hs[p]; swap in h0 (hs[p] is 0 if padded).
+    if not reverse:
+        first = jnp.full((batch,), num_steps - 1, jnp.int32)
+    elif lengths is None:
+        first = jnp.zeros((batch,), jnp.int32)
+    else:
+        first = jnp.clip(lengths, 0, num_steps) % num_steps  # traced lengths may lie outside
+    rows = jnp.arange(batch)
+    pick = (lambda a: a[rows, first]) if axis == 1 else (lambda a: a[first, rows])
+    h_read, h0_read = hs, h0 - pick(hs)  # what W_h multiplied: the states (times the mask)
+    if recurrent_mask is not None:
+        h_read = hs * jnp.expand_dims(recurrent_mask, axis)  # (layout of hs)
+        h0_read = h0_read * recurrent_mask
+    dw_h = _gram(h_read, das) + h0_read.T @ pick(das)  # (H, H)
+    dw_x = _gram(jnp.roll(xs, shift, axis), das)  # (F, H); x_t lines up with sigma(t)
+    db = jnp.sum(das, axis=(0, 1))  # (H,)
+    dxs = jnp.roll(jnp.einsum(f"{opts.h_layout},fh->{opts.layout}", das, w_x), -shift, axis)
+    return RNNParams(dw_x, dw_h, db), dxs, dh0
+
+
+def _scan_recurrence(
+    ops: Operands, hs: jax.Array, dhs: jax.Array | None, carry0: jax.Array, opts: Options
+) -> tuple[jax.Array, jax.Array]:
+    """The adjoint recurrence as a reverse ``lax.fori_loop``; returns ``(dh0, das)``.
+
+    ``carry0`` is ``dL/dh_last`` (zeros where the loss does not read it); ``das`` holds
+    ``dA_t`` in slot ``sigma(t)`` of a buffer in the layout of ``hs`` (see below).
+    """
+    _, xs, _, lengths, recurrent_mask = ops
+    reverse, axis, w_h = opts.reverse, opts.axis, ops.params.w_h
+    num_steps = xs.shape[axis]
     act_grad = opts.act.grad_from_output
     w_h_t = w_h.T  # (H, H), transposed once outside the loop
     # Step t read the state of step t - 1 (t + 1 in reverse). dA_t is stored in that state's
@@ -103,28 +144,22 @@ def _adjoint_loop(
             new_c = new_c + jnp.where(valid, 0, c)  # padded steps pass the gradient through
         return new_c, _update_step(das, da, (t + shift) % num_steps, axis)
 
-    dh0, das = lax.fori_loop(0, num_steps, step, (carry0, jnp.zeros_like(hs)), unroll=opts.unroll)
-    # das[sigma(t)] = dA_t; every weight gradient is one contraction over all T * B rows.
+    return lax.fori_loop(0, num_steps, step, (carry0, jnp.zeros_like(hs)), unroll=opts.unroll)
 
-    # The step that read h0 stored its dA in slot p: T - 1 (forward), else 0, or with lengths in
-    # reverse, lengths mod T. The GEMM paired it with hs[p]; swap in h0 (hs[p] is 0 if padded).
-    if not reverse:
-        first = jnp.full((batch,), num_steps - 1, jnp.int32)
-    elif lengths is None:
-        first = jnp.zeros((batch,), jnp.int32)
-    else:
-        first = jnp.clip(lengths, 0, num_steps) % num_steps  # traced lengths may lie outside
-    rows = jnp.arange(batch)
-    pick = (lambda a: a[rows, first]) if axis == 1 else (lambda a: a[first, rows])
-    h_read, h0_read = hs, h0 - pick(hs)  # what W_h multiplied: the states (times the mask)
-    if recurrent_mask is not None:
-        h_read = hs * jnp.expand_dims(recurrent_mask, axis)  # (layout of hs)
-        h0_read = h0_read * recurrent_mask
-    dw_h = _gram(h_read, das) + h0_read.T @ pick(das)  # (H, H)
-    dw_x = _gram(jnp.roll(xs, shift, axis), das)  # (F, H); x_t lines up with sigma(t)
-    db = jnp.sum(das, axis=(0, 1))  # (H,)
-    dxs = jnp.roll(jnp.einsum(f"{opts.h_layout},fh->{opts.layout}", das, w_x), -shift, axis)
-    return RNNParams(dw_x, dw_h, db), dxs, dh0
+
+@partial(jax.custom_jvp, nondiff_argnums=(4,))
+def _kernel_recurrence(
+    ops: Operands, hs: jax.Array, dhs: jax.Array | None, carry0: jax.Array, opts: Options
+) -> tuple[jax.Array, jax.Array]:
+    """:func:`_scan_recurrence` by the adjoint kernel (:func:`jrnn.fused.adjoint`)."""
+    return fused.adjoint(ops, hs, dhs, carry0, opts)
+
+
+@_kernel_recurrence.defjvp
+def _kernel_recurrence_jvp(opts: Options, primals: tuple, tangents: tuple):
+    # as jrnn.forward's kernel: values from the kernel, derivatives from the reference loop
+    _, tangent_out = jax.jvp(partial(_scan_recurrence, opts=opts), primals, tangents)
+    return fused.adjoint(*primals, opts), tangent_out
 
 
 def backward(

@@ -99,8 +99,19 @@ def make_sharded_train_step(
     Args:
         optimizer: any ``optax.GradientTransformation``.
         mesh: a mesh from :func:`batch_mesh`.
-        **options: ``loss``, ``activation``, ``return_sequences``, ``remat``.
+        **options: ``loss``, ``activation``, ``return_sequences``, ``remat``, ``impl``
+            (``"auto"`` or ``"scan"``: the fused kernels are not partitioned yet).
+
+    Raises:
+        ValueError: ``impl="pallas"``. A Pallas kernel is one custom call that XLA's
+            partitioner cannot split by batch: each device would gather the whole batch.
     """
+    if options.get("impl") == "pallas":
+        raise ValueError(
+            "make_sharded_train_step does not take impl='pallas' yet: XLA cannot split a "
+            "Pallas kernel over the batch mesh (it would gather the batch on every device); "
+            "use impl='scan' or 'auto'"
+        )
     step = make_train_step(optimizer, jit=False, **options)
     rep, split = replicated(mesh), batch_sharding(mesh)
     return jax.jit(step, in_shardings=(rep, rep, split), out_shardings=(rep, rep, rep))

@@ -13,12 +13,14 @@ transposes.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Unpack
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jrnn import fused
 from jrnn._checks import Operands, Options, ScanOptions, prepare
 from jrnn.params import RNNParams
 
@@ -37,6 +39,32 @@ def _update_step(buf: jax.Array, value: jax.Array, t: jax.Array, axis: int) -> j
 
 
 def _forward_loop(ops: Operands, opts: Options) -> tuple[jax.Array, jax.Array]:
+    """The recurrence on validated operands, in their layout, by ``opts.impl``.
+
+    ``"scan"``: a ``lax.fori_loop`` (:func:`_scan_loop`); ``"pallas"``: the forward
+    kernel (:func:`jrnn.fused.forward`), whose derivatives are the scan loop's.
+    """
+    if opts.impl == "pallas":
+        return _kernel_forward(ops, opts)
+    return _scan_loop(ops, opts)
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _kernel_forward(ops: Operands, opts: Options) -> tuple[jax.Array, jax.Array]:
+    return fused.forward(ops, opts)
+
+
+@_kernel_forward.defjvp
+def _kernel_forward_jvp(opts: Options, primals: tuple, tangents: tuple):
+    # Values from the kernel, tangents from the reference loop: autodiff of forward(),
+    # grad-of-grad and forward-over-reverse through rnn() all differentiate the loop that
+    # the kernel equals (a Pallas kernel has no derivative rule of its own).
+    (ops,), (dops,) = primals, tangents
+    _, tangent_out = jax.jvp(partial(_scan_loop, opts=opts), (ops,), (dops,))
+    return fused.forward(ops, opts), tangent_out
+
+
+def _scan_loop(ops: Operands, opts: Options) -> tuple[jax.Array, jax.Array]:
     """The recurrence on validated operands, in their layout: a ``lax.fori_loop``.
 
     Args:
@@ -130,6 +158,16 @@ def forward(
             applied to ``h_{t-1}`` before ``W_h`` at every step:
             ``h_t = act(x_t W_x + (h_{t-1} * m) W_h + b)``.
             Keras' recurrent dropout is such a mask (see ``jrnn.layers.stack``).
+        impl: ``"auto"`` (default), ``"scan"`` or ``"pallas"``. ``"scan"`` runs the
+            ``lax.fori_loop``. ``"pallas"`` runs the whole recurrence in one Pallas kernel
+            with ``W_h`` held on chip (:mod:`jrnn.kernels`): Mosaic TPU on TPU, Triton on
+            GPU, and on CPU the TPU kernel in Pallas' interpret mode (slow: for tests). It
+            takes float32 and bfloat16 (float32 state and accumulation on chip) and
+            ``hidden_size`` up to 128 (float32) or 256 (bfloat16); ``unroll`` unrolls its
+            step loop (``True`` counts as 1). Its derivatives are the scan loop's
+            (:func:`jrnn.rnn` runs the adjoint kernel for ``jax.grad``). ``"auto"`` is
+            ``"scan"`` on every backend until an accelerator measurement shows the
+            kernels winning (none exists yet).
 
     Returns:
         ``(hs, h_last)``: ``hs`` `(B, T, H)` (or `(T, B, H)`, or unbatched `(T, H)`) and
@@ -140,7 +178,8 @@ def forward(
         TypeError: params not an ``RNNParams``; a non-float ``xs``/``h0``/param; integer
             ``lengths`` expected; an unknown keyword option.
         ValueError: a shape that does not match ``params``, ``lengths`` out of range, an
-            unknown activation.
+            unknown activation or ``impl``; ``impl="pallas"`` for a dtype or hidden size
+            the kernels do not hold.
     """
     p = prepare(params, xs, h0, options, caller="forward")
     hs, h_last = _forward_loop(p.ops, p.opts)

@@ -184,7 +184,7 @@ def bidirectional(
         merge_mode: ``"concat"`` (outputs `(..., 2H)`), ``"sum"``, ``"mul"``, ``"ave"``
             (`(..., H)`) or ``"none"`` (the pair ``(hs_forward, hs_backward)``).
         recurrent_mask: ``None`` or a pair of masks, one per direction, as ``rnn``'s.
-        **options: ``activation``, ``lengths``, ``unroll``, ``time_major``, ``remat`` as
+        **options: ``activation``, ``lengths``, ``unroll``, ``time_major``, ``remat``, ``impl`` as
             for :func:`jrnn.rnn` (not ``reverse``).
 
     Returns:
@@ -355,7 +355,8 @@ def stack(
             ``training`` and a rate is positive.
         training: apply dropout.
         time_major: the layout of ``xs`` and of the outputs.
-        **options: ``activation``, ``lengths``, ``unroll``, ``remat`` as for :func:`jrnn.rnn`.
+        **options: ``activation``, ``lengths``, ``unroll``, ``remat``, ``impl`` as for
+            :func:`jrnn.rnn`.
 
     Returns:
         ``(outputs, final_states)``: the last layer's outputs and one final state per layer.

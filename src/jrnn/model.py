@@ -131,6 +131,7 @@ def apply(
     return_sequences: bool = False,
     lengths: jax.Array | None = None,
     remat: int | None = None,
+    impl: str = "auto",
 ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """Runs the model on a batch.
 
@@ -145,13 +146,14 @@ def apply(
             sequence's length are computed but meaningless: mask them, as the losses do).
         lengths: optional `(B,)` valid steps per sequence.
         remat: as :func:`jrnn.rnn` (segment rematerialisation for long sequences).
+        impl: as :func:`jrnn.rnn`: ``"auto"``, ``"scan"`` or ``"pallas"`` (the fused kernels).
 
     Returns:
         ``(outputs, final_states)``: outputs `(B, O)` or `(B, T, O)`, and one `(B, H)`
         final state per layer (the ``h0`` to continue the stream with).
     """
     params = _check_model(params)
-    options: dict[str, Any] = {"activation": activation, "lengths": lengths}
+    options: dict[str, Any] = {"activation": activation, "lengths": lengths, "impl": impl}
     if remat is not None:
         options["remat"] = remat
     hs, finals = stack(params.layers, xs, h0, **options)

@@ -73,6 +73,7 @@ def loss_and_metrics(
     activation: str = "tanh",
     return_sequences: bool = False,
     remat: int | None = None,
+    impl: str = "auto",
 ) -> tuple[jax.Array, tuple[Metrics, tuple[jax.Array, ...]]]:
     """The scalar loss of ``params`` on ``batch``, its metrics and the final states.
 
@@ -83,7 +84,7 @@ def loss_and_metrics(
         batch: a :class:`Batch`.
         h0: optional initial states, one `(B, H)` per layer.
         loss: ``"mse"`` or ``"cross_entropy"`` (softmax, integer labels).
-        activation, return_sequences, remat: as :func:`jrnn.model.apply`.
+        activation, return_sequences, remat, impl: as :func:`jrnn.model.apply`.
 
     Returns:
         ``(loss, (metrics, final_states))``; metrics hold ``"loss"`` and, for
@@ -99,6 +100,7 @@ def loss_and_metrics(
         return_sequences=return_sequences,
         lengths=batch.lengths,
         remat=remat,
+        impl=impl,
     )
     value = loss_fn(outputs, batch.targets, batch.lengths)
     metrics = {"loss": value}
@@ -118,7 +120,11 @@ def _check_optimizer(optimizer: Any) -> None:
 
 
 def _objective(
-    loss: str, activation: str, return_sequences: bool, remat: int | None = None
+    loss: str,
+    activation: str,
+    return_sequences: bool,
+    remat: int | None = None,
+    impl: str = "auto",
 ) -> Callable[..., tuple[jax.Array, tuple[Metrics, tuple[jax.Array, ...]]]]:
     """``objective(params, batch, h0)``: :func:`loss_and_metrics` with these options fixed."""
     _check_loss(loss)
@@ -132,6 +138,7 @@ def _objective(
             activation=activation,
             return_sequences=return_sequences,
             remat=remat,
+            impl=impl,
         )
 
     return objective
@@ -156,6 +163,7 @@ def make_train_step(
     activation: str = "tanh",
     return_sequences: bool = False,
     remat: int | None = None,
+    impl: str = "auto",
     jit: bool = True,
 ) -> Callable[[ModelParams, Any, Batch], tuple[ModelParams, Any, Metrics]]:
     """Builds ``train_step(params, opt_state, batch) -> (params, opt_state, metrics)``.
@@ -168,11 +176,13 @@ def make_train_step(
         optimizer: any ``optax.GradientTransformation``; ``opt_state`` is
             ``optimizer.init(params)``.
         loss, activation, return_sequences, remat: as :func:`loss_and_metrics`.
+        impl: ``"auto"`` (default), ``"scan"`` or ``"pallas"``: the recurrence's
+            implementation, as :func:`jrnn.rnn` (``"pallas"``: the fused kernels).
         jit: return the step under ``jax.jit`` (default); ``False`` gives the plain function
             to embed in your own jitted loop (e.g. a ``lax.scan`` over steps).
     """
     _check_optimizer(optimizer)
-    objective = _objective(loss, activation, return_sequences, remat)
+    objective = _objective(loss, activation, return_sequences, remat, impl)
 
     def train_step(params, opt_state, batch):
         params, opt_state, metrics, _ = _update(
@@ -190,17 +200,24 @@ def evaluate(
     loss: str = "mse",
     activation: str = "tanh",
     return_sequences: bool = False,
+    impl: str = "auto",
 ) -> Metrics:
     """Metrics of ``params`` on ``batch`` (no gradient): ``"loss"`` and, for
     cross-entropy, ``"accuracy"``; arguments as :func:`loss_and_metrics`. Jitted."""
     _check_loss(loss)
-    return _evaluate(params, _check_batch(batch), loss, activation, bool(return_sequences))
+    batch = _check_batch(batch)
+    return _evaluate(params, batch, loss, activation, bool(return_sequences), impl)
 
 
-@partial(jax.jit, static_argnums=(2, 3, 4))
-def _evaluate(params, batch, loss, activation, return_sequences):
+@partial(jax.jit, static_argnums=(2, 3, 4, 5))
+def _evaluate(params, batch, loss, activation, return_sequences, impl):
     _, (metrics, _) = loss_and_metrics(
-        params, batch, loss=loss, activation=activation, return_sequences=return_sequences
+        params,
+        batch,
+        loss=loss,
+        activation=activation,
+        return_sequences=return_sequences,
+        impl=impl,
     )
     return metrics
 
@@ -271,6 +288,7 @@ def tbptt_gradients(
     chunk: int,
     loss: str = "mse",
     activation: str = "tanh",
+    impl: str = "auto",
 ) -> tuple[ModelParams, jax.Array, tuple[jax.Array, ...]]:
     """Truncated-BPTT gradients of a many-to-many model over chunks of ``chunk`` steps.
 
@@ -286,7 +304,7 @@ def tbptt_gradients(
         batch: a :class:`Batch` with a target per step (`(B, T, ...)`).
         h0: optional initial states, one `(B, H)` per layer.
         chunk: ``k``, steps per chunk; ``k = T`` is full BPTT.
-        loss, activation: as :func:`loss_and_metrics`.
+        loss, activation, impl: as :func:`loss_and_metrics`.
 
     Returns:
         ``(grads, losses, final_states)``: ``grads`` a :class:`~jrnn.model.ModelParams`
@@ -294,7 +312,7 @@ def tbptt_gradients(
         `(n_chunks,)`, and the state after the last step.
     """
     batch = _check_batch(batch)
-    grad_fn = jax.grad(_objective(loss, activation, True), has_aux=True)
+    grad_fn = jax.grad(_objective(loss, activation, True, impl=impl), has_aux=True)
     pieces = _split_chunks(batch, chunk)
 
     def body(h, piece):
@@ -319,6 +337,7 @@ def truncated_bptt(
     chunk: int,
     loss: str = "mse",
     activation: str = "tanh",
+    impl: str = "auto",
 ) -> tuple[ModelParams, Any, tuple[jax.Array, ...], Metrics]:
     """Trains on a long stream by truncated BPTT: one optimiser update per chunk.
 
@@ -327,7 +346,8 @@ def truncated_bptt(
     params before chunk ``c + 1`` runs. Each chunk's loss is the mean over its own valid
     steps and each chunk makes one update, so a short last chunk weighs as much as a full
     one; a chunk with no valid step (past every sequence's ``lengths``) makes no update.
-    Compose with ``jax.jit`` (``optimizer``, ``chunk``, ``loss`` and ``activation`` static).
+    Compose with ``jax.jit`` (``optimizer``, ``chunk``, ``loss``, ``activation`` and ``impl``
+    static).
 
     Args:
         params, opt_state: the model and ``optimizer.init(params)``.
@@ -335,7 +355,7 @@ def truncated_bptt(
         h0: optional initial states, one `(B, H)` per layer.
         optimizer: any ``optax.GradientTransformation``.
         chunk: steps per chunk ``k`` (the last chunk is shorter if ``T % k``).
-        loss, activation: as :func:`loss_and_metrics`.
+        loss, activation, impl: as :func:`loss_and_metrics`.
 
     Returns:
         ``(params, opt_state, final_states, metrics)``; each metric has one entry per chunk,
@@ -343,7 +363,7 @@ def truncated_bptt(
     """
     _check_optimizer(optimizer)
     batch = _check_batch(batch)
-    objective = _objective(loss, activation, True)
+    objective = _objective(loss, activation, True, impl=impl)
     pieces = _split_chunks(batch, chunk)
 
     def body(carry, piece):

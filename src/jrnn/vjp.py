@@ -74,9 +74,11 @@ def rnn(
             sequences, one more forward pass of compute. ``k`` near ``sqrt(T)`` minimises
             memory.
         **options: as :func:`jrnn.forward` (``activation``, ``reverse``, ``lengths``,
-            ``unroll``, ``time_major``, ``recurrent_mask``). The recurrent mask is treated
-            as a constant (``rnn`` returns no gradient for it; differentiate through
-            ``forward`` if you need one).
+            ``unroll``, ``time_major``, ``recurrent_mask``, ``impl``). The recurrent mask is
+            treated as a constant (``rnn`` returns no gradient for it; differentiate through
+            ``forward`` if you need one). With ``impl="pallas"`` the forward and the BPTT
+            are the fused kernels of :mod:`jrnn.kernels` (``remat`` runs them per segment);
+            derivatives of the BPTT itself (grad-of-grad) are the scan loop's.
 
     Returns:
         ``(hs, h_last)`` as :func:`jrnn.forward`.

@@ -1,0 +1,123 @@
+"""``impl="pallas"``: the recurrence run by :mod:`jrnn.kernels`, on whichever platform.
+
+The kernels take time-major `(T, B, H)` arrays, so this module turns the validated
+operands (caller layout, see :mod:`jrnn._checks`) into the kernels' operands and back:
+
+* forward: the hoisted input GEMM ``xs W_x + b`` straight into a time-major buffer,
+  one forward kernel, ``hs`` back to the caller's layout;
+* adjoint: ``hs`` and its cotangent time-major, one adjoint kernel, and ``dA`` handed
+  back in the layout and slot order of :func:`jrnn.bptt._adjoint_loop`'s buffer, whose
+  single-GEMM weight gradients serve both paths.
+
+The kernel form is picked by the platform a program is lowered for
+(``lax.platform_dependent``), not by the default backend: the Mosaic TPU kernels on
+TPU, the Triton kernels on CUDA and ROCm, and on CPU the TPU kernels in Pallas' interpret
+mode. A cross-platform lowering (``.lower(lowering_platforms=("tpu",))``
+on this CPU) therefore sees the real kernel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jrnn import kernels
+from jrnn._checks import Operands, Options
+
+__all__: list[str] = []  # used through impl="pallas"
+
+# On CPU: the TPU kernels in Pallas' HLO interpreter. Not the TPU interpret mode: its
+# callbacks carry an ordered effect that breaks the platform_dependent lowering for TPU or
+# CUDA on this host, and it is 100x slower; the tests run it on the kernels directly.
+_CPU_INTERPRET = True
+
+
+def _kernel_call(opts: Options, platform: str, interpret: object) -> kernels.Call:
+    # unroll=True (no loop at all) is no option inside a kernel: its loop unrolls by 1
+    unroll = opts.unroll if not isinstance(opts.unroll, bool) else 1
+    return kernels.Call(opts.act, opts.reverse, unroll, platform, interpret)
+
+
+def _per_platform(run: Callable[..., tuple[jax.Array, jax.Array]], opts: Options, *args):
+    """``run(*args, call)`` with the kernel form of the platform being lowered for.
+
+    ``None`` arguments (no mask, no cotangent) pass through as ``None``.
+    """
+    present = [a is not None for a in args]
+
+    def branch(platform: str, interpret: object):
+        def run_on(*arrays):
+            given = iter(arrays)
+            full = [next(given) if p else None for p in present]
+            return run(*full, _kernel_call(opts, platform, interpret))
+
+        return run_on
+
+    return lax.platform_dependent(
+        *(a for a in args if a is not None),
+        cpu=branch("tpu", _CPU_INTERPRET),
+        tpu=branch("tpu", False),
+        cuda=branch("gpu", False),
+        rocm=branch("gpu", False),
+    )
+
+
+def _time_major(x: jax.Array, axis: int) -> jax.Array:
+    return x if axis == 0 else jnp.swapaxes(x, 0, 1)
+
+
+def _full_lengths(ops: Operands, num_steps: int) -> jax.Array:
+    if ops.lengths is not None:
+        return ops.lengths
+    return jnp.full((ops.h0.shape[0],), num_steps, jnp.int32)
+
+
+def forward(ops: Operands, opts: Options) -> tuple[jax.Array, jax.Array]:
+    """The forward recurrence by the kernel; contract of :func:`jrnn.forward._forward_loop`.
+
+    Returns:
+        ``(hs, h_last)``: ``hs`` in the layout of ``xs`` with ``H`` last (zero at padded
+        steps) and the `(B, H)` final state, both in the operands' dtype.
+    """
+    (w_x, w_h, b), xs, h0, _, mask = ops
+    num_steps = xs.shape[opts.axis]
+    xw = jnp.einsum(f"{opts.layout},fh->tbh", xs, w_x) + b  # (T, B, H), one GEMM
+    if num_steps == 0 or h0.shape[0] == 0:
+        return _time_major(xw, opts.axis), h0
+    lengths = _full_lengths(ops, num_steps)
+    hs, h_last = _per_platform(kernels.forward, opts, xw, w_h, h0, lengths, mask)
+    return _time_major(hs, opts.axis), h_last.astype(h0.dtype)
+
+
+def adjoint(
+    ops: Operands,
+    hs: jax.Array,
+    dhs: jax.Array | None,
+    dh_last: jax.Array,
+    opts: Options,
+) -> tuple[jax.Array, jax.Array]:
+    """The adjoint recurrence by the kernel.
+
+    Args:
+        ops, hs, dhs, opts: as :func:`jrnn.bptt._adjoint_loop` takes them.
+        dh_last: `(B, H)` cotangent of ``h_last`` (zeros where the loss does not read it).
+
+    Returns:
+        ``(dh0, das)``: `(B, H)` ``dL/dh0`` and ``dL/da`` in the layout of ``hs``, step
+        ``t`` stored in slot ``(t - 1) mod T`` (``(t + 1) mod T`` in reverse), as the scan
+        adjoint stores it.
+    """
+    w_h, mask, axis = ops.params.w_h, ops.mask, opts.axis
+    num_steps = hs.shape[axis]
+    if num_steps == 0 or dh_last.shape[0] == 0:
+        return dh_last, jnp.zeros_like(hs)
+    lengths = _full_lengths(ops, num_steps)
+    dhs_tm = None if dhs is None else _time_major(dhs, axis)
+    das, dh0 = _per_platform(
+        kernels.adjoint, opts, _time_major(hs, axis), dhs_tm, dh_last, w_h, lengths, mask
+    )
+    das = jnp.roll(das, 1 if opts.reverse else -1, axis=0)  # dA_t into slot sigma(t)
+    return dh0.astype(dh_last.dtype), _time_major(das, axis)
