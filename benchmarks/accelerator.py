@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import compare
 from compare import _cpu_model, _versions, median_ms
 
 import jrnn
@@ -75,29 +76,8 @@ def make_flax(key, xs: jax.Array, hidden: int):
 
 
 def make_torch(key, xs: jax.Array, hidden: int):
-    import torch
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[str(xs.dtype)]
-    torch.manual_seed(0)
-    rnn = torch.nn.RNN(xs.shape[-1], hidden, batch_first=True).to(device=device, dtype=dtype)
-    x = torch.from_numpy(np.array(xs, np.float32)).to(device=device, dtype=dtype)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-
-    def fwd():
-        with torch.no_grad():
-            out, _ = rnn(x)
-        sync()
-        return out
-
-    def train():
-        rnn.zero_grad(set_to_none=True)
-        out, _ = rnn(x)
-        (0.5 * (out.float() ** 2).sum()).backward()
-        sync()
-        return rnn.weight_hh_l0.grad
-
-    return fwd, train, ()
+    impl = compare.make_torch(key, xs, hidden)  # cuDNN on a GPU, in xs' dtype
+    return impl.fwd, impl.train, impl.args
 
 
 def _make(peer: str, key, xs, hidden):

@@ -130,9 +130,10 @@ def make_torch(key, xs, hidden):
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = getattr(torch, str(xs.dtype))  # float32, bfloat16, ...
     torch.manual_seed(0)
-    rnn = torch.nn.RNN(xs.shape[-1], hidden, batch_first=True).to(device)
-    x = torch.from_numpy(np.array(xs)).to(device)
+    rnn = torch.nn.RNN(xs.shape[-1], hidden, batch_first=True).to(device=device, dtype=dtype)
+    x = torch.from_numpy(np.array(xs, np.float32)).to(device=device, dtype=dtype)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def fwd():
@@ -144,7 +145,7 @@ def make_torch(key, xs, hidden):
     def train():
         rnn.zero_grad(set_to_none=True)
         out, _ = rnn(x)
-        (0.5 * (out**2).sum()).backward()
+        (0.5 * (out.float() ** 2).sum()).backward()
         sync()
         return rnn.weight_hh_l0.grad
 

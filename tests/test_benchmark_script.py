@@ -6,8 +6,8 @@ import pathlib
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("compare", ROOT / "benchmarks" / "compare.py")
+def _load(name: str = "compare"):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -106,11 +106,7 @@ def test_flop_count():
 
 
 def test_parallel_benchmark_runs_and_keeps_the_results_file(tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "parallel_bench", ROOT / "benchmarks" / "parallel.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load("parallel")
     out = tmp_path / "RESULTS.md"
     out.write_text("# compare.py's results\n")
     argv = ["--hidden", "2", "--steps", "8", "--repeats", "1", "--warmup", "1", "--out", str(out)]
@@ -123,11 +119,7 @@ def test_parallel_benchmark_runs_and_keeps_the_results_file(tmp_path):
 
 
 def test_accelerator_benchmark_smoke(tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "accelerator", ROOT / "benchmarks" / "accelerator.py"
-    )
-    accelerator = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(accelerator)
+    accelerator = _load("accelerator")
     out = tmp_path / "RESULTS-smoke.md"
     argv = ["--smoke", "--peers", "pallas", "scan", "--dtype", "float32", "--out", str(out)]
     assert accelerator.main(argv) == 0

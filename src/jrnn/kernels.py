@@ -154,22 +154,23 @@ def _weight(ref: Any, scratch: tuple[Any, ...]) -> Callable[[], jax.Array]:
     return lambda: w
 
 
-def _first_step(tc: int, call: Call, scratch: tuple[Any, ...]) -> jax.Array:
-    """The time index of this block's first row (blocks run in reverse order if reverse)."""
-    if not scratch:
-        return jnp.int32(0)
-    block, num_blocks = pl.program_id(1), pl.num_programs(1)
-    return (num_blocks - 1 - block if call.reverse else block) * tc
+def _per_block(len_ref, mask_ref, w_ref, scratch: tuple[Any, ...], tc: int, call: Call):
+    """What every step of this block reads: the time index of the block's first row
+    (blocks run in reverse order if reverse), the `(Bt, 1)` lengths, the `(Bt, H)` float32
+    mask or ``None``, and the weight getter (:func:`_weight`)."""
+    start = jnp.int32(0)
+    if scratch:
+        block, num_blocks = pl.program_id(1), pl.num_programs(1)
+        start = (num_blocks - 1 - block if call.reverse else block) * tc
+    mask = None if mask_ref is None else mask_ref[...].astype(jnp.float32)
+    return start, len_ref[...], mask, _weight(w_ref, scratch)
 
 
 def _forward_kernel(*refs, call: Call, tc: int, has_mask: bool) -> None:
     len_ref, xw_ref, w_ref, h0_ref, *refs = refs
     mask_ref, *refs = refs if has_mask else (None, *refs)
     hs_ref, h_last_ref, *scratch = refs
-    start = _first_step(tc, call, tuple(scratch))
-    lengths = len_ref[...]  # (Bt, 1)
-    mask = None if mask_ref is None else mask_ref[...].astype(jnp.float32)  # (Bt, H)
-    w_h = _weight(w_ref, tuple(scratch))
+    start, lengths, mask, w_h = _per_block(len_ref, mask_ref, w_ref, tuple(scratch), tc, call)
     act = call.act.fn
 
     def step(j, h):
@@ -188,10 +189,7 @@ def _adjoint_kernel(*refs, call: Call, tc: int, has_mask: bool, has_dhs: bool) -
     w_t_ref, dh_last_ref, *refs = refs
     mask_ref, *refs = refs if has_mask else (None, *refs)
     das_ref, dh0_ref, *scratch = refs
-    start = _first_step(tc, call, tuple(scratch))
-    lengths = len_ref[...]  # (Bt, 1)
-    mask = None if mask_ref is None else mask_ref[...].astype(jnp.float32)  # (Bt, H)
-    w_h_t = _weight(w_t_ref, tuple(scratch))
+    start, lengths, mask, w_h_t = _per_block(len_ref, mask_ref, w_t_ref, tuple(scratch), tc, call)
     act_grad = call.act.grad_from_output
 
     # dA_t = (g_t + c_t) * act'(h_t); c_{t-1} = (dA_t W_h^T) * m; padded steps pass c on
