@@ -542,3 +542,18 @@ def test_the_plot_names_its_loss_and_shows_the_schedule(task):
             line.get_ydata()[0] for line in fig.axes[1].get_lines() if line.get_linestyle() == "--"
         ]
         assert levels == [pytest.approx(jrnn.tasks.get_task("copy").baseline_accuracy(10))]
+
+
+def test_impl_pallas_trains_as_the_scan_path_and_refuses_data_parallel(tmp_path, capsys):
+    finals = {}
+    for impl in ("scan", "pallas"):
+        assert _run(tmp_path / impl, "--steps", "20", "--impl", impl) == 0
+        finals[impl] = json.loads((tmp_path / impl / "result.json").read_text())["test"]["loss"]
+        assert json.loads((tmp_path / impl / "config.json").read_text())["impl"] == impl
+    assert abs(finals["pallas"] - finals["scan"]) <= 1e-4 * abs(finals["scan"])
+    assert jrnn.load_run(tmp_path / "pallas").evaluate()["loss"] == finals["pallas"]
+    assert _run(tmp_path / "dp", "--impl", "pallas", "--data-parallel") == 2
+    assert "--data-parallel does not take --impl pallas yet" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _run(tmp_path / "bad", "--impl", "cuda")
+    assert "--impl: invalid choice: 'cuda' (choose from" in capsys.readouterr().err

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jrnn._checks import IMPLS
 from jrnn._version import __version__
 from jrnn.activations import ACTIVATIONS
 from jrnn.checkpoint import (
@@ -118,6 +119,7 @@ def _choices(field: dataclasses.Field) -> list[str] | None:
         "bias_init": list(BIAS_INITIALIZERS),
         "optimizer": list(OPTIMIZERS),
         "schedule": list(SCHEDULES),
+        "impl": list(IMPLS),
     }.get(field.name)
 
 
@@ -441,6 +443,11 @@ def _open_run(
             return None
         config, resumes = resumed
     devices = jax.local_devices()
+    if config.data_parallel and config.impl == "pallas":
+        raise TrainError(
+            "--data-parallel does not take --impl pallas yet (XLA cannot split a Pallas "
+            "kernel over the batch); use --impl scan or auto"
+        )
     if config.data_parallel and config.batch % len(devices):
         raise TrainError(
             f"--data-parallel: --batch {config.batch} is not a multiple of the "
@@ -524,6 +531,7 @@ def _model_options(config: RunConfig) -> dict[str, Any]:
         "loss": task.loss,
         "activation": config.activation,
         "return_sequences": task.return_sequences,
+        "impl": config.impl,
     }
 
 

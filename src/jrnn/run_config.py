@@ -24,6 +24,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from jrnn._checks import IMPLS
 from jrnn.activations import ACTIVATIONS
 from jrnn.params import INITIALIZERS
 from jrnn.tasks import TASKS, get_task
@@ -129,6 +130,13 @@ class RunConfig:
         "split each batch over all local devices (params replicated, gradients all-reduced "
         "by XLA); --batch must be a multiple of the device count",
         TRAJECTORY,
+    )
+    impl: str = _option(
+        "auto",
+        "the recurrence: scan (the loops), pallas (the fused kernels of jrnn.kernels) or auto "
+        "(scan until the kernels are measured to win)",
+        TRAJECTORY,
+        _choice(IMPLS),
     )
 
     def __post_init__(self) -> None:

@@ -185,6 +185,7 @@ class Run:
             activation=self.config.activation,
             return_sequences=self.task.return_sequences,
             lengths=lengths,
+            impl=self.config.impl,
         )
         return outputs
 
@@ -200,6 +201,7 @@ class Run:
             loss=self.task.loss,
             activation=self.config.activation,
             return_sequences=self.task.return_sequences,
+            impl=self.config.impl,
         )
         return {k: float(v) for k, v in metrics.items()}
 
