@@ -48,12 +48,8 @@ PEERS = ("pallas", "scan", "flax", "torch")
 SMOKE = {"batch": (2,), "steps": (5,), "hidden": (4,), "repeats": 2, "warmup": 1}
 
 
-def _loss_of(apply: Callable) -> Callable:
-    return lambda params, xs: 0.5 * jnp.sum(apply(params, xs).astype(jnp.float32) ** 2)
-
-
 def _jax_peer(apply: Callable, params: Any, xs: jax.Array) -> tuple[Callable, Callable, tuple]:
-    return jax.jit(apply), jax.jit(jax.grad(_loss_of(apply))), (params, xs)
+    return jax.jit(apply), jax.jit(jax.grad(compare._loss_of(apply))), (params, xs)
 
 
 def make_jrnn(impl: str, key, xs: jax.Array, hidden: int):

@@ -64,7 +64,8 @@ class Impl:
 
 
 def _loss_of(apply: Callable) -> Callable:
-    return lambda params, xs: 0.5 * jnp.sum(apply(params, xs) ** 2)
+    # summed in float32 whatever the outputs' dtype (accelerator.py times bfloat16 too)
+    return lambda params, xs: 0.5 * jnp.sum(apply(params, xs).astype(jnp.float32) ** 2)
 
 
 def make_jrnn(key, xs, hidden):

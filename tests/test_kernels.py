@@ -142,23 +142,12 @@ def _kernel_case(t, b, h, seed=0):
 
 def _scan_reference(xw, w, h0, lengths, mask, dhs, dh_last, act, reverse):
     """The scan path's loops on the same time-major operands (bias folded into xw)."""
-    h = xw.shape[-1]
-    ops = prepare(
-        jrnn.RNNParams(jnp.eye(h), w, jnp.zeros(h)), xw, h0,
-        {"activation": act, "reverse": reverse, "lengths": lengths, "time_major": True,
-         "recurrent_mask": mask, "impl": "scan"}, caller="test",
-    )  # fmt: skip
-    (hs, h_last), vjp = jax.vjp(lambda xw, h0: jrnn.rnn(ops.params, xw, h0, **_opts(ops)), xw, h0)
+    params = jrnn.RNNParams(jnp.eye(xw.shape[-1]), w, jnp.zeros(xw.shape[-1]))
+    options = {"activation": act, "reverse": reverse, "lengths": lengths, "time_major": True,
+               "recurrent_mask": mask, "impl": "scan"}  # fmt: skip
+    (hs, h_last), vjp = jax.vjp(lambda xw, h0: jrnn.rnn(params, xw, h0, **options), xw, h0)
     dxw, dh0 = vjp((dhs, dh_last))
     return hs, h_last, dxw, dh0
-
-
-def _opts(prepared):
-    o = prepared.opts
-    return {
-        "activation": o.act.name, "reverse": o.reverse, "lengths": prepared.lengths,
-        "time_major": True, "recurrent_mask": prepared.ops.mask, "impl": "scan",
-    }  # fmt: skip
 
 
 @pytest.mark.parametrize(

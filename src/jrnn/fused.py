@@ -111,10 +111,9 @@ def adjoint(
         adjoint stores it.
     """
     w_h, mask, axis = ops.params.w_h, ops.mask, opts.axis
-    num_steps = hs.shape[axis]
-    if num_steps == 0 or dh_last.shape[0] == 0:
+    if dh_last.shape[0] == 0:  # (T = 0 never gets here: _adjoint_loop returns first)
         return dh_last, jnp.zeros_like(hs)
-    lengths = _full_lengths(ops, num_steps)
+    lengths = _full_lengths(ops, hs.shape[axis])
     dhs_tm = None if dhs is None else _time_major(dhs, axis)
     das, dh0 = _per_platform(
         kernels.adjoint, opts, _time_major(hs, axis), dhs_tm, dh_last, w_h, lengths, mask
