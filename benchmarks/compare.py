@@ -712,6 +712,7 @@ def render(results, mm_gflops, memory, remat, args) -> str:
 
 
 PARALLEL_MARK = "<!-- benchmarks/parallel.py writes below this line -->"
+MULTIPROCESS_MARK = "<!-- benchmarks/multiprocess.py writes below this line -->"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -773,9 +774,10 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if not args.no_write:
         out = Path(args.out)
-        # keep the section benchmarks/parallel.py wrote below its marker
+        # keep the sections benchmarks/parallel.py and multiprocess.py wrote below their markers
         old = out.read_text() if out.exists() else ""
-        kept = old[old.index(PARALLEL_MARK) :] if PARALLEL_MARK in old else ""
+        starts = [old.index(m) for m in (PARALLEL_MARK, MULTIPROCESS_MARK) if m in old]
+        kept = old[min(starts) :] if starts else ""
         out.write_text(text + ("\n\n" + kept if kept else ""))
         print(f"wrote {args.out}")
     return 0

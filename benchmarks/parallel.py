@@ -174,10 +174,16 @@ def crossover(rows: list[dict]) -> list[str]:
     return out
 
 
+# benchmarks/multiprocess.py's section follows this one; it is kept as it is
+MULTIPROCESS_MARK = "<!-- benchmarks/multiprocess.py writes below this line -->"
+
+
 def write(path: Path, section: str) -> None:
     old = path.read_text() if path.exists() else ""
+    tail = old[old.index(MULTIPROCESS_MARK) :] if MULTIPROCESS_MARK in old else ""
+    old = old[: len(old) - len(tail)]
     head = old[: old.index(MARK)].rstrip() if MARK in old else old.rstrip()
-    path.write_text((head + "\n\n" if head else "") + section)
+    path.write_text((head + "\n\n" if head else "") + section + ("\n" + tail if tail else ""))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,6 @@
 """benchmarks/compare.py runs end to end on a tiny shape (a smoke test; no timing is asserted)."""
 
+import argparse
 import importlib.util
 import pathlib
 
@@ -132,3 +133,23 @@ def test_accelerator_benchmark_smoke(tmp_path):
     # a hidden size over the kernels' limit is reported, not run
     skipped = accelerator.run_shape((1, 2, 129), "float32", ["pallas"], 1, 0)
     assert skipped == {"pallas": {"skip": "H > 128"}}
+
+
+def test_multiprocess_benchmark_section_and_the_others_keep_it(tmp_path):
+    multiprocess, parallel = _load("multiprocess"), _load("parallel")
+    out = tmp_path / "RESULTS.md"
+    out.write_text("# compare.py's results\n")
+    args = argparse.Namespace(argv=[], seq_len=10, hidden=8, batch=16, steps=20, log_every=5)
+    rows = [
+        {"case": "1 process", "steps_per_s": 100.0, "wall_s": 3.0, "test_loss": 0.25},
+        {"case": "2 processes (jrnn launch)", "steps_per_s": 40.0, "wall_s": 6.0,
+         "test_loss": 0.25},
+    ]  # fmt: skip
+    multiprocess.write(out, multiprocess.render(rows, args))
+    multiprocess.write(out, multiprocess.render(rows, args))  # its own section, once
+    argv = ["--hidden", "2", "--steps", "8", "--repeats", "1", "--warmup", "1", "--out", str(out)]
+    assert parallel.main(argv) == 0  # writes its section before, keeps multiprocess's
+    text = out.read_text()
+    assert text.count(multiprocess.MARK) == 1 and text.count(parallel.MARK) == 1
+    assert text.index("# compare.py") < text.index(parallel.MARK) < text.index(multiprocess.MARK)
+    assert "| 2 processes (jrnn launch) | 40.0 | 0.40x | 6.0 | 0.25 |" in text

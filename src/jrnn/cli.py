@@ -1,4 +1,5 @@
-"""The ``jrnn`` command: ``jrnn train`` (train a model on a task) and ``jrnn check`` (the
+"""The ``jrnn`` command: ``jrnn train`` (train a model on a task), ``jrnn launch`` (a
+multi-process ``jrnn train`` job on this machine, :mod:`jrnn.launch`) and ``jrnn check`` (the
 seed notebook's example and the gradient checks).
 
 ``jrnn train`` writes a run directory (``--out``, see :mod:`jrnn.runs`):
@@ -53,9 +54,17 @@ from jrnn.checkpoint import (
     write_config,
     write_json,
 )
-from jrnn.distributed import batch_mesh, batch_sharding, replicate
+from jrnn.distributed import (
+    batch_mesh,
+    batch_sharding,
+    cluster_processes,
+    gather_json,
+    initialize,
+    replicate,
+)
 from jrnn.forward import forward
 from jrnn.gradcheck import check_grads
+from jrnn.launch import launch
 from jrnn.notebook import SEED_H_LAST, seed_example, seed_loss
 from jrnn.params import INITIALIZERS, init_params
 from jrnn.run_config import (
@@ -158,6 +167,66 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bar, or progress lines when stderr is not a terminal "
                    "(default: shown)")  # fmt: skip
+    g = p.add_argument_group(
+        "multi-process jobs",
+        "Every process of a job runs jrnn train with the same options and these three; "
+        "together they train data parallel over all their devices, and process 0 alone "
+        "prints and writes the logs. On Slurm, Open MPI, Kubernetes and Cloud TPU, JAX finds "
+        "them by itself (leave them out). jrnn launch starts a job on this machine.",
+    )
+    g.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="process 0's host and a free port on it, the same for every process (default: "
+        "none: one process, or the cluster's)",
+    )
+    g.add_argument(
+        "--num-processes",
+        type=_count(1),
+        metavar="N",
+        help="the number of processes in the job (default: 1, or the cluster's)",
+    )
+    g.add_argument(
+        "--process-id",
+        type=_count(0),
+        metavar="I",
+        help="this process's index, 0 to N - 1 (default: 0, or the cluster's)",
+    )
+    g.add_argument("--heartbeat-timeout", type=_count(1), default=30, metavar="SECONDS",
+                   help="a process silent this long counts as dead, and the others stop "
+                   "(default: 30)")  # fmt: skip
+
+
+def _count(least: int) -> Any:
+    """An argparse ``type``: an int of at least ``least``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an int; got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}; got {value}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+def _add_launch(sub: Any) -> None:
+    p = sub.add_parser(
+        "launch",
+        help="run jrnn train as a job of several processes on this machine",
+        description="Start N processes of one jrnn train job on 127.0.0.1 (a free port for "
+        "the coordinator), each with its own devices; prefix their output with [i], forward "
+        "Ctrl-C to all of them, and exit with the first failure's status. Usage: jrnn launch "
+        "--processes N [--devices-per-process K] -- <jrnn train options>",
+    )
+    p.add_argument("--processes", type=_count(1), required=True, metavar="N",
+                   help="processes in the job")  # fmt: skip
+    p.add_argument("--devices-per-process", type=_count(1), default=1, metavar="K",
+                   help="CPU devices of each process (on a machine with GPUs, GPUs i*K to "
+                   "i*K + K - 1 for process i) (default: 1)")  # fmt: skip
 
 
 def _add_check(sub: Any) -> None:
@@ -182,15 +251,16 @@ def _add_check(sub: Any) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    """The ``jrnn`` parser, with the ``train`` and ``check`` subcommands."""
+    """The ``jrnn`` parser, with the ``train``, ``launch`` and ``check`` subcommands."""
     p = argparse.ArgumentParser(
         prog="jrnn",
         description="The simple (Elman) RNN in JAX: train models, check the hand-written BPTT.",
     )
 
     p.add_argument("--version", action="version", version=f"jrnn {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="{train,check}", title="commands")
+    sub = p.add_subparsers(dest="command", metavar="{train,launch,check}", title="commands")
     _add_train(sub)
+    _add_launch(sub)
     _add_check(sub)
     return p
 
@@ -204,13 +274,26 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
         argv = ["check", *argv]
+    rest: list[str] = []
+    if argv[0] == "launch" and "--" in argv:  # jrnn launch ... -- <train options>
+        argv, rest = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
     args = parser().parse_args(argv)
     if args.command == "check":
         return check(args.batch, args.steps, args.features, args.hidden, args.seed)
+    if args.command == "launch":
+        try:
+            return launch(rest, args.processes, args.devices_per_process)
+        except ValueError as err:
+            print(f"jrnn launch: error: {err}", file=sys.stderr)
+            return 2
+    job = ("coordinator", "num_processes", "process_id", "heartbeat_timeout")
     given = {
-        k: v for k, v in vars(args).items() if k not in ("command", "out", "resume", "progress")
+        k: v
+        for k, v in vars(args).items()
+        if k not in ("command", "out", "resume", "progress", *job)
     }
     try:
+        _join_job(*(getattr(args, k) for k in job))
         return train(given, args.out, resume=args.resume, progress=args.progress)
     except (TrainError, CheckpointError, RunDirError) as err:
         print(f"jrnn train: error: {err}", file=sys.stderr)
@@ -218,6 +301,27 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C before the loop: nothing to save
         print("\njrnn train: interrupted before training started", file=sys.stderr)
         return 130
+
+
+def _join_job(
+    coordinator: str | None, num_processes: int | None, process_id: int | None, heartbeat: int
+) -> None:
+    """Joins a multi-process job (:func:`jrnn.distributed.initialize`) when told to, or when
+    JAX detects a cluster job of several processes; else does nothing."""
+    given = {"--coordinator": coordinator, "--num-processes": num_processes,
+             "--process-id": process_id}  # fmt: skip
+    detected = cluster_processes() > 1
+    if all(v is None for v in given.values()) and not detected:
+        return
+    if None in given.values() and not detected:
+        missing = ", ".join(k for k, v in given.items() if v is None)
+        raise TrainError(f"a multi-process job outside a cluster JAX knows needs {missing} too")
+    if num_processes is not None and process_id is not None and process_id >= num_processes:
+        raise TrainError(f"--process-id {process_id} is not below --num-processes {num_processes}")
+    try:
+        initialize(coordinator, num_processes, process_id, heartbeat_timeout_s=heartbeat)
+    except Exception as err:  # JAX's runtime errors have no public type
+        raise TrainError(f"cannot join the job (coordinator {coordinator}): {err}") from err
 
 
 # ------------------------------------------------------------------------------- check
@@ -274,6 +378,9 @@ class _Run:
     mesh: Any
     rows: list[dict[str, Any]]
     stream: TextIO
+    # process 0 of a multi-process job (or the only process) writes the logs, plots and
+    # result.json and prints; every process trains, evaluates and checkpoints
+    primary: bool = True
 
     @property
     def task(self) -> Task:
@@ -285,11 +392,13 @@ class _Run:
 
     def log(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
-        with self.metrics_path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        if self.primary:
+            with self.metrics_path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
 
     def say(self, text: str) -> None:
-        print(text, file=self.stream, flush=True)
+        if self.primary:
+            print(text, file=self.stream, flush=True)
 
 
 def train(
@@ -312,26 +421,26 @@ def train(
             terminal).
         stream: where the run's messages go (default ``sys.stdout``).
 
+    In a multi-process job (after :func:`jrnn.distributed.initialize`) every process calls
+    it with the same arguments: they are compared first (a difference is refused in every
+    process), the run is data parallel over every device of the job, process 0 alone
+    prints and writes the run folder's files, and all of them checkpoint, restore and stop
+    together.
+
     Raises:
         TrainError, CheckpointError, RunDirError: the run cannot start or write its run
             directory (the message says why).
     """
     stream = sys.stdout if stream is None else stream
     given = options.to_dict() if isinstance(options, RunConfig) else dict(options)
+    if jax.process_count() > 1:
+        _agree(given, out, resume)
     if resume and out is None:
         raise TrainError("--resume needs --out, the run directory to continue")
     config = None if resume else _make_config(lambda: RunConfig.for_task(**given))
-    if out is None:
-        run_dir = create_default_run_dir(config.task)
-    else:
-        run_dir = Path(out)
-        if not run_dir.is_dir():  # refuse before creating it (a folder in use is the lock's)
-            with _write_errors(run_dir):
-                _check_run_dir(run_dir, resume)
-    lock = lock_run_dir(run_dir)
+    run_dir, lock = _claim_run_dir(config, out, resume)
     try:
         with _write_errors(run_dir):
-            _check_run_dir(run_dir, resume)  # again, now that no other run can change it
             run = _open_run(run_dir, config, given, resume, stream)
             if run is None:
                 return 0
@@ -345,7 +454,63 @@ def train(
                 _report(run)
             return code
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
+
+
+def _agree(given: dict[str, Any], out: str | Path | None, resume: bool) -> None:
+    """Refuses, in every process of a multi-process job and before anything is written,
+    a job whose processes were given different train options."""
+    seen = gather_json({**given, "out": None if out is None else str(out), "resume": resume})
+    differ = []
+    for name in sorted({k for s in seen for k in s}):
+        values = [s.get(name, "(not given)") for s in seen]
+        if len({json.dumps(v) for v in values}) > 1:
+            shown = ", ".join(f"{v} on process {i}" for i, v in enumerate(values))
+            differ.append(f"--{name.replace('_', '-')}: {shown}")
+    if differ:
+        raise TrainError(
+            "the processes of this job were started with different options (every process "
+            "must get the same train options):\n  " + "\n  ".join(differ)
+        )
+
+
+def _claim_run_dir(
+    config: RunConfig | None, out: str | Path | None, resume: bool
+) -> tuple[Path, Any]:
+    """The run directory, checked (:func:`_check_run_dir`) and locked
+    (:func:`~jrnn.runs.lock_run_dir`); returns it and the lock. In a multi-process job only
+    process 0 does this and holds the lock; the others take its folder, or its refusal."""
+    group = jax.process_count() > 1
+    lock, run_dir, refused = None, None, None
+    if not group or jax.process_index() == 0:
+        try:
+            if out is None:
+                run_dir = create_default_run_dir(config.task)
+            else:
+                run_dir = Path(out)
+                if not run_dir.is_dir():  # refuse before creating it (the lock's, if in use)
+                    with _write_errors(run_dir):
+                        _check_run_dir(run_dir, resume)
+            lock = lock_run_dir(run_dir)
+            try:
+                with _write_errors(run_dir):
+                    _check_run_dir(run_dir, resume)  # again, now that no other run can change it
+            except BaseException:
+                lock.release()
+                raise
+        except (TrainError, CheckpointError, RunDirError) as err:
+            if not group:
+                raise
+            refused = err
+    if group:
+        path, reason = gather_json([str(run_dir), str(refused) if refused else None])[0]
+        if refused is not None:
+            raise refused
+        if reason is not None:
+            raise TrainError(f"process 0 refused the run: {reason}")
+        run_dir = Path(path)
+    return run_dir, lock
 
 
 def _make_config(make: Any) -> RunConfig:
@@ -414,14 +579,16 @@ def _resume_config(
         raise TrainError(f"--steps {config.steps} is below the checkpoint's step {step}")
     changed = {name: [old, new] for kind in changes.values() for name, old, new in kind}
     finished = step == config.steps and (run_dir / "result.json").exists()
+    primary = jax.process_index() == 0  # the others of a multi-process job say nothing
     if finished and not changes[TRAJECTORY]:  # cosmetic changes alone train nothing
-        print(
-            f"jrnn train: {run_dir} finished at step {step}; nothing to do (raise --steps "
-            "to train longer)",
-            file=stream,
-        )
+        if primary:
+            print(
+                f"jrnn train: {run_dir} finished at step {step}; nothing to do (raise "
+                "--steps to train longer)",
+                file=stream,
+            )
         return None
-    for change in changes[TRAJECTORY]:
+    for change in changes[TRAJECTORY] if primary else ():
         print(
             f"jrnn train: warning: resuming with a changed option ({line(change)}); the run "
             "will not repeat an uninterrupted one",
@@ -442,23 +609,28 @@ def _open_run(
         if resumed is None:
             return None
         config, resumes = resumed
-    devices = jax.local_devices()
-    if config.data_parallel and config.impl == "pallas":
+    # a multi-process job is always data parallel, over every process's devices
+    group = jax.process_count() > 1
+    parallel = config.data_parallel or group
+    devices = jax.devices() if group else jax.local_devices()
+    what = "--data-parallel" if config.data_parallel else "a multi-process job"
+    if parallel and config.impl == "pallas":
         raise TrainError(
-            "--data-parallel does not take --impl pallas yet (XLA cannot split a Pallas "
+            f"{what} does not take --impl pallas yet (XLA cannot split a Pallas "
             "kernel over the batch); use --impl scan or auto"
         )
-    if config.data_parallel and config.batch % len(devices):
+    if parallel and config.batch % len(devices):
         raise TrainError(
-            f"--data-parallel: --batch {config.batch} is not a multiple of the "
-            f"{len(devices)} local devices"
+            f"{what}: --batch {config.batch} is not a multiple of the "
+            f"{len(devices)} {'devices of the job' if group else 'local devices'}"
         )
     optimizer, state = initial_state(config)
-    mesh = batch_mesh(devices) if config.data_parallel else None
+    mesh = batch_mesh(devices) if parallel else None
     if mesh is not None:
         state = replicate(state, mesh)  # checkpoints restore onto the same sharding
     manager = open_manager(run_dir, keep=config.keep)
-    run = _Run(config, run_dir, resume, optimizer, state, manager, mesh, [], stream)
+    primary = jax.process_index() == 0
+    run = _Run(config, run_dir, resume, optimizer, state, manager, mesh, [], stream, primary)
     if resume:
         try:
             run.state = restore(manager, state, run_dir)
@@ -468,8 +640,9 @@ def _open_run(
         if run.metrics_path.exists():  # drop rows logged after the checkpoint (a repeat follows)
             step = int(run.state.step)
             run.rows = [r for r in _read_rows(run.metrics_path) if r["step"] <= step]
-    write_config(run_dir, {**config.to_dict(), "resumes": resumes})
-    run.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in run.rows))
+    if primary:
+        write_config(run_dir, {**config.to_dict(), "resumes": resumes})
+        run.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in run.rows))
     return run
 
 
@@ -480,7 +653,7 @@ def _close(run: _Run, *, quiet: bool = False) -> None:
     except Exception:
         if not quiet:
             raise
-    if run.rows:
+    if run.rows and run.primary:
         _try_plot(run)
 
 
@@ -642,20 +815,22 @@ def _train_loop(run: _Run, progress: bool) -> int:
         f"jrnn train: {_title(run)}; out {run.run_dir}"
         + (f" (resumed at step {start})" if run.resumed else "")
     )
-    display = _Progress(run, start, progress)
-    code, t_start = 0, time.perf_counter()
+    display = _Progress(run, start, progress and run.primary)
+    code, t_start, stop = 0, time.perf_counter(), False
     with _ctrl_c() as ctrl_c:
         try:
             if start == 0 and not run.resumed:
                 run.log(_test_row(run, test_set, 0))
             every = (config.log_every, config.eval_every, config.checkpoint_every)
             for end in _boundaries(start, config.steps, *every):
-                if ctrl_c.pressed:
+                # the processes of a job stop together: a Ctrl-C seen by any of them
+                stop = any(gather_json(ctrl_c.pressed))
+                if stop:
                     break
                 code = _chunk(run, run_chunk, end, test_set, display, t_start)
                 if code:
                     break
-            if ctrl_c.pressed and code == 0 and int(run.state.step) < config.steps:
+            if stop and code == 0 and int(run.state.step) < config.steps:
                 step = save(run.manager, run.state, run.run_dir)
                 run.say(
                     f"\njrnn train: interrupted; checkpoint saved at step {step} in "
@@ -702,7 +877,8 @@ def _chunk(
             _stop_non_finite(run, f"the test loss became non-finite at step {end}")
             return 1
         run.log(tested)
-        _try_plot(run)
+        if run.primary:
+            _try_plot(run)
     if checkpoint:
         save(run.manager, run.state, run.run_dir)
     return 0
@@ -729,13 +905,15 @@ def _report(run: _Run) -> None:
         test_set = task.test_set(run.config.seq_len, run.config.eval_size)
         final = _test_row(run, test_set, step)
         run.log(final)
-        _try_plot(run)
+        if run.primary:
+            _try_plot(run)
     baseline = {"loss": task.baseline(run.config.seq_len), "predicts": task.baseline_name}
     if task.baseline_accuracy is not None:
         baseline["accuracy"] = task.baseline_accuracy(run.config.seq_len)
     test = {k: v for k, v in final.items() if k not in ("step", "split")}
     result = {"step": step, "test": test, "baseline": baseline, "seconds": _seconds(run)}
-    write_json(run.run_dir / "result.json", result)
+    if run.primary:
+        write_json(run.run_dir / "result.json", result)
     shown = ", ".join(f"{k} {v:.4g}" for k, v in baseline.items() if k != "predicts")
     run.say(
         f"jrnn train: done, step {step}: test {_shown(run, test)}; baseline {shown} "

@@ -6,13 +6,16 @@ runs the forward pass and the hand-written BPTT on its slice, and XLA inserts th
 all-reduce that sums the weight gradients (the loss is a mean over the whole batch, so the
 update equals the single-device one up to float rounding).
 
-On several hosts, call ``jax.distributed.initialize()`` first on every host (see the
-README): ``jax.devices()`` then lists every host's devices, :func:`batch_mesh` spans them
-all, and :func:`shard_batch` assembles the global batch from each host's local rows.
+On several hosts (or several processes on one), call :func:`initialize` (or
+``jax.distributed.initialize()``) first in every process: ``jax.devices()`` then lists
+every process's devices, :func:`batch_mesh` spans them all, and :func:`shard_batch`
+assembles the global batch from each process's local rows. :func:`gather_json` lets the
+processes compare what they were told to do before they do it.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,6 +32,9 @@ __all__ = [
     "BATCH_AXIS",
     "batch_mesh",
     "batch_sharding",
+    "cluster_processes",
+    "gather_json",
+    "initialize",
     "make_sharded_train_step",
     "replicate",
     "replicated",
@@ -36,6 +42,81 @@ __all__ = [
 ]
 
 BATCH_AXIS = "batch"
+
+
+def initialize(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    heartbeat_timeout_s: int = 30,
+) -> None:
+    """Starts JAX's multi-controller runtime in this process (``jax.distributed.initialize``).
+
+    Call it in every process of the job before anything else touches JAX. Arguments left
+    ``None`` are found by JAX on the clusters it knows (Slurm, Open MPI, Kubernetes,
+    Cloud TPU); elsewhere give all three.
+
+    Args:
+        coordinator: ``"host:port"`` of process 0, where it serves the coordination service.
+        num_processes: processes in the job.
+        process_id: this process's index, ``0 <= process_id < num_processes``.
+        heartbeat_timeout_s: a process silent this long counts as dead: JAX then stops the
+            others (they exit with SIGABRT and a message that another task died) instead
+            of letting them wait in a collective forever. JAX's own default is 100 s.
+
+    Raises:
+        ValueError: an argument out of range, or what JAX could not find by itself.
+    """
+    if num_processes is not None and num_processes < 1:
+        raise ValueError(f"num_processes must be at least 1; got {num_processes}")
+    if process_id is not None and not 0 <= process_id < (num_processes or process_id + 1):
+        raise ValueError(f"process_id must be in [0, {num_processes}); got {process_id}")
+    if heartbeat_timeout_s < 1:
+        raise ValueError(f"heartbeat_timeout_s must be at least 1; got {heartbeat_timeout_s}")
+    jax.distributed.initialize(
+        coordinator,
+        num_processes,
+        process_id,
+        heartbeat_timeout_seconds=heartbeat_timeout_s,
+    )
+
+
+def cluster_processes() -> int:
+    """The process count of the cluster job JAX detects by itself (Slurm, Open MPI,
+    Kubernetes, Cloud TPU), or 1 outside one.
+
+    It asks JAX's own cluster detection (the one ``jax.distributed.initialize()`` uses with
+    no arguments), a private part of JAX: if that moves, this returns 1 and the job must
+    pass its coordinator, process count and id explicitly.
+    """
+    try:
+        from jax._src import clusters
+
+        for env in clusters.ClusterEnv._cluster_types:
+            if not env.opt_in_only_method and env.is_env_present():
+                return int(env.get_process_count())
+    except Exception:  # a private API: any failure means "not detected"
+        return 1
+    return 1
+
+
+def gather_json(value: Any) -> list[Any]:
+    """Every process's ``value`` (anything JSON can hold), in process order.
+
+    A collective: every process must call it, in the same order as its other collectives.
+    With one process it returns ``[value]`` without touching a device.
+    """
+    if jax.process_count() == 1:
+        return [value]
+    from jax.experimental import multihost_utils
+
+    data = np.frombuffer(json.dumps(value, sort_keys=True).encode(), np.uint8)
+    sizes = multihost_utils.process_allgather(np.asarray([data.size], np.int32))
+    padded = np.zeros(int(np.max(sizes)), np.uint8)
+    padded[: data.size] = data
+    rows = multihost_utils.process_allgather(padded)
+    return [json.loads(bytes(row[: int(n)])) for row, n in zip(rows, np.ravel(sizes), strict=True)]
 
 
 def batch_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:

@@ -1,0 +1,208 @@
+"""``jrnn launch``: one multi-process ``jrnn train`` job on this machine.
+
+It starts ``N`` processes of ``python -m jrnn train <options> --coordinator
+127.0.0.1:<free port> --num-processes N --process-id i``, each with ``K`` devices of its
+own, and then:
+
+* prints their output, each line prefixed with ``[i]``;
+* forwards Ctrl-C to all of them (the processes run in their own session, so the terminal's
+  Ctrl-C reaches the launcher alone): the job saves a checkpoint and stops together, and a
+  second Ctrl-C stops it without saving;
+* exits with the first failure's status (``128 + n`` for a process killed by signal
+  ``n``), after stopping the rest: a job whose process died cannot go on.
+
+It is for trying a multi-process job on one machine (CPU devices through
+``--xla_force_host_platform_device_count``; on a machine with GPUs process ``i`` gets GPUs
+``i*K`` to ``i*K + K - 1`` through ``JAX_LOCAL_DEVICE_IDS``). On a cluster, start ``jrnn
+train`` on every host with the scheduler instead (README, "Several processes and hosts").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TextIO
+
+__all__ = ["JOB_OPTIONS", "child_env", "free_port", "launch"]
+
+# the options jrnn launch sets for each process; given among the train options they clash
+JOB_OPTIONS = ("--coordinator", "--num-processes", "--process-id")
+_DEVICE_COUNT = re.compile(r"--xla_force_host_platform_device_count=\S*")
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the coordinator binds it a moment later)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def child_env(base: dict[str, str], index: int, devices_per_process: int) -> dict[str, str]:
+    """Process ``index``'s environment: ``devices_per_process`` CPU devices (replacing any
+    device count in ``XLA_FLAGS``), its own GPUs if there are any, unbuffered output."""
+    flags = _DEVICE_COUNT.sub("", base.get("XLA_FLAGS", "")).split()
+    flags.append(f"--xla_force_host_platform_device_count={devices_per_process}")
+    first = index * devices_per_process
+    ids = ",".join(str(d) for d in range(first, first + devices_per_process))
+    return {**base, "XLA_FLAGS": " ".join(flags), "JAX_LOCAL_DEVICE_IDS": ids,
+            "PYTHONUNBUFFERED": "1"}  # fmt: skip
+
+
+def _status(code: int) -> int:
+    """A shell's exit status for a child's return code (``-n``: killed by signal ``n``)."""
+    return 128 - code if code < 0 else code
+
+
+def _describe(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+def _pump(index: int, pipe: TextIO, out: TextIO, lock: threading.Lock) -> None:
+    for line in pipe:
+        with lock:
+            out.write(f"[{index}] {line}" if line.endswith("\n") else f"[{index}] {line}\n")
+            out.flush()
+
+
+def launch(
+    train_args: Sequence[str],
+    processes: int,
+    devices_per_process: int = 1,
+    *,
+    port: int | None = None,
+    grace_s: float = 10.0,
+    out: TextIO | None = None,
+) -> int:
+    """Runs ``jrnn train <train_args>`` as one job of ``processes`` local processes.
+
+    Args:
+        train_args: ``jrnn train``'s options, the same for every process.
+        processes: how many processes (``>= 1``).
+        devices_per_process: CPU devices (or GPUs) of each process.
+        port: the coordinator's port on 127.0.0.1 (default: a free one).
+        grace_s: after a process fails, how long the others get to stop by themselves
+            before they are terminated.
+        out: where the prefixed output goes (default ``sys.stdout``).
+
+    Returns:
+        0 if every process finished; else the first failure's exit status.
+
+    Raises:
+        ValueError: ``processes`` or ``devices_per_process`` below 1, or ``train_args``
+            holding an option the launcher sets itself.
+    """
+    out = sys.stdout if out is None else out
+    if processes < 1:
+        raise ValueError(f"processes must be at least 1; got {processes}")
+    if devices_per_process < 1:
+        raise ValueError(f"devices_per_process must be at least 1; got {devices_per_process}")
+    clash = [a for a in train_args if a.split("=", 1)[0] in JOB_OPTIONS]
+    if clash:
+        raise ValueError(f"jrnn launch sets {', '.join(JOB_OPTIONS)} itself; got {clash[0]}")
+    address = f"127.0.0.1:{free_port() if port is None else port}"
+    lock = threading.Lock()
+    children: list[subprocess.Popen] = []
+    pumps = []
+    interrupts = 0
+
+    def on_sigint(signum: int, frame: object) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        for child in children:
+            if child.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.send_signal(signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        for i in range(processes):
+            command = [sys.executable, "-m", "jrnn", "train", *train_args,
+                       "--coordinator", address, "--num-processes", str(processes),
+                       "--process-id", str(i)]  # fmt: skip
+            child = subprocess.Popen(
+                command,
+                env=child_env(dict(os.environ), i, devices_per_process),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                bufsize=1,
+                start_new_session=True,
+            )
+            children.append(child)
+            with lock:
+                print(f"jrnn launch: process {i} of {processes} started (pid {child.pid}), "
+                      f"coordinator {address}", file=out, flush=True)  # fmt: skip
+            pump = threading.Thread(target=_pump, args=(i, child.stdout, out, lock), daemon=True)
+            pump.start()
+            pumps.append(pump)
+        status = _supervise(children, out, lock, grace_s, lambda: interrupts)
+    finally:
+        for child in children:  # never leave a process behind (an exception here, say)
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        for pump in pumps:
+            pump.join(timeout=5)
+        signal.signal(signal.SIGINT, previous)
+    return status
+
+
+def _supervise(
+    children: list[subprocess.Popen],
+    out: TextIO,
+    lock: threading.Lock,
+    grace_s: float,
+    interrupts: Callable[[], int],
+) -> int:
+    """Waits for the children; on the first failure (not after a Ctrl-C, when the job stops
+    together) gives the others ``grace_s`` to stop, then terminates them."""
+    first: tuple[int, int] | None = None
+    deadline = None
+    while True:
+        codes = [c.poll() for c in children]
+        if all(code is not None for code in codes):
+            break
+        for i, code in enumerate(codes):
+            if code not in (None, 0) and first is None:
+                first = (i, code)
+                if not interrupts():
+                    deadline = time.monotonic() + grace_s
+                    with lock:
+                        print(f"jrnn launch: process {i} {_describe(code)}; stopping the "
+                              "others", file=out, flush=True)  # fmt: skip
+        if deadline is not None and time.monotonic() > deadline:
+            _stop(children)
+            deadline = None
+        time.sleep(0.05)
+    if first is None:
+        failed = [(i, code) for i, code in enumerate(codes) if code]
+        first = failed[0] if failed else None
+    return 0 if first is None else _status(first[1])
+
+
+def _stop(children: list[subprocess.Popen], term_s: float = 5.0) -> None:
+    """SIGTERM to the children still running, SIGKILL to those still there after ``term_s``."""
+    for child in children:
+        if child.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                child.terminate()
+    end = time.monotonic() + term_s
+    while time.monotonic() < end and any(c.poll() is None for c in children):
+        time.sleep(0.05)
+    for child in children:
+        if child.poll() is None:
+            child.kill()
