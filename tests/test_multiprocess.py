@@ -231,17 +231,29 @@ SHARDED = textwrap.dedent(
         p, s, m = step(p, s, sharded)
         p1, s1, _ = single(p1, s1, batch)
     rows = sorted((str(d.device), d.index[0].start) for d in sharded.inputs.addressable_shards)
+
+    # jrnn train draws each batch inside the jitted step and constrains it to the mesh: the
+    # partitioner leaves each device only its rows to draw (64 / 4 devices = 16)
+    @jax.jit
+    def draw(key):
+        batch = task.sample(key, 64, 100)
+        return jax.lax.with_sharding_constraint(batch, distributed.batch_sharding(mesh))
+
+    hlo = draw.lower(jax.random.PRNGKey(0)).compile().as_text()
     err = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / np.max(np.abs(b)))
               for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(p1)))
     print(json.dumps({"err": err, "rows": rows, "gathered": distributed.gather_json(pid),
-                      "devices": jax.device_count()}))
+                      "devices": jax.device_count(), "global_rows": "[64," in hlo,
+                      "local_rows": "[16,100" in hlo}))
     """
 )
 
 
 def test_shard_batch_feeds_each_process_its_own_rows():
     """The library path: each process passes its own rows to shard_batch
-    (make_array_from_process_local_data); 5 steps equal one device on the whole batch."""
+    (make_array_from_process_local_data); 5 steps equal one device on the whole batch. And
+    jrnn train's path, a batch drawn inside jit under the mesh's sharding constraint, leaves
+    each device only its own rows to draw (no array of the global batch in the HLO)."""
     port = free_port()
     procs = [
         subprocess.Popen(
@@ -258,6 +270,7 @@ def test_shard_batch_feeds_each_process_its_own_rows():
         assert p.returncode == 0, err
         result = json.loads(text.strip().splitlines()[-1])
         assert result["devices"] == 4 and result["gathered"] == [0, 1]
+        assert result["local_rows"] and not result["global_rows"]
         assert result["err"] < 1e-5
         # this process holds rows 8i..8i+7 of the global batch of 16, 4 on each device
         assert [start for _, start in result["rows"]] == [8 * i, 8 * i + 4]
