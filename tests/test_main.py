@@ -46,7 +46,10 @@ def test_a_mistyped_command_gets_the_list(capsys):
     with pytest.raises(SystemExit) as info:
         main(["trian"])
     assert info.value.code == 2
-    assert "invalid choice: 'trian' (choose from 'train', 'launch', 'check')" in capsys.readouterr().err
+    assert (
+        "invalid choice: 'trian' (choose from 'train', 'launch', 'check')"
+        in capsys.readouterr().err
+    )
 
 
 def test_version(capsys):

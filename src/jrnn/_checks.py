@@ -26,6 +26,7 @@ from typing import Any, NamedTuple, TypedDict
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import ArrayLike, Float, Int
 
 from jrnn import kernels
 from jrnn._validate import as_array, check_float, concrete, positive_int
@@ -64,10 +65,10 @@ class ScanOptions(TypedDict, total=False):
 
     activation: str
     reverse: bool
-    lengths: Any
+    lengths: Int[ArrayLike, "*batch"] | None
     unroll: int | bool
     time_major: bool
-    recurrent_mask: Any
+    recurrent_mask: Float[ArrayLike, "*batch hidden"] | None
     impl: str
 
 
@@ -76,7 +77,7 @@ class ParallelOptions(TypedDict, total=False):
 
     activation: str
     reverse: bool
-    lengths: Any
+    lengths: Int[ArrayLike, "*batch"] | None
     time_major: bool
 
 
@@ -208,7 +209,9 @@ class Prepared(NamedTuple):
         """`(B, H)` to the caller's `(B, H)` or, unbatched, `(H,)`."""
         return h if self.batched else h[0]
 
-    xs_to_caller = hs_to_caller
+    def xs_to_caller(self, xs: jax.Array) -> jax.Array:
+        """Internal-layout ``xs``-shaped arrays (``dL/dxs``) to the caller's layout."""
+        return self.hs_to_caller(xs)
 
 
 def check_params(params: Any) -> RNNParams:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import jax
+import numpy as np
+from jaxtyping import Array, Float, Int, Real
 
 __all__ = ["Batch"]
 
@@ -19,6 +20,6 @@ class Batch(NamedTuple):
         lengths: optional `(B,)` valid steps per sequence (``None``: all ``T`` valid).
     """
 
-    inputs: jax.Array
-    targets: jax.Array
-    lengths: jax.Array | None = None
+    inputs: Float[Array | np.ndarray, "batch time features"]
+    targets: Real[Array | np.ndarray, " batch *target"]
+    lengths: Int[Array | np.ndarray, " batch"] | None = None

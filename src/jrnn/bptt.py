@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import CustomVJPPrimal
+from jaxtyping import Array, ArrayLike, Float
 
 from jrnn import fused
 from jrnn._checks import Operands, Options, ScanOptions, prepare, prepare_cotangents
@@ -159,19 +160,23 @@ def _kernel_recurrence(
 def _kernel_recurrence_jvp(opts: Options, primals: tuple, tangents: tuple):
     # as jrnn.forward's kernel: values from the kernel, derivatives from the reference loop
     _, tangent_out = jax.jvp(partial(_scan_recurrence, opts=opts), primals, tangents)
-    return fused.adjoint(*primals, opts), tangent_out
+    ops, hs, dhs, carry0 = primals
+    return fused.adjoint(ops, hs, dhs, carry0, opts), tangent_out
 
 
 def backward(
     params: RNNParams,
-    xs: jax.Array,
-    h0: jax.Array | None,
-    hs: jax.Array,
-    dhs: jax.Array | None,
-    dh_last: jax.Array | None,
+    xs: Float[ArrayLike, "*lead features"],
+    h0: Float[ArrayLike, "*batch hidden"] | None,
+    hs: Float[ArrayLike, "*lead hidden"],
+    dhs: Float[ArrayLike, "*lead hidden"] | None,
+    dh_last: Float[ArrayLike, "*batch hidden"] | None,
     **options: Unpack[ScanOptions],
-) -> tuple[RNNParams, jax.Array, jax.Array]:
+) -> tuple[RNNParams, Float[Array, "*lead features"], Float[Array, "*batch hidden"]]:
     """The hand-written BPTT: gradients of a loss given its cotangents on ``forward``'s outputs.
+
+    Shapes in the annotations as :func:`jrnn.forward`'s (``*lead``: `(B, T)`, `(T, B)` or
+    `(T,)`; ``*batch``: `(B,)` or `()`).
 
     Args:
         params, xs, h0: as given to :func:`jrnn.forward` (``h0=None`` means zeros).

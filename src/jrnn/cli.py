@@ -100,7 +100,8 @@ class TrainError(RuntimeError):
 
 def _value_type(field: dataclasses.Field) -> Any:
     """An argparse ``type`` for a :class:`RunConfig` field: converts, then runs its check."""
-    kind = {"int": int, "float": float, "str": str}[field.type]
+    # field.type is the annotation's text (the annotations here are postponed)
+    kind = {"int": int, "float": float, "str": str}[str(field.type)]
     check = field.metadata["check"]
 
     def parse(text: str) -> Any:
@@ -486,6 +487,7 @@ def _claim_run_dir(
     if not group or jax.process_index() == 0:
         try:
             if out is None:
+                assert config is not None  # train() refuses --resume without --out
                 run_dir = create_default_run_dir(config.task)
             else:
                 run_dir = Path(out)
@@ -510,6 +512,7 @@ def _claim_run_dir(
         if reason is not None:
             raise TrainError(f"process 0 refused the run: {reason}")
         run_dir = Path(path)
+    assert run_dir is not None  # claimed above, or the claim raised
     return run_dir, lock
 
 
@@ -575,6 +578,7 @@ def _resume_config(
             "differing options:\n  " + "\n  ".join(map(line, changes[STRUCTURAL]))
         )
     step = latest_step(run_dir)
+    assert step is not None  # _check_run_dir found a checkpoint to resume from
     if step > config.steps:
         raise TrainError(f"--steps {config.steps} is below the checkpoint's step {step}")
     changed = {name: [old, new] for kind in changes.values() for name, old, new in kind}
@@ -609,6 +613,7 @@ def _open_run(
         if resumed is None:
             return None
         config, resumes = resumed
+    assert config is not None  # train() makes the config of a new run
     # a multi-process job is always data parallel, over every process's devices
     group = jax.process_count() > 1
     parallel = config.data_parallel or group

@@ -33,6 +33,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jrnn._checks import IMPLS, check_params
 from jrnn.activations import get_activation
@@ -65,9 +66,10 @@ class SimpleRNN(eqx.Module):
         impl: jrnn's ``impl``: ``"auto"``, ``"scan"`` or ``"pallas"`` (see :func:`jrnn.forward`).
     """
 
-    w_x: jax.Array
-    w_h: jax.Array
-    b: jax.Array | None
+    # JAX arrays, or NumPy ones as given to from_params (as RNNParams holds them)
+    w_x: jax.Array | np.ndarray
+    w_h: jax.Array | np.ndarray
+    b: jax.Array | np.ndarray | None
     input_size: int = eqx.field(static=True)
     hidden_size: int = eqx.field(static=True)
     use_bias: bool = eqx.field(static=True)

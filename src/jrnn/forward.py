@@ -19,6 +19,7 @@ from typing import Unpack
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jaxtyping import Array, ArrayLike, Float
 
 from jrnn import fused
 from jrnn._checks import Operands, Options, ScanOptions, prepare
@@ -127,13 +128,16 @@ def _scan_loop(ops: Operands, opts: Options) -> tuple[jax.Array, jax.Array]:
 
 def forward(
     params: RNNParams,
-    xs: jax.Array,
-    h0: jax.Array | None = None,
+    xs: Float[ArrayLike, "*lead features"],
+    h0: Float[ArrayLike, "*batch hidden"] | None = None,
     **options: Unpack[ScanOptions],
-) -> tuple[jax.Array, jax.Array]:
+) -> tuple[Float[Array, "*lead hidden"], Float[Array, "*batch hidden"]]:
     """Runs the Elman RNN over a sequence (a ``lax.fori_loop``, lowered to ``lax.scan``).
 
     Plain JAX: ordinary autodiff differentiates it in reverse and forward mode.
+
+    Shapes in the annotations: ``*lead`` is `(B, T)`, `(T, B)` with ``time_major``, or
+    `(T,)` unbatched; ``*batch`` is `(B,)`, or `()` unbatched.
 
     Args:
         params: ``RNNParams(w_x (F, H), w_h (H, H), b (H,))``.

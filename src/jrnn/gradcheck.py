@@ -30,6 +30,7 @@ from typing import Any, NamedTuple, Unpack
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import ArrayLike, Float
 
 from jrnn._checks import ScanOptions, prepare
 from jrnn._validate import positive_float
@@ -247,8 +248,8 @@ def _compare(
 
 def check_grads(
     params: RNNParams,
-    xs: Any,
-    h0: Any = None,
+    xs: Float[ArrayLike, "*lead features"],
+    h0: Float[ArrayLike, "*batch hidden"] | None = None,
     *,
     loss: Loss | None = None,
     eps: float = 1e-3,
@@ -279,7 +280,7 @@ def check_grads(
     with jax.enable_x64(True):
         # Validate in the caller's dtypes first, so errors name the caller's arguments.
         p = prepare(params, xs, h0, options, caller="check_grads")
-        f64 = lambda a: None if a is None else jnp.asarray(np.asarray(a, np.float64))
+        f64 = lambda a: jnp.asarray(np.asarray(a, np.float64))
         arrays = (*p.params, p.xs_to_caller(p.xs), p.state_to_caller(p.h0))
         inputs = {name: f64(a) for name, a in zip(_NAMES, arrays, strict=True)}
         if p.lengths is not None:

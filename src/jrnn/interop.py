@@ -200,7 +200,8 @@ def from_torch(
                         raise ValueError(f"{n}{suffix} must have shape ({h},); got {e[n].shape}")
                 b = e["bias_ih"] + e["bias_hh"]
             dirs.append(RNNParams(w_ih.T.copy(), w_hh.T.copy(), b))
-        expected_in = None if layer == 0 else hidden * (2 if bidirectional else 1)
+        # the previous layer's width: every layer has this one's hidden size h
+        expected_in = None if layer == 0 else h * (2 if bidirectional else 1)
         if expected_in is not None and dirs[0].w_x.shape[0] != expected_in:
             raise ValueError(
                 f"weight_ih_l{layer} reads {dirs[0].w_x.shape[0]} features; layer {layer - 1} "
@@ -237,7 +238,7 @@ def _torch_arrays(layers: tuple) -> tuple[list[list[np.ndarray]], int, Any]:
     arrays = [
         [_numpy(a) for a in d] for layer in layers for d in (layer if bidirectional else (layer,))
     ]
-    hidden = None
+    hidden = 0  # the first direction's, once checked
     for i, (w_x, w_h, b) in enumerate(arrays):
         k, rev = divmod(i, ndirs)
         where = f"params[{k}]" + (".backward" if rev else ".forward" if bidirectional else "")
@@ -245,7 +246,8 @@ def _torch_arrays(layers: tuple) -> tuple[list[list[np.ndarray]], int, Any]:
             raise ValueError(
                 f"{where}: w_x must be (input_size, H) and w_h (H, H); got {w_x.shape}, {w_h.shape}"
             )
-        hidden = w_h.shape[0] if hidden is None else hidden
+        if i == 0:
+            hidden = w_h.shape[0]
         if w_h.shape[0] != hidden or w_x.shape[1] != hidden or b.shape != (hidden,):
             raise ValueError(
                 f"{where} has hidden size {w_h.shape[0]} (w_x {w_x.shape}, b {b.shape}); "

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -167,9 +167,9 @@ def _per_block(len_ref, mask_ref, w_ref, scratch: tuple[Any, ...], tc: int, call
 
 
 def _forward_kernel(*refs, call: Call, tc: int, has_mask: bool) -> None:
-    len_ref, xw_ref, w_ref, h0_ref, *refs = refs
-    mask_ref, *refs = refs if has_mask else (None, *refs)
-    hs_ref, h_last_ref, *scratch = refs
+    len_ref, xw_ref, w_ref, h0_ref, *rest = refs
+    mask_ref, *rest = rest if has_mask else [None, *rest]
+    hs_ref, h_last_ref, *scratch = rest
     start, lengths, mask, w_h = _per_block(len_ref, mask_ref, w_ref, tuple(scratch), tc, call)
     act = call.act.fn
 
@@ -184,11 +184,11 @@ def _forward_kernel(*refs, call: Call, tc: int, has_mask: bool) -> None:
 
 
 def _adjoint_kernel(*refs, call: Call, tc: int, has_mask: bool, has_dhs: bool) -> None:
-    len_ref, hs_ref, *refs = refs
-    dhs_ref, *refs = refs if has_dhs else (None, *refs)
-    w_t_ref, dh_last_ref, *refs = refs
-    mask_ref, *refs = refs if has_mask else (None, *refs)
-    das_ref, dh0_ref, *scratch = refs
+    len_ref, hs_ref, *rest = refs
+    dhs_ref, *rest = rest if has_dhs else [None, *rest]
+    w_t_ref, dh_last_ref, *rest = rest
+    mask_ref, *rest = rest if has_mask else [None, *rest]
+    das_ref, dh0_ref, *scratch = rest
     start, lengths, mask, w_h_t = _per_block(len_ref, mask_ref, w_t_ref, tuple(scratch), tc, call)
     act_grad = call.act.grad_from_output
 
@@ -274,6 +274,12 @@ def _sequential_call(
     lengths = _pad(lengths, (bp,))[:, None]  # padded rows have length 0
     weight = _pad(weight, (hp, hp))
     num_blocks = tp // tc
+    # the grid, its index maps and compiler params differ by platform (1-D or 2-D grid)
+    grid: tuple[int, ...]
+    seq_map: Callable[..., tuple[Any, ...]]
+    row_map: Callable[..., tuple[Any, ...]]
+    w_map: Callable[..., tuple[Any, ...]]
+    params: pltriton.CompilerParams | pltpu.CompilerParams
     if call.platform == "gpu":
         grid = (bp // bt,)
         seq_map = lambda i: (0, i, 0)
@@ -284,15 +290,14 @@ def _sequential_call(
     else:
         grid = (bp // bt, num_blocks)
         last = num_blocks - 1
-
-        def seq_map(i, k):
-            return (last - k if call.reverse else k, i, 0)
-
+        seq_map = lambda i, k: (last - k if call.reverse else k, i, 0)
         row_map = lambda i, k: (i, 0)
         w_map = lambda i, k: (0, 0)
         # batch tiles may run on either TensorCore; the TPU interpret mode takes no
         # semantics once vmap adds a grid axis (jax 0.10), and needs none on one core
-        semantics = None if call.interpret else ("parallel", "arbitrary")
+        semantics: tuple[Literal["parallel", "arbitrary"], ...] | None = (
+            None if call.interpret else ("parallel", "arbitrary")
+        )
         params = pltpu.CompilerParams(dimension_semantics=semantics)
         scratch = [pltpu.VMEM((bt, hp), jnp.float32)]
     seq_spec = pl.BlockSpec((tc, bt, hp), seq_map)

@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, ArrayLike, DTypeLike, Float, PRNGKeyArray
 
 from jrnn._validate import as_array, dropout_rate, positive_int
 from jrnn.params import RNNParams, init_params, param_dtype
@@ -62,6 +63,11 @@ class BiRNNParams(NamedTuple):
 
 
 Layer = RNNParams | BiRNNParams
+# A direction's state (or recurrent mask): `(B, H)`, unbatched `(H,)`. Within a layer
+# ``hidden`` names H; a stack's layers may differ in H, so there it is left unnamed.
+LayerState = Float[ArrayLike, "*batch hidden"]
+State = Float[Array, "*batch _hidden"]
+StateLike = Float[ArrayLike, "*batch _hidden"]
 
 
 def _check_merge(merge_mode: Any) -> str:
@@ -168,14 +174,21 @@ def _merge(hs_f: jax.Array, hs_b: jax.Array, merge_mode: str) -> Any:
 
 def bidirectional(
     params: BiRNNParams,
-    xs: jax.Array,
-    h0: tuple[jax.Array, jax.Array] | None = None,
+    xs: Float[ArrayLike, "*lead features"],
+    h0: tuple[LayerState, LayerState] | list[LayerState] | None = None,
     *,
     merge_mode: str = "concat",
-    recurrent_mask: tuple[jax.Array, jax.Array] | None = None,
+    recurrent_mask: tuple[LayerState, LayerState] | list[LayerState] | None = None,
     **options: Any,
-) -> tuple[Any, tuple[jax.Array, jax.Array]]:
+) -> tuple[
+    Float[Array, "*lead _width"]
+    | tuple[Float[Array, "*lead hidden"], Float[Array, "*lead hidden"]],
+    tuple[Float[Array, "*batch hidden"], Float[Array, "*batch hidden"]],
+]:
     """Runs a bidirectional layer (Keras ``Bidirectional(SimpleRNN)``, PyTorch ``bidirectional``).
+
+    Shapes in the annotations as :func:`jrnn.forward`'s (``*lead``: `(B, T)`, `(T, B)` or
+    `(T,)`; ``*batch``: `(B,)` or `()`).
 
     Args:
         params: a :class:`BiRNNParams` whose two directions have one hidden size ``H``.
@@ -213,14 +226,22 @@ def _pair(h0: Any, name: str) -> tuple[Any, Any]:
     return h0[0], h0[1]
 
 
-def dropout_mask(key: jax.Array, shape: tuple[int, ...], rate: float, dtype: Any) -> jax.Array:
+def dropout_mask(
+    key: PRNGKeyArray, shape: tuple[int, ...], rate: float, dtype: DTypeLike
+) -> jax.Array:
     """An inverted-dropout mask: 0 with probability ``rate``, else ``1 / (1 - rate)``."""
     rate = dropout_rate("rate", rate)
     keep = jax.random.bernoulli(key, 1.0 - rate, shape)
     return jnp.where(keep, 1.0 / (1.0 - rate), 0.0).astype(dtype)
 
 
-def input_dropout(key: jax.Array, xs: jax.Array, rate: float, *, time_major: bool = False):
+def input_dropout(
+    key: PRNGKeyArray,
+    xs: Float[Array | np.ndarray, "*lead features"],
+    rate: float,
+    *,
+    time_major: bool = False,
+) -> Float[Array | np.ndarray, "*lead features"]:
     """Keras input dropout: one `(B, F)` mask per sequence, reused at every step.
 
     Args:
@@ -243,7 +264,7 @@ def input_dropout(key: jax.Array, xs: jax.Array, rate: float, *, time_major: boo
 
 
 def init_stack(
-    key: jax.Array,
+    key: PRNGKeyArray,
     input_size: int,
     hidden_size: int,
     num_layers: int = 1,
@@ -290,7 +311,9 @@ def init_stack(
     return tuple(layers)
 
 
-def zero_state(layers: Sequence[Layer], batch: int | None, dtype: Any = None) -> tuple:
+def zero_state(
+    layers: Sequence[Layer], batch: int | None, dtype: DTypeLike | None = None
+) -> tuple[State | tuple[State, State], ...]:
     """Zero initial states with the structure :func:`stack` takes and returns.
 
     Args:
@@ -298,7 +321,7 @@ def zero_state(layers: Sequence[Layer], batch: int | None, dtype: Any = None) ->
         batch: the batch size, or ``None`` for unbatched input.
         dtype: defaults to each layer's ``w_h`` dtype.
     """
-    states = []
+    states: list[Any] = []
     for layer in layers:
         dirs = layer if isinstance(layer, BiRNNParams) else (layer,)
         zs = tuple(
@@ -324,18 +347,24 @@ def _recurrent_masks(
 
 def stack(
     layers: Sequence[Layer],
-    xs: jax.Array,
-    h0: Sequence[Any] | None = None,
+    xs: Float[ArrayLike, "*lead features"],
+    h0: Sequence[StateLike | Sequence[StateLike]] | None = None,
     *,
     merge_mode: str = "concat",
     dropout: float = 0.0,
     recurrent_dropout: float = 0.0,
-    key: jax.Array | None = None,
+    key: PRNGKeyArray | None = None,
     training: bool = False,
     time_major: bool = False,
     **options: Any,
-) -> tuple[Any, tuple]:
+) -> tuple[
+    Float[Array, "*lead _width"] | tuple[Float[Array, "*lead _h"], Float[Array, "*lead _h"]],
+    tuple[State | tuple[State, State], ...],
+]:
     """Runs a stack of layers, layer ``k > 0`` reading layer ``k - 1``'s output sequence.
+
+    Shapes in the annotations as :func:`jrnn.forward`'s (``*lead``: `(B, T)`, `(T, B)` or
+    `(T,)`; ``*batch``: `(B,)` or `()`); each layer's state has that layer's hidden size.
 
     Args:
         layers: a sequence of :class:`~jrnn.RNNParams` and/or :class:`BiRNNParams` (a
@@ -369,7 +398,7 @@ def stack(
     """
     _check_merge(merge_mode)
     layers = _check_layers(layers, merge_mode)
-    xs = as_array(xs, "xs")
+    out: Any = as_array(xs, "xs")  # then each layer's outputs in turn
     if h0 is not None and len(h0) != len(layers):
         raise ValueError(f"h0 must hold one state per layer ({len(layers)}); got {len(h0)}")
     dropout = dropout_rate("dropout", dropout)
@@ -378,14 +407,15 @@ def stack(
     use_recurrent = training and recurrent_dropout > 0
     if (use_dropout or use_recurrent) and key is None:
         raise ValueError("stack(training=True) with a dropout rate needs a PRNG key: pass key=")
-    keys = jax.random.split(key, (len(layers), 3)) if key is not None else None
-    batch_shape = () if xs.ndim == 2 else (xs.shape[1 if time_major else 0],)
-    out, finals = xs, []
+    keys: Any = jax.random.split(key, (len(layers), 3)) if key is not None else None
+    batch_shape = () if out.ndim == 2 else (out.shape[1 if time_major else 0],)
+    finals: list[Any] = []
+    h: Any  # one direction's final state, or a bidirectional layer's pair
     for k, layer in enumerate(layers):
         if use_dropout:
             out = input_dropout(keys[k, 0], out, dropout, time_major=time_major)
-        state = None if h0 is None else h0[k]
-        masks = None
+        state: Any = None if h0 is None else h0[k]
+        masks: Any = None  # one mask per direction
         if use_recurrent:
             masks = _recurrent_masks(keys[k, 1:], layer, batch_shape, recurrent_dropout, out.dtype)
         if isinstance(layer, BiRNNParams):

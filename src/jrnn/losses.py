@@ -11,16 +11,19 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import optax
+from jaxtyping import Array, ArrayLike, DTypeLike, Float, Int, Real, Shaped
 
 __all__ = ["accuracy", "mean_squared_error", "sequence_mask", "softmax_cross_entropy"]
 
 
-def sequence_mask(lengths: jax.Array, steps: int, dtype=jnp.float32) -> jax.Array:
+def sequence_mask(
+    lengths: Int[ArrayLike, " batch"], steps: int, dtype: DTypeLike = jnp.float32
+) -> Shaped[Array, "batch time"]:
     """`(B, T)` mask, 1 where ``t < lengths[b]``; ``lengths`` is `(B,)`."""
     return (jnp.arange(steps)[None, :] < jnp.asarray(lengths)[:, None]).astype(dtype)
 
 
-def _masked_mean(per_item: jax.Array, lengths: jax.Array | None, time_axis: bool) -> jax.Array:
+def _masked_mean(per_item: jax.Array, lengths: ArrayLike | None, time_axis: bool) -> jax.Array:
     # per_item: (B,) or (B, T)
     if lengths is None or not time_axis:
         return jnp.mean(per_item)
@@ -34,8 +37,10 @@ def _masked_mean(per_item: jax.Array, lengths: jax.Array | None, time_axis: bool
 
 
 def mean_squared_error(
-    predictions: jax.Array, targets: jax.Array, lengths: jax.Array | None = None
-) -> jax.Array:
+    predictions: Real[ArrayLike, "batch *time outputs"],
+    targets: Real[ArrayLike, "batch *time outputs"],
+    lengths: Int[ArrayLike, " batch"] | None = None,
+) -> Float[Array, ""]:
     """Mean squared error over the batch (and, for sequences, the valid steps).
 
     Args:
@@ -76,8 +81,10 @@ def _check_labels(logits: jax.Array, labels: jax.Array) -> None:
 
 
 def softmax_cross_entropy(
-    logits: jax.Array, labels: jax.Array, lengths: jax.Array | None = None
-) -> jax.Array:
+    logits: Float[ArrayLike, "batch *time classes"],
+    labels: Int[ArrayLike, " batch *time"],
+    lengths: Int[ArrayLike, " batch"] | None = None,
+) -> Float[Array, ""]:
     """Softmax cross-entropy with integer labels (natural log), averaged like the MSE.
 
     Args:
@@ -94,7 +101,11 @@ def softmax_cross_entropy(
     return _masked_mean(per_item, lengths, logits.ndim == 3)
 
 
-def accuracy(logits: jax.Array, labels: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
+def accuracy(
+    logits: Float[ArrayLike, "batch *time classes"],
+    labels: Int[ArrayLike, " batch *time"],
+    lengths: Int[ArrayLike, " batch"] | None = None,
+) -> Float[Array, ""]:
     """Fraction of valid positions whose arg-max class equals the label (shapes as above)."""
     logits, labels = jnp.asarray(logits), jnp.asarray(labels)
     _check_labels(logits, labels)

@@ -8,10 +8,13 @@ layer differentiates with the hand-written BPTT of :func:`jrnn.rnn`), and a dens
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, DTypeLike, Float, Int, PRNGKeyArray
 
 from jrnn._validate import positive_int
 from jrnn.layers import init_stack, stack
@@ -28,8 +31,8 @@ class Dense(NamedTuple):
         b: `(output_size,)` bias.
     """
 
-    w: jax.Array
-    b: jax.Array
+    w: Float[Array | np.ndarray, "hidden_size output_size"]
+    b: Float[Array | np.ndarray, " output_size"]
 
 
 class ModelParams(NamedTuple):
@@ -57,13 +60,13 @@ class ModelParams(NamedTuple):
 
 
 def init_model(
-    key: jax.Array,
+    key: PRNGKeyArray,
     input_size: int,
     hidden_size: int,
     output_size: int,
     *,
     num_layers: int = 1,
-    dtype: Any = jnp.float32,
+    dtype: DTypeLike = jnp.float32,
     kernel_init: str = "glorot_uniform",
     recurrent_init: str = "orthogonal",
     bias_init: str = "zeros",
@@ -101,7 +104,9 @@ def init_model(
     )
     compute = jnp.promote_types(dtype, jnp.float32)
     w = initializer(head_init)(key_head, (hidden_size, output_size), compute).astype(dtype)
-    return ModelParams(tuple(layers), Dense(w, jnp.zeros((output_size,), dtype)))
+    # one direction per layer (init_stack's default): every layer is an RNNParams
+    rnn_layers = cast(tuple[RNNParams, ...], layers)
+    return ModelParams(rnn_layers, Dense(w, jnp.zeros((output_size,), dtype)))
 
 
 def _check_model(params: Any) -> ModelParams:
@@ -124,20 +129,24 @@ def _check_model(params: Any) -> ModelParams:
 
 def apply(
     params: ModelParams,
-    xs: jax.Array,
-    h0: tuple[jax.Array, ...] | None = None,
+    xs: Float[ArrayLike, "*batch time features"],
+    h0: Sequence[Float[ArrayLike, "*batch _hidden"]] | None = None,
     *,
     activation: str = "tanh",
     return_sequences: bool = False,
-    lengths: jax.Array | None = None,
+    lengths: Int[ArrayLike, "*batch"] | None = None,
     remat: int | None = None,
     impl: str = "auto",
-) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+) -> tuple[
+    Float[Array, "*batch outputs"] | Float[Array, "*batch time outputs"],
+    tuple[Float[Array, "*batch _hidden"], ...],
+]:
     """Runs the model on a batch.
 
     Args:
         params: :class:`ModelParams`.
-        xs: `(B, T, F)` inputs.
+        xs: `(B, T, F)` inputs (unbatched `(T, F)` runs as :func:`jrnn.forward` runs it:
+            ``*batch`` in the annotations is `(B,)` or `()`).
         h0: ``None`` (zeros) or one `(B, H)` state per layer.
         activation: the cell's nonlinearity, ``"tanh"``, ``"relu"`` or ``"linear"``.
         return_sequences: ``False``: the head reads the last state, outputs `(B, O)`
@@ -156,6 +165,8 @@ def apply(
     options: dict[str, Any] = {"activation": activation, "lengths": lengths, "impl": impl}
     if remat is not None:
         options["remat"] = remat
-    hs, finals = stack(params.layers, xs, h0, **options)
+    outputs, states = stack(params.layers, xs, h0, **options)
+    # one direction per layer: one output sequence, one state per layer
+    hs, finals = cast(jax.Array, outputs), cast(tuple[jax.Array, ...], states)
     top = hs if return_sequences else finals[-1]
     return top @ params.head.w + params.head.b, finals

@@ -29,6 +29,8 @@ its parameters. The activations jrnn runs are ``nnx.tanh``, ``nnx.relu`` and
 
 from __future__ import annotations
 
+from typing import cast
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -139,10 +141,12 @@ class SimpleRNN(nnx.Module):
             if isinstance(rngs, nnx.Rngs):
                 rngs = rngs.carry.fork()
             initial_carry = cell.initialize_carry(step, rngs)
+        # flax types a Linear's bias as optional; SimpleCell's dense_i always has one
+        bias = cast(nnx.Param, cell.dense_i.bias)
         w_i, b_i, w_h, xs, carry = cell.promote_dtype(
             (
                 cell.dense_i.kernel[...],
-                cell.dense_i.bias[...],
+                bias[...],
                 cell.dense_h.kernel[...],
                 inputs,
                 initial_carry,

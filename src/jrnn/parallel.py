@@ -42,12 +42,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, NamedTuple, Unpack
+from typing import Any, NamedTuple, Unpack, overload
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jaxtyping import Array, ArrayLike, Float
 
 from jrnn._checks import (
     PARALLEL_KEYS,
@@ -247,7 +248,8 @@ def _forward_tm(ops: Operands, opts: Options, solver: _Solver):
     if solver.fallback:
         hs = lax.cond(converged, lambda: hs, lambda: _sequential_carried(ops, opts))
     h_last = hs[-1]
-    out = hs if lengths is None else jnp.where(_valid_mask(lengths, steps, hs.dtype), hs, 0)
+    valid = _valid_mask(lengths, steps, hs.dtype)
+    out = hs if valid is None else jnp.where(valid, hs, 0)
     if order is not None:
         out = _gather_time(out, order)
     return out, h_last, ParallelInfo(k, converged, delta, fell_back)
@@ -311,6 +313,10 @@ def _prepare(params, xs, h0, options, caller: str) -> tuple[Prepared, Operands, 
     return p, p.ops._replace(xs=_to_tm(p, p.ops.xs)), Options(p.opts.act, p.opts.reverse, 1, "tbf")
 
 
+@overload
+def _to_tm(p: Prepared, a: jax.Array) -> jax.Array: ...
+@overload
+def _to_tm(p: Prepared, a: None) -> None: ...
 def _to_tm(p: Prepared, a: jax.Array | None) -> jax.Array | None:
     """An array in the internal layout of ``p`` to time-major `(T, B, ...)` (and back)."""
     return a if a is None or p.opts.layout == "tbf" else jnp.swapaxes(a, 0, 1)
@@ -323,8 +329,8 @@ def _to_caller(p: Prepared, a: jax.Array) -> jax.Array:
 
 def forward(
     params: RNNParams,
-    xs: jax.Array,
-    h0: jax.Array | None = None,
+    xs: Float[ArrayLike, "*lead features"],
+    h0: Float[ArrayLike, "*batch hidden"] | None = None,
     *,
     method: str = "newton",
     tol: float | None = None,
@@ -332,7 +338,7 @@ def forward(
     max_iter: int = 100,
     fallback: bool = True,
     **options: Unpack[ParallelOptions],
-) -> tuple[jax.Array, jax.Array, ParallelInfo]:
+) -> tuple[Float[Array, "*lead hidden"], Float[Array, "*batch hidden"], ParallelInfo]:
     """The forward pass solved in parallel over time (DEER or quasi-DEER).
 
     Same arguments and results as :func:`jrnn.forward`, and its keyword options
@@ -367,13 +373,13 @@ def forward(
 
 def backward(
     params: RNNParams,
-    xs: jax.Array,
-    h0: jax.Array | None,
-    hs: jax.Array,
-    dhs: jax.Array | None,
-    dh_last: jax.Array | None,
+    xs: Float[ArrayLike, "*lead features"],
+    h0: Float[ArrayLike, "*batch hidden"] | None,
+    hs: Float[ArrayLike, "*lead hidden"],
+    dhs: Float[ArrayLike, "*lead hidden"] | None,
+    dh_last: Float[ArrayLike, "*batch hidden"] | None,
     **options: Unpack[ParallelOptions],
-) -> tuple[RNNParams, jax.Array, jax.Array]:
+) -> tuple[RNNParams, Float[Array, "*lead features"], Float[Array, "*batch hidden"]]:
     """BPTT with the adjoint recurrence solved by a parallel prefix scan.
 
     Same arguments, keyword options and results as :func:`jrnn.backward` (``hs`` as the
@@ -416,8 +422,8 @@ _core.defvjp(_core_fwd, _core_bwd)
 
 def rnn(
     params: RNNParams,
-    xs: jax.Array,
-    h0: jax.Array | None = None,
+    xs: Float[ArrayLike, "*lead features"],
+    h0: Float[ArrayLike, "*batch hidden"] | None = None,
     *,
     method: str = "newton",
     backward: str = "parallel",
@@ -425,7 +431,7 @@ def rnn(
     atol: float = 0.0,
     max_iter: int = 100,
     **options: Unpack[ParallelOptions],
-) -> tuple[jax.Array, jax.Array]:
+) -> tuple[Float[Array, "*lead hidden"], Float[Array, "*batch hidden"]]:
     """:func:`forward` (with the sequential fallback) as a ``jax.custom_vjp``.
 
     ``jax.grad`` of a loss built on it runs the parallel adjoint scan

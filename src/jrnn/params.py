@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray
 
 from jrnn._validate import positive_int
 
@@ -25,15 +26,19 @@ Initializer = Callable[[jax.Array, tuple[int, ...], Any], jax.Array]
 class RNNParams(NamedTuple):
     """Weights of one Elman RNN layer, a pytree that optax and ``jax.grad`` keep as is.
 
+    The fields are JAX arrays (:func:`init_params`, gradients) or NumPy arrays
+    (:mod:`jrnn.interop`); the entry points also read nested lists. Stacked params
+    (``vmap`` over an ensemble) carry extra leading axes.
+
     Attributes:
         w_x: `(input_size, hidden_size)` input-to-hidden weights.
         w_h: `(hidden_size, hidden_size)` hidden-to-hidden (recurrent) weights.
         b: `(hidden_size,)` bias (PyTorch's ``b_ih + b_hh``).
     """
 
-    w_x: jax.Array
-    w_h: jax.Array
-    b: jax.Array
+    w_x: Float[Array | np.ndarray, "input_size hidden_size"]
+    w_h: Float[Array | np.ndarray, "hidden_size hidden_size"]
+    b: Float[Array | np.ndarray, " hidden_size"]
 
     @property
     def input_size(self) -> int:
@@ -119,7 +124,9 @@ def param_dtype(dtype: Any) -> Any:
     with one warning that says how to enable x64 (instead of JAX's warning per array)."""
     if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
         raise TypeError(f"dtype must be a floating dtype; got {jnp.dtype(dtype)}")
-    if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
+    # jax.config's options are attributes it adds at run time, unknown to its type stubs
+    x64 = jax.config.jax_enable_x64  # type: ignore[attr-defined]
+    if jnp.dtype(dtype) == jnp.float64 and not x64:
         warnings.warn(
             "jrnn: float64 params are created as float32 because JAX's x64 mode is off; "
             "enable it with jax.config.update('jax_enable_x64', True) or "
@@ -132,7 +139,7 @@ def param_dtype(dtype: Any) -> Any:
 
 
 def init_params(
-    key: jax.Array,
+    key: PRNGKeyArray,
     input_size: int,
     hidden_size: int,
     *,

@@ -142,7 +142,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            want = {"int": int, "float": float, "bool": bool, "str": str}[f.type]
+            # f.type is the annotation's text (the annotations here are postponed)
+            want = {"int": int, "float": float, "bool": bool, "str": str}[str(f.type)]
             ok = isinstance(value, want) and (want is bool or not isinstance(value, bool))
             if want is float and isinstance(value, int) and not isinstance(value, bool):
                 object.__setattr__(self, f.name, float(value))

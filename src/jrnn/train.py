@@ -14,13 +14,14 @@ Gradients run the hand-written BPTT (:func:`jrnn.rnn` under :func:`jrnn.model.ap
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
+from jaxtyping import Array, ArrayLike, Float, Shaped
 
 from jrnn._validate import positive_int
 from jrnn.batch import Batch
@@ -43,7 +44,13 @@ LOSSES: dict[str, Callable[..., jax.Array]] = {
     "cross_entropy": softmax_cross_entropy,
 }
 
-Metrics = dict[str, jax.Array]
+Metrics = dict[str, Float[Array, ""]]
+"""Scalar metrics by name (``"loss"``, ``"accuracy"``, ``"grad_norm"``)."""
+ChunkMetrics = dict[str, Shaped[Array, " chunks"]]
+"""Per-chunk metrics of :func:`truncated_bptt` (``"steps"`` an int count)."""
+State = Float[Array, "*batch _hidden"]
+"""One layer's `(B, H)` state (layers may differ in ``H``)."""
+StateLike = Float[ArrayLike, "*batch _hidden"]
 
 
 def _check_loss(loss: Any) -> Callable[..., jax.Array]:
@@ -67,14 +74,14 @@ def _check_batch(batch: Any) -> Batch:
 def loss_and_metrics(
     params: ModelParams,
     batch: Batch,
-    h0: tuple[jax.Array, ...] | None = None,
+    h0: Sequence[StateLike] | None = None,
     *,
     loss: str = "mse",
     activation: str = "tanh",
     return_sequences: bool = False,
     remat: int | None = None,
     impl: str = "auto",
-) -> tuple[jax.Array, tuple[Metrics, tuple[jax.Array, ...]]]:
+) -> tuple[Float[Array, ""], tuple[Metrics, tuple[State, ...]]]:
     """The scalar loss of ``params`` on ``batch``, its metrics and the final states.
 
     Shaped for ``jax.value_and_grad(..., has_aux=True)``.
@@ -283,13 +290,13 @@ def _initial_state(params: ModelParams, batch: Batch, h0):
 def tbptt_gradients(
     params: ModelParams,
     batch: Batch,
-    h0: tuple[jax.Array, ...] | None = None,
+    h0: Sequence[StateLike] | None = None,
     *,
     chunk: int,
     loss: str = "mse",
     activation: str = "tanh",
     impl: str = "auto",
-) -> tuple[ModelParams, jax.Array, tuple[jax.Array, ...]]:
+) -> tuple[ModelParams, Float[Array, " chunks"], tuple[State, ...]]:
     """Truncated-BPTT gradients of a many-to-many model over chunks of ``chunk`` steps.
 
     The stream `(B, T, F)` is cut into chunks of ``chunk`` steps (the last one shorter if
@@ -331,14 +338,14 @@ def truncated_bptt(
     params: ModelParams,
     opt_state: Any,
     batch: Batch,
-    h0: tuple[jax.Array, ...] | None = None,
+    h0: Sequence[StateLike] | None = None,
     *,
     optimizer: optax.GradientTransformation,
     chunk: int,
     loss: str = "mse",
     activation: str = "tanh",
     impl: str = "auto",
-) -> tuple[ModelParams, Any, tuple[jax.Array, ...], Metrics]:
+) -> tuple[ModelParams, Any, tuple[State, ...], ChunkMetrics]:
     """Trains on a long stream by truncated BPTT: one optimiser update per chunk.
 
     Chunk ``c`` runs from the state chunk ``c - 1`` ended in (carried without gradient),

@@ -13,6 +13,7 @@ from typing import Unpack
 
 import jax
 from jax.custom_derivatives import SymbolicZero
+from jaxtyping import Array, ArrayLike, Float
 
 from jrnn._checks import Operands, Options, ScanOptions, prepare
 from jrnn._validate import positive_int
@@ -49,12 +50,12 @@ _rnn_core.defvjp(_rnn_core_fwd, _rnn_core_bwd, symbolic_zeros=True)
 
 def rnn(
     params: RNNParams,
-    xs: jax.Array,
-    h0: jax.Array | None = None,
+    xs: Float[ArrayLike, "*lead features"],
+    h0: Float[ArrayLike, "*batch hidden"] | None = None,
     *,
     remat: int | None = None,
     **options: Unpack[ScanOptions],
-) -> tuple[jax.Array, jax.Array]:
+) -> tuple[Float[Array, "*lead hidden"], Float[Array, "*batch hidden"]]:
     """:func:`jrnn.forward` whose reverse-mode derivative is the hand-written BPTT.
 
     Same arguments, keyword options, results and errors as :func:`jrnn.forward`, plus
