@@ -53,6 +53,8 @@ ACTIVATIONS: dict[str, Activation] = {
     "relu": Activation("relu", jax.nn.relu, _relu_grad),
     "linear": Activation("linear", lambda a: a, None),
 }
+"""The activations by name (``activation=`` of every entry point): ``tanh``, ``relu`` and
+``linear``, each with its derivative written from the output (what BPTT needs)."""
 
 
 def get_activation(activation: str) -> Activation:

@@ -179,7 +179,9 @@ def backward(
     `(T,)`; ``*batch``: `(B,)` or `()`).
 
     Args:
-        params, xs, h0: as given to :func:`jrnn.forward` (``h0=None`` means zeros).
+        params: as given to :func:`jrnn.forward` (``h0=None`` means zeros).
+        xs: as given to :func:`jrnn.forward` (``h0=None`` means zeros).
+        h0: as given to :func:`jrnn.forward` (``h0=None`` means zeros).
         hs: the ``hs`` that ``forward`` returned for these arguments, same layout.
         dhs: ``dL/dhs``, shaped as ``hs``, or ``None`` when the loss does not read ``hs``.
         dh_last: ``dL/dh_last``, shaped as ``h_last``, or ``None`` when the loss does not

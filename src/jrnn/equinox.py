@@ -134,7 +134,9 @@ class SimpleRNN(eqx.Module):
 
         Args:
             params: ``RNNParams(w_x (F, H), w_h (H, H), b (H,))``.
-            activation, reverse, impl: as the constructor's.
+            activation: as the constructor's.
+            reverse: as the constructor's.
+            impl: as the constructor's.
 
         Returns:
             A :class:`SimpleRNN` with ``use_bias=True`` and the given arrays as fields.

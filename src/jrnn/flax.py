@@ -160,8 +160,12 @@ def _run(
         carry: `(*batch, H)` initial state.
         activation: jrnn's activation name.
         seq_lengths: `(*batch)` integers, or ``None``.
-        return_carry, time_major, reverse, keep_order: as ``nn.RNN``.
-        unroll, impl: passed to :func:`jrnn.rnn`.
+        return_carry: as ``nn.RNN``.
+        time_major: as ``nn.RNN``.
+        reverse: as ``nn.RNN``.
+        keep_order: as ``nn.RNN``.
+        unroll: passed to :func:`jrnn.rnn`.
+        impl: passed to :func:`jrnn.rnn`.
         caller: the adapter's name, for the messages.
 
     Returns:
@@ -298,7 +302,10 @@ class SimpleRNN(nn.Module):
                 ``None``).
             seq_lengths: `(*batch)` integers: right-padded lengths (see the module
                 docstring for what padded steps output).
-            return_carry, time_major, reverse, keep_order: override the attributes.
+            return_carry: override the attributes.
+            time_major: override the attributes.
+            reverse: override the attributes.
+            keep_order: override the attributes.
 
         Returns:
             ``outputs`` `(*batch, T, H)` (`(T, *batch, H)` if ``time_major``), or

@@ -146,6 +146,8 @@ def forward(
         h0: initial state `(B, H)` (unbatched: `(H,)`); zeros if ``None``.
         **options: the keyword options below (:class:`jrnn.ScanOptions`), each with its
             default; :func:`jrnn.rnn` and :func:`jrnn.backward` take the same ones.
+
+    Other Parameters:
         activation: ``"tanh"`` (default), ``"relu"`` or ``"linear"``.
         reverse: run from the end (default ``False``); with ``lengths``, each sequence
             starts at its last valid step. ``hs`` is returned in input order either way.

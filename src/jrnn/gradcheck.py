@@ -56,8 +56,10 @@ class GradCheckRow(NamedTuple):
         name: ``"w_x"``, ``"w_h"``, ``"b"``, ``"xs"`` or ``"h0"``.
         shape: the array's shape.
         scale: ``max |dL/d(array)|`` by autodiff.
-        bptt_autodiff_abs, bptt_autodiff_rel: BPTT vs ``jax.grad(forward)``, all entries.
-        bptt_fd_abs, bptt_fd_rel: BPTT vs finite differences, on the checked entries.
+        bptt_autodiff_abs: BPTT vs ``jax.grad(forward)``, all entries.
+        bptt_autodiff_rel: BPTT vs ``jax.grad(forward)``, all entries.
+        bptt_fd_abs: BPTT vs finite differences, on the checked entries.
+        bptt_fd_rel: BPTT vs finite differences, on the checked entries.
         autodiff_fd_rel: ``jax.grad(forward)`` vs finite differences.
         fd_entries: how many entries the finite differences checked.
     """
@@ -261,8 +263,10 @@ def check_grads(
     """Cross-checks the hand-written BPTT against autodiff and finite differences in float64.
 
     Args:
-        params, xs, h0: the model and inputs, as for :func:`jrnn.forward` (cast to float64;
-            ``h0=None`` checks the gradient at ``h0 = 0``).
+        params: the model, as for :func:`jrnn.forward` (cast to float64).
+        xs: the inputs, as for :func:`jrnn.forward` (cast to float64).
+        h0: the initial state, as for :func:`jrnn.forward` (cast to float64); ``None``
+            checks the gradient at ``h0 = 0``.
         loss: ``loss(hs, h_last) -> scalar``; defaults to :func:`default_loss`
             ``0.5 * (sum(hs**2) + sum(h_last**2))``.
         eps: relative finite-difference step (``h = eps * max(1, |x|)``), a positive number.

@@ -78,8 +78,9 @@ def _check_cell(
     """Checks one direction's input and recurrent weights in their library's layout.
 
     Args:
-        w_in, w_rec: the input and recurrent weights, `(H, F)` and `(H, H)` for PyTorch
-            (``gate_axis=0``), `(F, H)` and `(H, H)` for Keras (``gate_axis=1``).
+        w_in: the input weights, `(H, F)` for PyTorch (``gate_axis=0``), `(F, H)` for
+            Keras (``gate_axis=1``).
+        w_rec: the recurrent weights, `(H, H)`.
         names: their names, for the messages.
         gate_axis: the axis that an LSTM or GRU would stack its gates on.
         model: the layer kind, for the messages (``"an nn.RNN"``, ``"a SimpleRNN"``).
@@ -456,7 +457,8 @@ def to_keras(
         params: one layer: an ``RNNParams`` or a ``BiRNNParams``.
         activation: ``"tanh"``, ``"relu"`` or ``"linear"``.
         merge_mode: for a ``BiRNNParams``, Keras' merge mode.
-        return_sequences, return_state: passed to ``SimpleRNN``.
+        return_sequences: passed to ``SimpleRNN``.
+        return_state: passed to ``SimpleRNN``.
 
     Returns:
         The built Keras layer, on Keras' JAX backend.

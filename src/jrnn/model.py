@@ -81,8 +81,10 @@ def init_model(
         output_size: ``O``, the readout's width (classes for a classifier).
         num_layers: Elman layers, >= 1.
         dtype: the params' float dtype.
-        kernel_init, recurrent_init, bias_init: as :func:`jrnn.init_params`
-            (``recurrent_init="identity"`` with ``activation="relu"`` is the IRNN).
+        kernel_init: as :func:`jrnn.init_params`.
+        recurrent_init: as :func:`jrnn.init_params` (``"identity"`` with
+            ``activation="relu"`` is the IRNN).
+        bias_init: as :func:`jrnn.init_params`.
         head_init: the initializer of the head's `(H, O)` weights (its bias starts at 0).
 
     Returns:

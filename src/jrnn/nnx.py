@@ -123,7 +123,10 @@ class SimpleRNN(nnx.Module):
                 (zeros by default) with ``rngs``.
             seq_lengths: `(*batch)` integers: right-padded lengths (padded steps are not
                 masked; see :mod:`jrnn.flax`).
-            return_carry, time_major, reverse, keep_order: override the constructor's.
+            return_carry: override the constructor's.
+            time_major: override the constructor's.
+            reverse: override the constructor's.
+            keep_order: override the constructor's.
             rngs: the carry's RNG stream; ``None`` uses the module's.
 
         Returns:

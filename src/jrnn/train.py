@@ -91,7 +91,10 @@ def loss_and_metrics(
         batch: a :class:`Batch`.
         h0: optional initial states, one `(B, H)` per layer.
         loss: ``"mse"`` or ``"cross_entropy"`` (softmax, integer labels).
-        activation, return_sequences, remat, impl: as :func:`jrnn.model.apply`.
+        activation: as :func:`jrnn.model.apply`.
+        return_sequences: as :func:`jrnn.model.apply`.
+        remat: as :func:`jrnn.model.apply`.
+        impl: as :func:`jrnn.model.apply`.
 
     Returns:
         ``(loss, (metrics, final_states))``; metrics hold ``"loss"`` and, for
@@ -182,7 +185,10 @@ def make_train_step(
     Args:
         optimizer: any ``optax.GradientTransformation``; ``opt_state`` is
             ``optimizer.init(params)``.
-        loss, activation, return_sequences, remat: as :func:`loss_and_metrics`.
+        loss: as :func:`loss_and_metrics`.
+        activation: as :func:`loss_and_metrics`.
+        return_sequences: as :func:`loss_and_metrics`.
+        remat: as :func:`loss_and_metrics`.
         impl: ``"auto"`` (default), ``"scan"`` or ``"pallas"``: the recurrence's
             implementation, as :func:`jrnn.rnn` (``"pallas"``: the fused kernels).
         jit: return the step under ``jax.jit`` (default); ``False`` gives the plain function
@@ -311,7 +317,9 @@ def tbptt_gradients(
         batch: a :class:`Batch` with a target per step (`(B, T, ...)`).
         h0: optional initial states, one `(B, H)` per layer.
         chunk: ``k``, steps per chunk; ``k = T`` is full BPTT.
-        loss, activation, impl: as :func:`loss_and_metrics`.
+        loss: as :func:`loss_and_metrics`.
+        activation: as :func:`loss_and_metrics`.
+        impl: as :func:`loss_and_metrics`.
 
     Returns:
         ``(grads, losses, final_states)``: ``grads`` a :class:`~jrnn.model.ModelParams`
@@ -357,12 +365,15 @@ def truncated_bptt(
     static).
 
     Args:
-        params, opt_state: the model and ``optimizer.init(params)``.
+        params: the model.
+        opt_state: ``optimizer.init(params)``.
         batch: a :class:`Batch` with a target per step (`(B, T, ...)`).
         h0: optional initial states, one `(B, H)` per layer.
         optimizer: any ``optax.GradientTransformation``.
         chunk: steps per chunk ``k`` (the last chunk is shorter if ``T % k``).
-        loss, activation, impl: as :func:`loss_and_metrics`.
+        loss: as :func:`loss_and_metrics`.
+        activation: as :func:`loss_and_metrics`.
+        impl: as :func:`loss_and_metrics`.
 
     Returns:
         ``(params, opt_state, final_states, metrics)``; each metric has one entry per chunk,

@@ -68,7 +68,9 @@ def rnn(
     function: use :func:`jrnn.forward` for those.
 
     Args:
-        params, xs, h0: as :func:`jrnn.forward`.
+        params: as :func:`jrnn.forward`.
+        xs: as :func:`jrnn.forward`.
+        h0: as :func:`jrnn.forward`.
         remat: ``None`` (default) keeps every hidden state for the backward pass. An int
             ``k`` keeps only the state entering each segment of ``k`` steps and recomputes
             each segment in the backward pass (see :mod:`jrnn.remat`): less memory for long
