@@ -331,3 +331,14 @@ def test_each_launched_process_gets_its_own_devices():
     ]
     assert env["JAX_LOCAL_DEVICE_IDS"] == "3,4,5"
     assert child_env({}, 0, 1)["XLA_FLAGS"] == "--xla_force_host_platform_device_count=1"
+
+
+def test_num_processes_1_is_a_run_of_its_own_even_in_a_cluster_job(monkeypatch):
+    """A sweep of separate runs inside one Slurm step: --num-processes 1 does not join."""
+    joined = []
+    monkeypatch.setattr(cli, "cluster_processes", lambda: 4)
+    monkeypatch.setattr(cli, "initialize", lambda *a, **k: joined.append((a, k)))
+    cli._join_job(None, 1, None, 30)
+    assert joined == []
+    cli._join_job(None, None, None, 30)  # no option: the detected cluster job is joined
+    assert joined == [((None, None, None), {"heartbeat_timeout_s": 30})]

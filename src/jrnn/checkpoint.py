@@ -116,7 +116,8 @@ def save(manager, state: TrainState, run_dir: str | Path) -> int:
             manager.wait_until_finished()
     except Exception as err:  # orbax and tensorstore raise many types around an OSError
         _drop_abandoned_orbax_tasks()
-        _remove_unfinished(Path(run_dir))
+        if jax.process_index() == 0:  # the shared folder is process 0's to tidy
+            _remove_unfinished(Path(run_dir))
         last = latest_step(run_dir)
         kept = f"the last good one (step {last}) is kept" if last is not None else "none kept"
         raise CheckpointError(
@@ -168,6 +169,14 @@ def quiet_orbax(*, settle_on_error: bool = False) -> Iterator[None]:
     logger = logging.getLogger("absl")
     level = logger.level
     logger.setLevel(logging.CRITICAL)
+    if jax.process_count() > 1:
+        # in a multi-process job, descriptor 2 must stay the terminal's: JAX's fatal "another
+        # task died" line, if a peer dies during a save, is the only word the user gets
+        try:
+            yield
+        finally:
+            logger.setLevel(level)
+        return
     sys.stderr.flush()
     saved_fd = os.dup(2)
     with tempfile.TemporaryFile("w+b") as captured:

@@ -185,7 +185,8 @@ def _add_train(sub: Any) -> None:
         "--num-processes",
         type=_count(1),
         metavar="N",
-        help="the number of processes in the job (default: 1, or the cluster's)",
+        help="the number of processes in the job; 1: a run of its own, even inside a "
+        "cluster job (default: 1, or the cluster's)",
     )
     g.add_argument(
         "--process-id",
@@ -311,6 +312,8 @@ def _join_job(
     JAX detects a cluster job of several processes; else does nothing."""
     given = {"--coordinator": coordinator, "--num-processes": num_processes,
              "--process-id": process_id}  # fmt: skip
+    if num_processes == 1:  # one process, even inside a cluster job (a sweep of runs)
+        return
     detected = cluster_processes() > 1
     if all(v is None for v in given.values()) and not detected:
         return
@@ -462,13 +465,23 @@ def train(
 def _agree(given: dict[str, Any], out: str | Path | None, resume: bool) -> None:
     """Refuses, in every process of a multi-process job and before anything is written,
     a job whose processes were given different train options."""
-    seen = gather_json({**given, "out": None if out is None else str(out), "resume": resume})
+    seen = gather_json(
+        {
+            **given,
+            "out": None if out is None else str(Path(out).absolute()),
+            "resume": resume,
+            # the same program everywhere: versions that could compile different steps
+            "jrnn_version": __version__,
+            "jax_version": jax.__version__,
+        }
+    )
     differ = []
     for name in sorted({k for s in seen for k in s}):
         values = [s.get(name, "(not given)") for s in seen]
         if len({json.dumps(v) for v in values}) > 1:
             shown = ", ".join(f"{v} on process {i}" for i, v in enumerate(values))
-            differ.append(f"--{name.replace('_', '-')}: {shown}")
+            label = name.replace("_", " ") if name.endswith("_version") else "--" + name
+            differ.append(f"{label.replace('_', '-')}: {shown}")
     if differ:
         raise TrainError(
             "the processes of this job were started with different options (every process "
@@ -501,12 +514,15 @@ def _claim_run_dir(
             except BaseException:
                 lock.release()
                 raise
-        except (TrainError, CheckpointError, RunDirError) as err:
+        except BaseException as err:  # in a job, the others must still hear of it
             if not group:
                 raise
             refused = err
     if group:
-        path, reason = gather_json([str(run_dir), str(refused) if refused else None])[0]
+        # an absolute path: the other processes may have another working directory
+        mine: list[str | None] = [None if run_dir is None else str(Path(run_dir).absolute())]
+        mine.append(None if refused is None else str(refused) or type(refused).__name__)
+        path, reason = gather_json(mine)[0]
         if refused is not None:
             raise refused
         if reason is not None:

@@ -16,6 +16,7 @@ processes compare what they were told to do before they do it.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -63,7 +64,9 @@ def initialize(
         process_id: this process's index, ``0 <= process_id < num_processes``.
         heartbeat_timeout_s: a process silent this long counts as dead: JAX then stops the
             others (they exit with SIGABRT and a message that another task died) instead
-            of letting them wait in a collective forever. JAX's own default is 100 s.
+            of letting them wait in a collective forever. JAX's own default is 100 s. It
+            also bounds the barrier a process waits in at exit for the others (JAX's
+            default 300 s): a process that stops alone, on an error, exits within it.
 
     Raises:
         ValueError: an argument out of range, or what JAX could not find by itself.
@@ -79,6 +82,7 @@ def initialize(
         num_processes,
         process_id,
         heartbeat_timeout_seconds=heartbeat_timeout_s,
+        shutdown_timeout_seconds=heartbeat_timeout_s,
     )
 
 
@@ -93,9 +97,11 @@ def cluster_processes() -> int:
     try:
         from jax._src import clusters
 
-        for env in clusters.ClusterEnv._cluster_types:
-            if not env.opt_in_only_method and env.is_env_present():
-                return int(env.get_process_count())
+        with warnings.catch_warnings():  # e.g. "install jax[k8s]" in any Kubernetes pod
+            warnings.simplefilter("ignore")
+            for env in clusters.ClusterEnv._cluster_types:
+                if not env.opt_in_only_method and env.is_env_present():
+                    return int(env.get_process_count())
     except Exception:  # a private API: any failure means "not detected"
         return 1
     return 1

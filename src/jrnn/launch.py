@@ -7,14 +7,17 @@ own, and then:
 * prints their output, each line prefixed with ``[i]``;
 * forwards Ctrl-C to all of them (the processes run in their own session, so the terminal's
   Ctrl-C reaches the launcher alone): the job saves a checkpoint and stops together, and a
-  second Ctrl-C stops it without saving;
+  second Ctrl-C (or SIGTERM, SIGHUP to the launcher) kills it without saving;
 * exits with the first failure's status (``128 + n`` for a process killed by signal
-  ``n``), after stopping the rest: a job whose process died cannot go on.
+  ``n``), after killing the rest within ``grace_s`` (60 s after a Ctrl-C, while the job
+  saves): a job whose process died cannot go on, and a process waiting in a collective
+  for a dead peer would never return. The coordinator binds 127.0.0.1 only.
 
 It is for trying a multi-process job on one machine (CPU devices through
 ``--xla_force_host_platform_device_count``; on a machine with GPUs process ``i`` gets GPUs
 ``i*K`` to ``i*K + K - 1`` through ``JAX_LOCAL_DEVICE_IDS``). On a cluster, start ``jrnn
-train`` on every host with the scheduler instead (README, "Several processes and hosts").
+train`` on every host with the scheduler instead (docs/guide/distributed.md, "Several
+processes and hosts").
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TextIO
 
 __all__ = ["JOB_OPTIONS", "child_env", "free_port", "launch"]
@@ -71,8 +74,10 @@ def _describe(code: int) -> str:
 
 
 def _pump(index: int, pipe: TextIO, out: TextIO, lock: threading.Lock) -> None:
+    """Copies a child's lines to ``out`` with its prefix; keeps draining the pipe when
+    ``out`` fails (``jrnn launch ... | head``), or the child would block on a full pipe."""
     for line in pipe:
-        with lock:
+        with lock, contextlib.suppress(OSError, ValueError):
             out.write(f"[{index}] {line}" if line.endswith("\n") else f"[{index}] {line}\n")
             out.flush()
 
@@ -94,7 +99,7 @@ def launch(
         devices_per_process: CPU devices (or GPUs) of each process.
         port: the coordinator's port on 127.0.0.1 (default: a free one).
         grace_s: after a process fails, how long the others get to stop by themselves
-            before they are terminated.
+            before they are killed.
         out: where the prefixed output goes (default ``sys.stdout``).
 
     Returns:
@@ -112,33 +117,52 @@ def launch(
     clash = [a for a in train_args if a.split("=", 1)[0] in JOB_OPTIONS]
     if clash:
         raise ValueError(f"jrnn launch sets {', '.join(JOB_OPTIONS)} itself; got {clash[0]}")
-    address = f"127.0.0.1:{free_port() if port is None else port}"
+    port = free_port() if port is None else port
+    address = f"127.0.0.1:{port}"
     lock = threading.Lock()
     children: list[subprocess.Popen] = []
     pumps = []
-    interrupts = 0
+    signals: list[int] = []  # what the launcher was sent, in order
 
-    def on_sigint(signum: int, frame: object) -> None:
-        nonlocal interrupts
-        interrupts += 1
+    def kill_all() -> None:
         for child in children:
             if child.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    child.send_signal(signal.SIGINT)
+                    child.kill()
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    def on_signal(signum: int, frame: object) -> None:
+        signals.append(signum)
+        if signum == signal.SIGINT and signals.count(signal.SIGINT) == 1:
+            for child in children:  # the job saves a checkpoint and stops together
+                if child.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        child.send_signal(signal.SIGINT)
+        else:  # a second Ctrl-C, SIGTERM or SIGHUP: stop now, without saving
+            kill_all()
+
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {}
+    try:
+        for signum in handled:
+            previous[signum] = signal.signal(signum, on_signal)
+    except ValueError:  # not the main thread: signals are the caller's business
+        previous = {}
+    status = 1
     try:
         for i in range(processes):
             command = [sys.executable, "-m", "jrnn", "train", *train_args,
                        "--coordinator", address, "--num-processes", str(processes),
                        "--process-id", str(i)]  # fmt: skip
+            env = child_env(dict(os.environ), i, devices_per_process)
+            env["JAX_COORDINATOR_BIND_ADDRESS"] = address  # this machine only
             child = subprocess.Popen(
                 command,
-                env=child_env(dict(os.environ), i, devices_per_process),
+                env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 text=True,
+                errors="replace",
                 bufsize=1,
                 start_new_session=True,
             )
@@ -149,16 +173,19 @@ def launch(
             pump = threading.Thread(target=_pump, args=(i, child.stdout, out, lock), daemon=True)
             pump.start()
             pumps.append(pump)
-        status = _supervise(children, out, lock, grace_s, lambda: interrupts)
+        status = _supervise(children, out, lock, grace_s, signals)
     finally:
-        for child in children:  # never leave a process behind (an exception here, say)
-            if child.poll() is None:
-                child.kill()
-                child.wait()
+        kill_all()  # never leave a process behind (an exception here, say)
+        for child in children:
+            child.wait()
         for pump in pumps:
             pump.join(timeout=5)
-        signal.signal(signal.SIGINT, previous)
-    return status
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    stopped = [s for s in signals if s != signal.SIGINT]
+    if stopped:
+        return 128 + stopped[0]
+    return 128 + signal.SIGINT if signals.count(signal.SIGINT) > 1 else status
 
 
 def _supervise(
@@ -166,12 +193,15 @@ def _supervise(
     out: TextIO,
     lock: threading.Lock,
     grace_s: float,
-    interrupts: Callable[[], int],
+    signals: list[int],
+    saving_s: float = 60.0,
 ) -> int:
-    """Waits for the children; on the first failure (not after a Ctrl-C, when the job stops
-    together) gives the others ``grace_s`` to stop, then terminates them."""
+    """Waits for the children. On the first failure the others get ``grace_s`` to stop by
+    themselves (``saving_s`` after a Ctrl-C, when they save a checkpoint together), then
+    are killed: a process stuck in a collective whose peer has gone never returns."""
     first: tuple[int, int] | None = None
     deadline = None
+    codes: list[int | None] = []
     while True:
         codes = [c.poll() for c in children]
         if all(code is not None for code in codes):
@@ -179,8 +209,9 @@ def _supervise(
         for i, code in enumerate(codes):
             if code not in (None, 0) and first is None:
                 first = (i, code)
-                if not interrupts():
-                    deadline = time.monotonic() + grace_s
+                interrupted = signal.SIGINT in signals
+                deadline = time.monotonic() + (saving_s if interrupted else grace_s)
+                if not interrupted:
                     with lock:
                         print(f"jrnn launch: process {i} {_describe(code)}; stopping the "
                               "others", file=out, flush=True)  # fmt: skip
@@ -194,15 +225,10 @@ def _supervise(
     return 0 if first is None else _status(first[1])
 
 
-def _stop(children: list[subprocess.Popen], term_s: float = 5.0) -> None:
-    """SIGTERM to the children still running, SIGKILL to those still there after ``term_s``."""
+def _stop(children: list[subprocess.Popen]) -> None:
+    """SIGKILL to the children still running (SIGTERM would not do: JAX's preemption
+    notifier catches it in a multi-process job)."""
     for child in children:
         if child.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                child.terminate()
-    end = time.monotonic() + term_s
-    while time.monotonic() < end and any(c.poll() is None for c in children):
-        time.sleep(0.05)
-    for child in children:
-        if child.poll() is None:
-            child.kill()
+                child.kill()
