@@ -238,6 +238,51 @@ def _cell_params(w_i: jax.Array, b_i: jax.Array, w_h: jax.Array, residual: bool)
     return RNNParams(w_i, w_h, b_i)
 
 
+def _run_module(
+    module: Any,
+    weights: tuple[jax.Array, jax.Array, jax.Array],
+    xs: jax.Array,
+    carry: jax.Array,
+    *,
+    seq_lengths: Any,
+    overrides: dict[str, bool | None],
+    time_major: bool,
+    caller: str,
+) -> jax.Array | tuple[jax.Array, jax.Array]:
+    """:func:`_run` for an adapter ``module`` (linen or NNX): its cell's activation and
+    ``residual``, its ``unroll`` and ``impl``; each of the call's ``overrides``
+    (``return_carry``, ``reverse``, ``keep_order``) left ``None`` takes the module's value.
+
+    Args:
+        module: the adapter (``cell``, ``return_carry``, ``reverse``, ``keep_order``,
+            ``unroll``, ``impl`` attributes).
+        weights: ``(w_i (F, H), b_i (H,), w_h (H, H))`` in the compute dtype.
+        xs: the inputs, as :func:`_run`.
+        carry: the initial state, as :func:`_run`.
+        seq_lengths: as :func:`_run`.
+        overrides: the call's ``return_carry``, ``reverse`` and ``keep_order``.
+        time_major: the layout, resolved.
+        caller: the adapter's name, for the messages.
+
+    Returns:
+        As :func:`_run`.
+    """
+    cell = module.cell
+    given = {k: getattr(module, k) if v is None else v for k, v in overrides.items()}
+    return _run(
+        _cell_params(*weights, cell.residual),
+        xs,
+        carry,
+        activation=_activation_name(cell.activation_fn, caller),
+        seq_lengths=seq_lengths,
+        time_major=time_major,
+        unroll=module.unroll,
+        impl=module.impl,
+        caller=caller,
+        **given,
+    )
+
+
 class SimpleRNN(nn.Module):
     """``nn.RNN(cell)`` for an ``nn.SimpleCell``, run by :func:`jrnn.rnn` (hand-written BPTT).
 
@@ -335,17 +380,13 @@ class SimpleRNN(nn.Module):
             initial_carry,
             dtype=self.cell.dtype,
         )
-        return _run(
-            _cell_params(w_i, b_i, w_h, self.cell.residual),
+        return _run_module(
+            self,
+            (w_i, b_i, w_h),
             xs,
             carry,
-            activation=_activation_name(self.cell.activation_fn, caller),
             seq_lengths=seq_lengths,
-            return_carry=self.return_carry if return_carry is None else return_carry,
+            overrides={"return_carry": return_carry, "reverse": reverse, "keep_order": keep_order},
             time_major=time_major,
-            reverse=self.reverse if reverse is None else reverse,
-            keep_order=self.keep_order if keep_order is None else keep_order,
-            unroll=self.unroll,
-            impl=self.impl,
             caller=caller,
         )

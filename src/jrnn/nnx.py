@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jrnn.flax import _activation_name, _cell_params, _check_impl, _run, _step_shape
+from jrnn.flax import _activation_name, _check_impl, _run_module, _step_shape
 
 __all__ = ["SimpleRNN"]
 
@@ -156,17 +156,13 @@ class SimpleRNN(nnx.Module):
             ),
             dtype=cell.dtype,
         )
-        return _run(
-            _cell_params(w_i, b_i, w_h, cell.residual),
+        return _run_module(
+            self,
+            (w_i, b_i, w_h),
             xs,
             carry,
-            activation=_activation_name(cell.activation_fn, caller),
             seq_lengths=seq_lengths,
-            return_carry=self.return_carry if return_carry is None else return_carry,
+            overrides={"return_carry": return_carry, "reverse": reverse, "keep_order": keep_order},
             time_major=time_major,
-            reverse=self.reverse if reverse is None else reverse,
-            keep_order=self.keep_order if keep_order is None else keep_order,
-            unroll=self.unroll,
-            impl=self.impl,
             caller=caller,
         )
