@@ -152,3 +152,18 @@ def specs(
         time_major=_flag(time_major),
         seed=st.integers(0, 2**16),
     )
+
+
+# the flax linen and NNX adapters' cases (tests/test_flax.py, test_nnx.py):
+# (activation, reverse, keep_order, seq_lengths, time_major, initial_carry, return_carry): each
+# direction/order with and without lengths, in both layouts; the other options vary across them
+FLAX_CASES = [
+    ("tanh", False, False, False, False, True, True),
+    ("relu", False, False, True, True, False, True),
+    ("linear", False, False, True, False, True, False),
+    ("tanh", True, False, True, False, False, True),
+    ("relu", True, False, False, True, True, False),
+    ("linear", True, True, True, True, True, True),
+    ("tanh", True, True, False, False, False, True),
+    ("relu", True, True, True, False, True, True),
+]

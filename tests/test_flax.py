@@ -8,6 +8,7 @@ import numpy as np
 import optax
 import pytest
 from flax import serialization
+from helpers import FLAX_CASES as CASES
 from helpers import rel_err, tol, tree_rel_err
 
 import jrnn
@@ -16,19 +17,6 @@ import jrnn.flax as jflax
 B, T, F, H = 3, 5, 2, 4
 LENGTHS = np.array([5, 2, 0])  # full, padded, empty (flax's carry then wraps to the last step)
 ACTS = {"tanh": nn.tanh, "relu": nn.relu, "linear": jax.nn.identity}
-
-# (activation, reverse, keep_order, seq_lengths, time_major, initial_carry, return_carry): each
-# direction/order with and without lengths, in both layouts; the other options vary across them
-CASES = [
-    ("tanh", False, False, False, False, True, True),
-    ("relu", False, False, True, True, False, True),
-    ("linear", False, False, True, False, True, False),
-    ("tanh", True, False, True, False, False, True),
-    ("relu", True, False, False, True, True, False),
-    ("linear", True, True, True, True, True, True),
-    ("tanh", True, True, False, False, False, True),
-    ("relu", True, True, True, False, True, True),
-]
 
 
 def _models(activation="tanh", residual=False, dtype=jnp.float32, **kw):

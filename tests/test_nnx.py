@@ -7,6 +7,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from helpers import FLAX_CASES as CASES
 from helpers import tol, tree_rel_err
 
 import jrnn
@@ -15,19 +16,6 @@ import jrnn.nnx as jnnx
 B, T, F, H = 3, 5, 2, 4
 LENGTHS = np.array([5, 2, 0])  # full, padded, empty (nnx's carry then wraps to the last step)
 ACTS = {"tanh": nnx.tanh, "relu": nnx.relu, "linear": nnx.identity}
-
-# (activation, reverse, keep_order, seq_lengths, time_major, initial_carry, return_carry): each
-# direction/order with and without lengths, in both layouts; the other options vary across them
-CASES = [
-    ("tanh", False, False, False, False, True, True),
-    ("relu", False, False, True, True, False, True),
-    ("linear", False, False, True, False, True, False),
-    ("tanh", True, False, True, False, False, True),
-    ("relu", True, False, False, True, True, False),
-    ("linear", True, True, True, True, True, True),
-    ("tanh", True, True, False, False, False, True),
-    ("relu", True, True, True, False, True, True),
-]
 
 
 def _cell(activation="tanh", residual=False, dtype=jnp.float32, seed=0):
