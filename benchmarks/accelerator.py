@@ -4,10 +4,13 @@ For each ``(B, T, H)`` of the grid and each dtype it times, in one process, the 
 pass and the train step (the gradient of ``0.5 * sum(hs**2)`` with respect to the
 params) of:
 
-1. ``jrnn.rnn(..., impl="pallas")``: one forward kernel, one adjoint kernel;
-2. ``jrnn.rnn(..., impl="scan")``: the ``lax.fori_loop`` path;
-3. flax linen ``nn.RNN(nn.SimpleCell)`` (a ``lax.scan``);
-4. PyTorch ``nn.RNN`` (cuDNN's RNN_TANH on a GPU).
+1. ``jrnn.rnn(..., impl="pallas")``: one forward kernel, one adjoint kernel (on a
+   Hopper GPU the Mosaic GPU kernels, :mod:`jrnn.hopper`);
+2. ``pallas-triton``: the same with the Triton kernels (``JRNN_GPU_KERNELS=triton``;
+   GPUs only: elsewhere it is reported as skipped);
+3. ``jrnn.rnn(..., impl="scan")``: the ``lax.fori_loop`` path;
+4. flax linen ``nn.RNN(nn.SimpleCell)`` (a ``lax.scan``);
+5. PyTorch ``nn.RNN`` (cuDNN's RNN_TANH on a GPU).
 
 Inputs have ``F = H`` features. Every figure is the median of ``--repeats`` runs after
 ``--warmup`` runs, each ended with ``block_until_ready`` (``torch.cuda.synchronize``).
@@ -24,7 +27,9 @@ printed on a CPU (where the kernels run in interpret mode: a smoke test, not a t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -40,11 +45,11 @@ import compare
 from compare import _cpu_model, _versions, median_ms
 
 import jrnn
-from jrnn import kernels
+from jrnn import fused, kernels
 
 BATCH, STEPS, HIDDEN = (1, 8, 64, 256), (100, 1000, 10000), (32, 64, 128, 256, 512)
 DTYPES = ("float32", "bfloat16")
-PEERS = ("pallas", "scan", "flax", "torch")
+PEERS = ("pallas", "pallas-triton", "scan", "flax", "torch")
 SMOKE = {"batch": (2,), "steps": (5,), "hidden": (4,), "repeats": 2, "warmup": 1}
 
 
@@ -52,9 +57,28 @@ def _jax_peer(apply: Callable, params: Any, xs: jax.Array) -> tuple[Callable, Ca
     return jax.jit(apply), jax.jit(jax.grad(compare._loss_of(apply))), (params, xs)
 
 
-def make_jrnn(impl: str, key, xs: jax.Array, hidden: int):
+@contextlib.contextmanager
+def _gpu_kernels(form: str):
+    """``$JRNN_GPU_KERNELS`` set to ``form`` (unset if empty) for the duration."""
+    before = os.environ.pop(fused.GPU_KERNELS_VAR, None)
+    if form:
+        os.environ[fused.GPU_KERNELS_VAR] = form
+    try:
+        yield
+    finally:
+        os.environ.pop(fused.GPU_KERNELS_VAR, None)
+        if before is not None:
+            os.environ[fused.GPU_KERNELS_VAR] = before
+
+
+def make_jrnn(impl: str, key, xs: jax.Array, hidden: int, gpu_kernels: str = ""):
     params = jrnn.init_params(key, xs.shape[-1], hidden, dtype=xs.dtype)
-    return _jax_peer(lambda p, x: jrnn.rnn(p, x, impl=impl)[0], params, xs)
+
+    def apply(p, x):  # the body runs when jit traces it: the kernel form is chosen then
+        with _gpu_kernels(gpu_kernels):
+            return jrnn.rnn(p, x, impl=impl)[0]
+
+    return _jax_peer(apply, params, xs)
 
 
 def make_flax(key, xs: jax.Array, hidden: int):
@@ -79,6 +103,8 @@ def make_torch(key, xs: jax.Array, hidden: int):
 def _make(peer: str, key, xs, hidden):
     if peer in ("pallas", "scan"):
         return make_jrnn(peer, key, xs, hidden)
+    if peer == "pallas-triton":
+        return make_jrnn("pallas", key, xs, hidden, gpu_kernels="triton")
     return {"flax": make_flax, "torch": make_torch}[peer](key, xs, hidden)
 
 
@@ -93,8 +119,11 @@ def run_shape(shape, dtype: str, peers, repeats: int, warmup: int) -> dict[str, 
     xs = jax.random.normal(key, (b, t, h), jnp.float32).astype(dtype)
     row: dict[str, dict] = {}
     for peer in peers:
-        if peer == "pallas" and not _holds(h, dtype):
+        if peer.startswith("pallas") and not _holds(h, dtype):
             row[peer] = {"skip": f"H > {kernels.MAX_HIDDEN[jnp.dtype(dtype)]}"}
+            continue
+        if peer == "pallas-triton" and jax.default_backend() != "gpu":
+            row[peer] = {"skip": "GPU only"}
             continue
         try:
             fwd, train, args = _make(peer, key, xs, h)

@@ -4,8 +4,9 @@ lower for TPU and CUDA.
 Values and every gradient are compared with impl="scan" (itself checked against autodiff
 and a NumPy loop elsewhere): float32 within 1e-5 relative, bfloat16 within its own
 tolerance. The TPU kernels also run in the TPU interpret mode, which simulates VMEM and
-the DMAs and detects races, and the GPU (Triton) kernels in the HLO interpreter, over
-several batch tiles and time blocks.
+the DMAs and detects races, the GPU (Triton) kernels in the HLO interpreter, and the
+Hopper (Mosaic GPU) kernels in the Mosaic GPU interpret mode, which emulates the TMA
+copies, barriers and wgmma; over several batch tiles and time blocks.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ import pytest
 from helpers import rel_err, specs, tree_rel_err
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jax._src.pallas.mosaic_gpu.interpret.params import InterpretGPUParams
 from jax.experimental.pallas import tpu as pltpu
 
 import jrnn
-from jrnn import kernels
+from jrnn import fused, hopper, kernels
 from jrnn._checks import prepare
 from jrnn.activations import get_activation
 from jrnn.model import init_model
@@ -180,6 +182,109 @@ def test_kernels_over_several_tiles_and_time_blocks(
     )
     assert rel_err(hs, ref_hs) <= F32 and rel_err(h_last, ref_last) <= F32
     assert rel_err(das, ref_das) <= F32 and rel_err(dh0, ref_dh0) <= F32
+
+
+@pytest.mark.parametrize(
+    "activation,reverse,with_mask",
+    [("tanh", False, True), ("relu", True, True), ("linear", False, False), ("tanh", True, False)],
+)
+def test_hopper_kernels_over_several_row_tiles(activation, reverse, with_mask):
+    # the Mosaic GPU kernels in its interpret mode (TMA, barriers, wgmma emulated); without
+    # a mask the adjoint also runs without a cotangent on hs
+    t, b, h = 5, 70, 24  # 2 tiles of 64 rows (one padded); H padded to 32 floats (128 B)
+    xw, w, h0, lengths, mask, dhs = _kernel_case(t, b, h, seed=2)
+    mask, dhs = (mask, dhs) if with_mask else (None, None)
+    dh_last = jnp.flip(h0, 1)
+    call = kernels.Call(get_activation(activation), reverse, 2, "hopper", InterpretGPUParams())
+    hs, h_last = hopper.forward(xw, w, h0, lengths, mask, call)
+    das, dh0 = hopper.adjoint(hs, dhs, dh_last, w, lengths, mask, call)
+    dhs_ref = jnp.zeros_like(hs) if dhs is None else dhs
+    ref_hs, ref_last, ref_das, ref_dh0 = _scan_reference(
+        xw, w, h0, lengths, mask, dhs_ref, dh_last, activation, reverse
+    )
+    assert rel_err(hs, ref_hs) <= F32 and rel_err(h_last, ref_last) <= F32
+    assert rel_err(das, ref_das) <= F32 and rel_err(dh0, ref_dh0) <= F32
+
+
+@pytest.mark.parametrize(
+    "dtype,options",
+    [
+        (jnp.float32, {"lengths": True, "recurrent_mask": True}),
+        (jnp.float32, {"reverse": True, "time_major": True, "activation": "relu"}),
+        (jnp.float32, {"unbatched": True}),
+        (jnp.bfloat16, {"lengths": True, "reverse": True}),
+    ],
+)
+def test_rnn_and_its_gradients_through_the_hopper_kernels(monkeypatch, dtype, options):
+    # jrnn.rnn(impl="pallas") with the Mosaic GPU kernels (interpret mode) in the CPU branch:
+    # the custom_vjp, the operand layouts, the padding and the dtypes around them
+    monkeypatch.setattr(fused, "_CPU_FORM", ("hopper", InterpretGPUParams()))
+    options = dict(options)
+    params, xs, h0 = _small(seed=4, batch=5, steps=6, hidden=20)
+    mask = None
+    if options.pop("lengths", False):
+        options["lengths"] = jnp.array([6, 2, 0, 5, 3])
+    if options.pop("recurrent_mask", False):
+        mask = jax.random.bernoulli(jax.random.PRNGKey(9), 0.7, h0.shape).astype(jnp.float32)
+    if options.get("time_major"):
+        xs = jnp.swapaxes(xs, 0, 1)
+    if options.pop("unbatched", False):
+        xs, h0 = xs[0], h0[0]
+    cast = lambda t: jax.tree.map(lambda a: None if a is None else a.astype(dtype), t)
+    up = lambda t: jax.tree.map(lambda a: a.astype(jnp.float32), t)
+    params, xs, h0, mask = cast((params, xs, h0, mask))
+    got = _outputs_and_grads(params, xs, h0, mask, impl="pallas", **options)
+    want = _outputs_and_grads(up(params), up(xs), up(h0), mask, impl="scan", **options)
+    bound = F32 if dtype == jnp.float32 else BF16
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        assert a.dtype == dtype and rel_err(up(a), b) <= bound
+
+
+@settings(deadline=None, max_examples=min(50, 2 * settings.default.max_examples))
+@given(
+    mantissa=st.integers(0, (1 << 23) - 1),
+    exponent=st.integers(-100, 126),  # lo normal (no flush to zero), hi finite
+    sign=st.sampled_from([-1.0, 1.0]),
+)
+def test_the_tf32_split_is_exact(mantissa, exponent, sign):
+    x = np.float32(sign * (1 + mantissa / (1 << 23)) * 2.0**exponent)
+    hi, lo = jax.jit(hopper.split_tf32)(jnp.float32(x))
+    hi, lo = np.float32(hi), np.float32(lo)
+    assert hi + lo == x  # exactly, in float32
+    assert hi.view(np.uint32) & 0x1FFF == 0  # hi fits TF32: its low 13 mantissa bits are 0
+    assert abs(lo) <= abs(x) * 2.0**-11  # rounded, not truncated
+
+
+def test_the_gpu_kernels_choice(monkeypatch):
+    monkeypatch.delenv(fused.GPU_KERNELS_VAR, raising=False)
+    assert fused.gpu_kernels() == "mosaic"  # no CUDA device here: lowerings target Hopper
+    monkeypatch.setenv(fused.GPU_KERNELS_VAR, "triton")
+    assert fused.gpu_kernels() == "triton"
+    monkeypatch.setenv(fused.GPU_KERNELS_VAR, "cudnn")
+    with pytest.raises(ValueError, match="JRNN_GPU_KERNELS must be 'mosaic' or 'triton'"):
+        fused.gpu_kernels()
+
+
+def _as_tf32(x: np.ndarray) -> np.ndarray:
+    """What the tensor cores read of a float32: its low 13 mantissa bits dropped."""
+    return (np.asarray(x, np.float32).view(np.uint32) & np.uint32(0xFFFFE000)).view(np.float32)
+
+
+@pytest.mark.parametrize("hidden", [32, 128])
+def test_three_tf32_products_reach_float32_accuracy(hidden):
+    # the float32 Hopper kernels' product, with the operands read as TF32 (emulated here:
+    # the interpret mode's wgmma multiplies in float32, so it cannot show this)
+    rng = np.random.default_rng(hidden)
+    a = np.tanh(rng.normal(size=(64, hidden))).astype(np.float32)
+    w = (rng.normal(size=(hidden, hidden)) / np.sqrt(hidden)).astype(np.float32)
+    exact = a.astype(np.float64) @ w.astype(np.float64)
+    (a_hi, a_lo), (w_hi, w_lo) = (
+        map(np.asarray, hopper.split_tf32(jnp.asarray(m))) for m in (a, w)
+    )
+    mm = lambda x, y: _as_tf32(x).astype(np.float64) @ _as_tf32(y).astype(np.float64)
+    three = mm(a_hi, w_hi) + mm(a_hi, w_lo) + mm(a_lo, w_hi)
+    assert rel_err(three, exact) <= 2e-6  # float32's order: the 1e-5 contract holds
+    assert rel_err(mm(a, w), exact) > 1e-4  # one TF32 product would not
 
 
 def test_kernel_adjoint_without_a_cotangent_on_hs():
@@ -369,7 +474,15 @@ def test_float64_is_not_a_kernel_dtype():
 # --- lowering for the accelerators on this CPU-only host ---------------------------------
 
 
-@pytest.mark.parametrize("platform,marker", [("tpu", "tpu_custom_call"), ("cuda", "triton")])
+# the kernel forms, as (lowering platform, $JRNN_GPU_KERNELS, what the lowered text holds)
+LOWERINGS = pytest.mark.parametrize(
+    "platform,gpu_kernels,marker",
+    [("tpu", "", "tpu_custom_call"), ("cuda", "", "mosaic_gpu"), ("cuda", "triton", "triton")],
+    ids=["tpu", "cuda-mosaic", "cuda-triton"],
+)
+
+
+@LOWERINGS
 @pytest.mark.parametrize(
     "batch,steps,hidden,dtype,options",
     [
@@ -380,7 +493,10 @@ def test_float64_is_not_a_kernel_dtype():
         (3, 5000, 64, jnp.bfloat16, {"activation": "relu", "lengths": True, "reverse": True}),
     ],
 )
-def test_lowers_for_the_accelerator(platform, marker, batch, steps, hidden, dtype, options):
+def test_lowers_for_the_accelerator(
+    monkeypatch, platform, gpu_kernels, marker, batch, steps, hidden, dtype, options
+):
+    monkeypatch.setenv(fused.GPU_KERNELS_VAR, gpu_kernels)
     params = jrnn.init_params(jax.random.PRNGKey(0), 4, hidden, dtype=dtype)
     time_major = options.get("time_major", False)
     xs = jnp.ones((steps, batch, 4) if time_major else (batch, steps, 4), dtype)
@@ -430,8 +546,9 @@ def test_compiles_for_tpu_without_a_tpu(topology):
         assert ("jrnn_adjoint: yes" in line) == line.startswith("compiled grad"), line
 
 
-@pytest.mark.parametrize("platform,marker", [("tpu", "tpu_custom_call"), ("cuda", "triton")])
-def test_vmapped_gradients_lower_for_the_accelerator(platform, marker):
+@LOWERINGS
+def test_vmapped_gradients_lower_for_the_accelerator(monkeypatch, platform, gpu_kernels, marker):
+    monkeypatch.setenv(fused.GPU_KERNELS_VAR, gpu_kernels)
     # vmap adds a grid axis in front of the kernel's own (and its dimension semantics)
     params, xs, h0 = _small(seed=8, batch=4, steps=9)
     per_example = jax.vmap(

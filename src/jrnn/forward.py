@@ -166,8 +166,9 @@ def forward(
             Keras' recurrent dropout is such a mask (see ``jrnn.layers.stack``).
         impl: ``"auto"`` (default), ``"scan"`` or ``"pallas"``. ``"scan"`` runs the
             ``lax.fori_loop``. ``"pallas"`` runs the whole recurrence in one Pallas kernel
-            with ``W_h`` held on chip (:mod:`jrnn.kernels`): Mosaic TPU on TPU, Triton on
-            GPU, and on CPU the TPU kernel in Pallas' interpret mode (slow: for tests). It
+            with ``W_h`` held on chip (:mod:`jrnn.kernels`): Mosaic TPU on TPU, Mosaic GPU
+            on Hopper GPUs (:mod:`jrnn.hopper`), Triton on other GPUs, and on CPU the TPU
+            kernel in Pallas' interpret mode (slow: for tests). It
             takes float32 and bfloat16 (float32 state and accumulation on chip) and
             ``hidden_size`` up to 128 (float32) or 256 (bfloat16); ``unroll`` unrolls its
             step loop (``True`` counts as 1). Its derivatives are the scan loop's

@@ -11,28 +11,60 @@ operands (caller layout, see :mod:`jrnn._checks`) into the kernels' operands and
 
 The kernel form is picked by the platform a program is lowered for
 (``lax.platform_dependent``), not by the default backend: the Mosaic TPU kernels on
-TPU, the Triton kernels on CUDA and ROCm, and on CPU the TPU kernels in Pallas' interpret
-mode. A cross-platform lowering (``.lower(lowering_platforms=("tpu",))``
-on this CPU) therefore sees the real kernel.
+TPU; on CUDA the Mosaic GPU kernels (:mod:`jrnn.hopper`) for Hopper GPUs and the Triton
+kernels for the others (:func:`gpu_kernels`); the Triton kernels on ROCm; and on CPU
+the TPU kernels in Pallas' interpret mode. A cross-platform lowering
+(``.lower(lowering_platforms=("tpu",))`` on this CPU) therefore sees the real kernel.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jrnn import kernels
+from jrnn import hopper, kernels
 from jrnn._checks import Operands, Options
 
 __all__: list[str] = []  # used through impl="pallas"
 
 # On CPU: the TPU kernels in Pallas' HLO interpreter. Not the TPU interpret mode: its
 # callbacks carry an ordered effect that breaks the platform_dependent lowering for TPU or
-# CUDA on this host, and it is 100x slower; the tests run it on the kernels directly.
-_CPU_INTERPRET = True
+# CUDA on this host, and it is 100x slower; the tests run it on the kernels directly, and
+# the Hopper kernels in the Mosaic GPU interpret mode by replacing this (form, interpret).
+_CPU_FORM: tuple[str, object] = ("tpu", True)
+
+
+GPU_KERNELS_VAR = "JRNN_GPU_KERNELS"
+"""The environment variable that overrides :func:`gpu_kernels`: ``mosaic`` or ``triton``."""
+
+
+def gpu_kernels() -> str:
+    """Which kernels ``impl="pallas"`` runs on CUDA: ``"mosaic"`` (Pallas Mosaic GPU,
+    :mod:`jrnn.hopper`) or ``"triton"`` (:mod:`jrnn.kernels`' GPU form).
+
+    ``$JRNN_GPU_KERNELS`` decides if set. Otherwise ``"mosaic"`` when every local CUDA
+    device is a Hopper GPU (compute capability 9.0: its ``wgmma`` instructions), or when
+    there is no local CUDA device (a cross-platform lowering targets Hopper), else
+    ``"triton"`` (Ampere, Ada, Blackwell). Read when a program is traced.
+
+    Raises:
+        ValueError: ``$JRNN_GPU_KERNELS`` is neither ``mosaic`` nor ``triton``.
+    """
+    chosen = os.environ.get(GPU_KERNELS_VAR, "")
+    if chosen:
+        if chosen not in ("mosaic", "triton"):
+            raise ValueError(f"${GPU_KERNELS_VAR} must be 'mosaic' or 'triton', got {chosen!r}")
+        return chosen
+    try:
+        devices = jax.local_devices(backend="cuda")
+    except RuntimeError:  # no CUDA backend in this process
+        return "mosaic"
+    hopper_only = all(getattr(d, "compute_capability", "") == "9.0" for d in devices)
+    return "mosaic" if hopper_only else "triton"
 
 
 def _kernel_call(opts: Options, platform: str, interpret: object) -> kernels.Call:
@@ -41,14 +73,18 @@ def _kernel_call(opts: Options, platform: str, interpret: object) -> kernels.Cal
     return kernels.Call(opts.act, opts.reverse, unroll, platform, interpret)
 
 
-def _per_platform(run: Callable[..., tuple[jax.Array, jax.Array]], opts: Options, *args):
-    """``run(*args, call)`` with the kernel form of the platform being lowered for.
+def _per_platform(name: str, opts: Options, *args):
+    """``forward(*args, call)`` or ``adjoint(...)`` (``name``) of the kernel form of the
+    platform being lowered for.
 
     ``None`` arguments (no mask, no cotangent) pass through as ``None``.
     """
     present = [a is not None for a in args]
 
     def branch(platform: str, interpret: object):
+        module = hopper if platform == "hopper" else kernels
+        run: Callable[..., tuple[jax.Array, jax.Array]] = getattr(module, name)
+
         def run_on(*arrays):
             given = iter(arrays)
             full = [next(given) if p else None for p in present]
@@ -58,9 +94,9 @@ def _per_platform(run: Callable[..., tuple[jax.Array, jax.Array]], opts: Options
 
     return lax.platform_dependent(
         *(a for a in args if a is not None),
-        cpu=branch("tpu", _CPU_INTERPRET),
+        cpu=branch(*_CPU_FORM),
         tpu=branch("tpu", False),
-        cuda=branch("gpu", False),
+        cuda=branch("hopper" if gpu_kernels() == "mosaic" else "gpu", False),
         rocm=branch("gpu", False),
     )
 
@@ -88,7 +124,7 @@ def forward(ops: Operands, opts: Options) -> tuple[jax.Array, jax.Array]:
     if num_steps == 0 or h0.shape[0] == 0:
         return _time_major(xw, opts.axis), h0
     lengths = _full_lengths(ops, num_steps)
-    hs, h_last = _per_platform(kernels.forward, opts, xw, w_h, h0, lengths, mask)
+    hs, h_last = _per_platform("forward", opts, xw, w_h, h0, lengths, mask)
     return _time_major(hs, opts.axis), h_last.astype(h0.dtype)
 
 
@@ -116,7 +152,7 @@ def adjoint(
     lengths = _full_lengths(ops, hs.shape[axis])
     dhs_tm = None if dhs is None else _time_major(dhs, axis)
     das, dh0 = _per_platform(
-        kernels.adjoint, opts, _time_major(hs, axis), dhs_tm, dh_last, w_h, lengths, mask
+        "adjoint", opts, _time_major(hs, axis), dhs_tm, dh_last, w_h, lengths, mask
     )
     das = jnp.roll(das, 1 if opts.reverse else -1, axis=0)  # dA_t into slot sigma(t)
     return dh0.astype(dh_last.dtype), _time_major(das, axis)

@@ -21,7 +21,8 @@ What each kernel keeps on chip, per batch tile of ``Bt`` rows:
   Pallas pipeline. ``Bt = B`` up to 128 (else 128, ``B`` padded), ``H`` unpadded (a
   block spans the whole hidden axis), ``Tc`` sized to keep the streamed blocks under
   4 MiB of VMEM.
-* **GPU** (Triton; Hopper included): one program per batch tile of ``Bt = 16`` rows runs
+* **GPU** (Triton: GPUs other than Hopper, whose form is :mod:`jrnn.hopper`, in Mosaic
+  GPU; see :func:`jrnn.fused.gpu_kernels`): one program per batch tile of ``Bt = 16`` rows runs
   all ``T`` steps; ``W_h`` is loaded once into registers and the state stays in
   registers; each step loads ``xw_t`` (or ``h_t``, ``g_t``) and stores ``h_t`` (or
   ``dA_t``). ``B`` and ``H`` are padded to powers of two (at least 16, Triton's smallest
@@ -29,7 +30,7 @@ What each kernel keeps on chip, per batch tile of ``Bt`` rows:
 
 Limits (:data:`MAX_HIDDEN`): ``W_h`` must fit the on-chip budget of the smallest target,
 the GPU's registers: ``H <= 128`` in float32 (64 KiB), ``H <= 256`` in bfloat16
-(128 KiB). TPU VMEM holds far more, but ``impl="pallas"`` lowers for every platform a
+(128 KiB); the Hopper form's shared memory holds the same. TPU VMEM holds far more, but ``impl="pallas"`` lowers for every platform a
 program may run on, so the tightest limit holds everywhere. Dtypes: float32 and
 bfloat16; the state, the matmul accumulation and the activations are float32 on chip,
 the streamed arrays keep the operands' dtype.
@@ -73,9 +74,11 @@ class Call(NamedTuple):
         act: the activation.
         reverse: the kernel walks time from the last step to the first.
         unroll: the unroll factor of the in-kernel step loop.
-        platform: ``"tpu"`` or ``"gpu"``: which kernel form.
-        interpret: ``False`` to compile, else the Pallas interpret mode (``True`` or a
-            ``pltpu.InterpretParams``).
+        platform: which kernel form: ``"tpu"`` (Mosaic TPU), ``"gpu"`` (Triton) or
+            ``"hopper"`` (Mosaic GPU, run by :mod:`jrnn.hopper`).
+        interpret: ``False`` to compile, else the Pallas interpret mode (``True``, a
+            ``pltpu.InterpretParams`` or, for ``"hopper"``, the Mosaic GPU interpret
+            params).
     """
 
     act: Activation

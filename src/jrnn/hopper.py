@@ -1,0 +1,294 @@
+"""The Hopper form of the fused kernels: Pallas **Mosaic GPU**, one warpgroup per 64 rows.
+
+The same two recurrences as :mod:`jrnn.kernels` (whose docstring states them), for the
+GPUs that run ``wgmma`` (compute capability 9.0: H100, H200, GH200). One CTA of one
+warpgroup (128 threads) runs all ``T`` steps for a tile of 64 batch rows, the ``M`` of a
+Hopper ``wgmma``; the grid is the batch tiles. Per step::
+
+    store the state (bfloat16, or float32 split in two) to SMEM
+    wgmma   acc = state @ W          W (W_h, or W_h^T for the adjoint) resident in SMEM
+    load    xw_t (or h_t, g_t)       GMEM -> registers while the wgmma runs
+    h_t     = act(acc + xw_t)        registers (the wgmma accumulator layout), float32
+    store   h_t (or dA_t)            registers -> GMEM
+
+What stays on chip, per CTA: ``W`` in SMEM for the whole call (swizzled, loaded once by
+TMA), the 64 x H state in registers (float32) and as the next ``wgmma`` operand in SMEM,
+the lengths of the tile's rows and, with a mask, the tile's mask in registers.
+
+Precision. bfloat16 operands go to one bfloat16 ``wgmma`` with float32 accumulation.
+float32 operands would be read as TF32 (10 mantissa bits) by the tensor cores, so the
+float32 form splits both operands, ``x = x_hi + x_lo`` with ``x_hi`` exact in TF32, and
+accumulates ``a_hi W_hi + a_hi W_lo + a_lo W_hi`` in three ``wgmma``: about 2^-21
+relative error per product, float32's own order (the scan path's 1e-5 contract).
+
+SMEM (of Hopper's 227 KiB per CTA): bfloat16 ``H <= 256``: ``W`` 128 KiB + the state
+operand 32 KiB; float32 ``H <= 128``: ``W_hi``, ``W_lo`` 128 KiB + the operands 64 KiB.
+These are :data:`jrnn.kernels.MAX_HIDDEN`. ``H`` is padded to a multiple of 128 bytes
+(the swizzle), ``B`` to a multiple of 64.
+
+Interpret mode (``interpret=`` the Mosaic GPU interpret params; the tests): the same
+kernel runs on CPU with two differences its emulator needs: the streamed arrays are read
+with a plain load instead of ``plgpu.load(..., layout=WGMMA)``, and float32's ``W`` is
+given untransposed instead of K-major through ``plgpu.transpose_ref`` (TF32 ``wgmma``
+takes no transposed operand; the interpreter takes no transposed ref). Its ``wgmma`` is
+a float32 matmul, so the TF32 split's accuracy is tested apart, by emulating TF32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import mosaic_gpu as plgpu
+
+from jrnn.kernels import Call, _pad, _round_up, _unrolled_loop
+
+__all__ = ["ROWS", "adjoint", "forward", "split_tf32", "tf32_hi"]
+
+ROWS = 64
+"""Batch rows per CTA: the ``M`` of one Hopper ``wgmma`` (one warpgroup)."""
+_SWIZZLE = 128  # bytes: H is padded to whole 128-byte rows, the widest swizzle
+
+
+def tf32_hi(x: jax.Array) -> jax.Array:
+    """float32 ``x`` rounded to the nearest TF32 (its low 13 mantissa bits zero; ties away
+    from zero), by integer arithmetic on its bits: exact, in a kernel or outside."""
+    bits = lax.bitcast_convert_type(x, jnp.uint32)
+    rounded = (bits + jnp.uint32(0x1000)) & jnp.uint32(0xFFFFE000)
+    return lax.bitcast_convert_type(rounded, jnp.float32)
+
+
+def split_tf32(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(hi, lo)`` with ``hi`` representable in TF32, ``|lo| <= 2^-11 |x|`` and
+    ``hi + lo == x`` exactly (where ``lo`` is a normal float32: ``|x| >= 2^-102`` or so;
+    below, ``lo`` may flush to zero, an absolute error under 1e-38)."""
+    hi = tf32_hi(x)
+    return hi, x - hi
+
+
+def _swizzled(itemsize: int) -> tuple[Any, ...]:
+    return plgpu.TilingTransform((8, _SWIZZLE // itemsize)), plgpu.SwizzleTransform(_SWIZZLE)
+
+
+class _Kernel:
+    """The parts every step kernel shares, bound to one call's static options.
+
+    Args:
+        act: the activation (:class:`jrnn.activations.Activation`).
+        reverse: walk time from the last step to the first.
+        unroll: steps per iteration of the time loop.
+        interpret: ``None`` to compile, else the Mosaic GPU interpret params.
+        split: float32 operands, split in two for three TF32 ``wgmma``.
+    """
+
+    def __init__(self, act: Any, reverse: bool, unroll: int, interpret: Any, split: bool):
+        self.act, self.reverse, self.unroll = act, reverse, unroll
+        self.interpret, self.split = interpret, split
+        # a custom_jvp's primal function (jax.nn.relu): the kernels are never
+        # differentiated, and Mosaic GPU's lowering takes no custom_jvp_call
+        self.fn = getattr(act.fn, "fun", act.fn)
+
+    @staticmethod
+    def rows() -> Any:
+        """This CTA's 64 rows."""
+        return pl.ds(lax.axis_index("rows") * ROWS, ROWS)
+
+    def load(self, ref: Any, layout: Any = None) -> jax.Array:
+        """``ref[...]`` (in GMEM) into registers in the ``wgmma`` accumulator layout (or
+        ``layout``), so it meets the accumulator without a relayout."""
+        if self.interpret is not None:
+            return ref[...]
+        return plgpu.load(ref, (), layout=layout or plgpu.Layout.WGMMA, optimized=False)
+
+    def valid_fn(self, len_ref: Any, width: int) -> Callable[[jax.Array], jax.Array]:
+        """``t -> (64, width)`` bool: step ``t`` is within each row's length (the
+        lengths held in registers, two a thread)."""
+        lengths = self.load(len_ref.at[self.rows()], plgpu.Layout.WGMMA.reduce(1))
+        return lambda t: t < lax.broadcast_in_dim(lengths, (ROWS, width), (0,))
+
+    def matmul(self, w_smem: list[Any], a_smem: list[Any]) -> Callable[..., jax.Array]:
+        """``(a, during=None) -> a @ W (+ during())``: stores ``a`` `(64, H)` float32 as
+        the operand, issues the ``wgmma``, runs ``during()`` (the loads that overlap it)
+        and waits; float32 accumulation."""
+        if self.interpret is not None:  # W given untransposed (see the module docstring)
+            ws = list(w_smem)
+        else:
+            ws = [plgpu.transpose_ref(w, (1, 0)) if self.split else w for w in w_smem]
+        pairs = [(0, 0), (0, 1), (1, 0)] if self.split else [(0, 0)]
+
+        def run(a: jax.Array, during: Callable[[], jax.Array] | None = None) -> jax.Array:
+            if self.split:
+                hi = tf32_hi(a)
+                a_smem[0][...] = hi
+                a_smem[1][...] = a - hi
+            else:
+                a_smem[0][...] = a.astype(a_smem[0].dtype)
+            plgpu.commit_smem()  # the stores are visible to the tensor cores
+
+            def scoped(acc_ref):
+                for i, j in pairs:
+                    plgpu.wgmma(acc_ref, a_smem[i], ws[j])
+                if during is None:
+                    return plgpu.wgmma_accumulator_load(acc_ref)
+                extra = during()
+                return plgpu.wgmma_accumulator_load(acc_ref) + extra
+
+            return pl.run_scoped(scoped, plgpu.ACC((ROWS, a.shape[1]), jnp.float32))
+
+        return run
+
+    def time_loop(self, step: Callable[[jax.Array, jax.Array], jax.Array], state, n: int):
+        """``step(t, state)`` over ``t`` in this call's direction; the final state."""
+
+        def at(j, s):
+            return step(n - 1 - j if self.reverse else j, s)
+
+        return _unrolled_loop(at, state, n, self.unroll)
+
+
+def _prologue(k: _Kernel, w_refs, w_smem, barrier, len_ref, mask_ref, width: int):
+    """Loads the weights into SMEM (TMA) and the tile's lengths and mask into registers;
+    returns ``(valid_at, mask)``."""
+    for src, dst in zip(w_refs, w_smem, strict=True):
+        plgpu.copy_gmem_to_smem(src, dst, barrier)
+        plgpu.barrier_wait(barrier)
+    mask = None if mask_ref is None else k.load(mask_ref.at[k.rows()]).astype(jnp.float32)
+    return k.valid_fn(len_ref, width), mask
+
+
+def _forward_kernel(*refs, k: _Kernel, has_mask: bool, nw: int) -> None:
+    len_ref, xw_ref, *rest = refs
+    w_refs, (h0_ref, *rest) = rest[:nw], rest[nw:]
+    mask_ref, *rest = rest if has_mask else [None, *rest]
+    hs_ref, h_last_ref, *scratch = rest
+    w_smem, a_smem, barrier = scratch[:nw], scratch[nw:-1], scratch[-1].at[0]
+    num_steps, _, width = hs_ref.shape
+    rows = k.rows()
+    valid_at, mask = _prologue(k, w_refs, w_smem, barrier, len_ref, mask_ref, width)
+    matmul = k.matmul(w_smem, a_smem)
+
+    def step(t, h):
+        during = lambda: k.load(xw_ref.at[t, rows]).astype(jnp.float32)
+        h_new = k.fn(matmul(h if mask is None else h * mask, during))
+        valid = valid_at(t)
+        hs_ref[t, rows] = jnp.where(valid, h_new, 0).astype(hs_ref.dtype)
+        return jnp.where(valid, h_new, h)
+
+    h0 = k.load(h0_ref.at[rows]).astype(jnp.float32)
+    h_last_ref[rows] = k.time_loop(step, h0, num_steps)
+
+
+def _adjoint_kernel(*refs, k: _Kernel, has_mask: bool, has_dhs: bool, nw: int) -> None:
+    len_ref, hs_ref, *rest = refs
+    dhs_ref, *rest = rest if has_dhs else [None, *rest]
+    w_refs, (dh_last_ref, *rest) = rest[:nw], rest[nw:]
+    mask_ref, *rest = rest if has_mask else [None, *rest]
+    das_ref, dh0_ref, *scratch = rest
+    w_smem, a_smem, barrier = scratch[:nw], scratch[nw:-1], scratch[-1].at[0]
+    num_steps, _, width = das_ref.shape
+    rows = k.rows()
+    valid_at, mask = _prologue(k, w_refs, w_smem, barrier, len_ref, mask_ref, width)
+    matmul = k.matmul(w_smem, a_smem)
+    act_grad = k.act.grad_from_output
+
+    # dA_t = (g_t + c_t) * act'(h_t); c_{t-1} = (dA_t W_h^T) * m; padded steps pass c on
+    def step(t, c):
+        g = c if dhs_ref is None else c + k.load(dhs_ref.at[t, rows]).astype(jnp.float32)
+        valid = valid_at(t)
+        da = jnp.where(valid, g, 0)
+        if act_grad is not None:
+            da = da * act_grad(k.load(hs_ref.at[t, rows]).astype(jnp.float32))
+        das_ref[t, rows] = da.astype(das_ref.dtype)
+        c_new = matmul(da)
+        if mask is not None:
+            c_new = c_new * mask
+        return jnp.where(valid, c_new, c)
+
+    dh_last = k.load(dh_last_ref.at[rows]).astype(jnp.float32)
+    dh0_ref[rows] = k.time_loop(step, dh_last, num_steps)
+
+
+def _sequential_call(
+    name: str,
+    kernel: Callable[..., None],
+    call: Call,
+    lengths: jax.Array,
+    streamed: list[jax.Array],
+    weight: jax.Array,
+    per_row: list[jax.Array],
+) -> tuple[jax.Array, jax.Array]:
+    """One Mosaic GPU kernel over a grid of 64-row tiles; arguments as
+    :func:`jrnn.kernels._sequential_call` takes them (``weight`` is the ``B`` of
+    ``state @ B``). The `(T, B, H)` output has ``streamed[0]``'s dtype."""
+    t, b, h = streamed[0].shape
+    dtype = jnp.dtype(streamed[0].dtype)
+    split = dtype == jnp.float32
+    hp = _round_up(h, _SWIZZLE // dtype.itemsize)
+    bp = _round_up(b, ROWS)
+    streamed = [_pad(x, (t, bp, hp)) for x in streamed]
+    per_row = [_pad(x, (bp, hp)) for x in per_row]
+    lengths = _pad(lengths.astype(jnp.int32), (bp,))  # padded rows have length 0
+    weight = _pad(weight.astype(dtype), (hp, hp))
+    interpret = None if call.interpret is False else call.interpret
+    if split:
+        w_parts = list(split_tf32(weight))
+        if interpret is None:  # K-major: TF32 wgmma reads B transposed (see the docstring)
+            w_parts = [w.T for w in w_parts]
+    else:
+        w_parts = [weight]
+    k = _Kernel(call.act, call.reverse, call.unroll, interpret, split)
+    operand = plgpu.SMEM((ROWS, hp), dtype, transforms=_swizzled(dtype.itemsize))
+    seq_out, row_out = plgpu.kernel(
+        partial(kernel, k=k, nw=len(w_parts)),
+        out_type=(
+            jax.ShapeDtypeStruct((t, bp, hp), dtype),
+            jax.ShapeDtypeStruct((bp, hp), jnp.float32),
+        ),
+        scratch_types=[
+            *[plgpu.SMEM((hp, hp), dtype, transforms=_swizzled(dtype.itemsize))] * len(w_parts),
+            *[operand] * (2 if split else 1),
+            plgpu.Barrier(num_barriers=1),
+        ],
+        grid=(bp // ROWS,),
+        grid_names=("rows",),
+        interpret=interpret,
+        kernel_name=f"jrnn_{name}",
+    )(lengths, *streamed, *w_parts, *per_row)
+    return seq_out[:, :b, :h], row_out[:b, :h]
+
+
+def forward(
+    xw: jax.Array,
+    w_h: jax.Array,
+    h0: jax.Array,
+    lengths: jax.Array,
+    mask: jax.Array | None,
+    call: Call,
+) -> tuple[jax.Array, jax.Array]:
+    """The forward recurrence on Hopper; contract of :func:`jrnn.kernels.forward`."""
+    kernel = partial(_forward_kernel, has_mask=mask is not None)
+    per_row = [h0.astype(jnp.float32)] + ([] if mask is None else [mask.astype(jnp.float32)])
+    return _sequential_call("forward", kernel, call, lengths, [xw], w_h, per_row)
+
+
+def adjoint(
+    hs: jax.Array,
+    dhs: jax.Array | None,
+    dh_last: jax.Array,
+    w_h: jax.Array,
+    lengths: jax.Array,
+    mask: jax.Array | None,
+    call: Call,
+) -> tuple[jax.Array, jax.Array]:
+    """The adjoint recurrence on Hopper; contract of :func:`jrnn.kernels.adjoint`."""
+    kernel = partial(_adjoint_kernel, has_mask=mask is not None, has_dhs=dhs is not None)
+    streamed = [hs] if dhs is None else [hs, dhs]
+    per_row = [dh_last.astype(jnp.float32)]
+    per_row += [] if mask is None else [mask.astype(jnp.float32)]
+    back = call._replace(reverse=not call.reverse)
+    return _sequential_call("adjoint", kernel, back, lengths, streamed, w_h.T, per_row)
