@@ -88,6 +88,44 @@ def random_problem(
     return params, xs, h0, lengths
 
 
+def numpy_problem(
+    seed,
+    batch=3,
+    steps=5,
+    features=4,
+    hidden=6,
+    *,
+    dtype=np.float64,
+    with_h0=True,
+    with_lengths=False,
+    recurrent_scale=1.0,
+    time_major=False,
+):
+    """``random_problem``'s draws (the same initialisers and options) made by NumPy from an
+    int ``seed``: a property test's shapes are new at each example, and ``jax.random``
+    compiles its draws for every new shape. ``xs`` is `(T, B, F)` if ``time_major``."""
+    rng = np.random.default_rng(seed)
+    limit = np.sqrt(6.0 / (features + hidden))  # glorot_uniform, init_params' default
+    w_x = rng.uniform(-limit, limit, (features, hidden))
+    q, r = np.linalg.qr(rng.standard_normal((hidden, hidden)))  # orthogonal
+    w_h = recurrent_scale * q * np.where(np.diag(r) < 0, -1.0, 1.0)
+    bound = 1.0 / np.sqrt(hidden)  # PyTorch's two biases, summed
+    b = rng.uniform(-bound, bound, hidden) + rng.uniform(-bound, bound, hidden)
+    xs = rng.standard_normal((batch, steps, features))
+    if time_major:
+        xs = np.swapaxes(xs, 0, 1)
+    h0 = 0.5 * rng.standard_normal((batch, hidden)) if with_h0 else None
+    lengths = None
+    if with_lengths:
+        lengths = rng.integers(0, steps + 1, batch).astype(np.int32)
+        lengths[0] = steps  # always one full-length and, when batch > 1, one empty sequence
+        if batch > 1:
+            lengths[-1] = 0
+    as_jax = lambda a: None if a is None else jax.numpy.asarray(a.astype(dtype))
+    params = jrnn.RNNParams(as_jax(w_x), as_jax(w_h), as_jax(b))
+    return params, as_jax(xs), as_jax(h0), lengths
+
+
 class Spec(NamedTuple):
     """One drawn problem: sizes, options and the seed its arrays are drawn from."""
 
@@ -103,12 +141,12 @@ class Spec(NamedTuple):
     seed: int
 
     def problem(self, dtype=np.float64, **kw):
-        """``random_problem`` for this spec; ``xs`` is `(T, B, F)` if ``time_major``."""
-        params, xs, h0, lengths = random_problem(
-            jax.random.PRNGKey(self.seed), self.batch, self.steps, self.features, self.hidden,
-            dtype=dtype, with_h0=self.with_h0, with_lengths=self.with_lengths, **kw,
+        """``numpy_problem`` for this spec; ``xs`` is `(T, B, F)` if ``time_major``."""
+        return numpy_problem(
+            self.seed, self.batch, self.steps, self.features, self.hidden, dtype=dtype,
+            with_h0=self.with_h0, with_lengths=self.with_lengths, time_major=self.time_major,
+            **kw,
         )  # fmt: skip
-        return params, (jax.numpy.swapaxes(xs, 0, 1) if self.time_major else xs), h0, lengths
 
     def options(self, lengths=None) -> dict:
         """The keyword options of this spec (``lengths`` as drawn by :meth:`problem`)."""

@@ -73,12 +73,16 @@ def test_forward_equals_python_loop_float32(activation, reverse, with_lengths, w
     assert rel_err(h_last, ref_last) <= tol(np.float32, "forward")
 
 
+# one compile per drawn shape and option set (eager calls would compile op by op)
+_jit_forward = jax.jit(jrnn.forward, static_argnames=("activation", "reverse", "time_major"))
+
+
 @given(spec=specs(steps=(1, 9), features=(1, 5), hidden=(1, 6)))
 def test_forward_property_random_shapes(spec):
     with jax.enable_x64(True):
         params, xs, h0, lengths = spec.problem()
         options = spec.options(lengths)
-        hs, h_last = jrnn.forward(params, xs, h0, **options)
+        hs, h_last = _jit_forward(params, xs, h0, **options)
         del options["time_major"]
         ref_hs, ref_last = reference_forward(params, xs, h0, **options)
         assert hs.shape == (spec.batch, spec.steps, spec.hidden)

@@ -190,10 +190,11 @@ def test_kernels_over_several_tiles_and_time_blocks(
 )
 def test_hopper_kernels_over_several_row_tiles(activation, reverse, with_mask):
     # the Mosaic GPU kernels in its interpret mode (TMA, barriers, wgmma emulated); without
-    # a mask the adjoint also runs without a cotangent on hs
+    # a mask they also run without lengths and the adjoint without a cotangent on hs
     t, b, h = 5, 70, 24  # 2 tiles of 64 rows (one padded); H padded to 32 floats (128 B)
     xw, w, h0, lengths, mask, dhs = _kernel_case(t, b, h, seed=2)
-    mask, dhs = (mask, dhs) if with_mask else (None, None)
+    if not with_mask:
+        lengths, mask, dhs = None, None, None
     dh_last = jnp.flip(h0, 1)
     call = kernels.Call(get_activation(activation), reverse, 2, "hopper", InterpretGPUParams())
     hs, h_last = hopper.forward(xw, w, h0, lengths, mask, call)

@@ -105,12 +105,6 @@ def _time_major(x: jax.Array, axis: int) -> jax.Array:
     return x if axis == 0 else jnp.swapaxes(x, 0, 1)
 
 
-def _full_lengths(ops: Operands, num_steps: int) -> jax.Array:
-    if ops.lengths is not None:
-        return ops.lengths
-    return jnp.full((ops.h0.shape[0],), num_steps, jnp.int32)
-
-
 def forward(ops: Operands, opts: Options) -> tuple[jax.Array, jax.Array]:
     """The forward recurrence by the kernel; contract of :func:`jrnn.forward._forward_loop`.
 
@@ -123,8 +117,7 @@ def forward(ops: Operands, opts: Options) -> tuple[jax.Array, jax.Array]:
     xw = jnp.einsum(f"{opts.layout},fh->tbh", xs, w_x) + b  # (T, B, H), one GEMM
     if num_steps == 0 or h0.shape[0] == 0:
         return _time_major(xw, opts.axis), h0
-    lengths = _full_lengths(ops, num_steps)
-    hs, h_last = _per_platform("forward", opts, xw, w_h, h0, lengths, mask)
+    hs, h_last = _per_platform("forward", opts, xw, w_h, h0, ops.lengths, mask)
     return _time_major(hs, opts.axis), h_last.astype(h0.dtype)
 
 
@@ -149,10 +142,9 @@ def adjoint(
     w_h, mask, axis = ops.params.w_h, ops.mask, opts.axis
     if dh_last.shape[0] == 0:  # (T = 0 never gets here: _adjoint_loop returns first)
         return dh_last, jnp.zeros_like(hs)
-    lengths = _full_lengths(ops, hs.shape[axis])
     dhs_tm = None if dhs is None else _time_major(dhs, axis)
     das, dh0 = _per_platform(
-        "adjoint", opts, _time_major(hs, axis), dhs_tm, dh_last, w_h, lengths, mask
+        "adjoint", opts, _time_major(hs, axis), dhs_tm, dh_last, w_h, ops.lengths, mask
     )
     das = jnp.roll(das, 1 if opts.reverse else -1, axis=0)  # dA_t into slot sigma(t)
     return dh0.astype(dh_last.dtype), _time_major(das, axis)

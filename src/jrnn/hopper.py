@@ -5,9 +5,10 @@ GPUs that run ``wgmma`` (compute capability 9.0: H100, H200, GH200). One CTA of 
 warpgroup (128 threads) runs all ``T`` steps for a tile of 64 batch rows, the ``M`` of a
 Hopper ``wgmma``; the grid is the batch tiles. Per step::
 
-    store the state (bfloat16, or float32 split in two) to SMEM
+    store   the state (bfloat16, or float32 split in two) to SMEM
     wgmma   acc = state @ W          W (W_h, or W_h^T for the adjoint) resident in SMEM
-    load    xw_t (or h_t, g_t)       GMEM -> registers while the wgmma runs
+    load    xw_{t+1} (h, g of the    GMEM -> registers while the wgmma runs: the next
+            adjoint's next step)     step's operands, so no step waits on GMEM
     h_t     = act(acc + xw_t)        registers (the wgmma accumulator layout), float32
     store   h_t (or dA_t)            registers -> GMEM
 
@@ -20,6 +21,12 @@ float32 operands would be read as TF32 (10 mantissa bits) by the tensor cores, s
 float32 form splits both operands, ``x = x_hi + x_lo`` with ``x_hi`` exact in TF32, and
 accumulates ``a_hi W_hi + a_hi W_lo + a_lo W_hi`` in three ``wgmma``: about 2^-21
 relative error per product, float32's own order (the scan path's 1e-5 contract).
+
+Registers, per thread of the warpgroup: a `(64, H)` float32 array is ``H / 2`` of them.
+The accumulator and the prefetched operands are live across the ``wgmma``; the state
+too only with ``lengths`` (a padded step keeps it), the mask for the whole call. At
+``H = 256`` (bfloat16) that passes the 255 a thread has with lengths or a mask, and the
+compiler spills: correct, and slower by an amount not measured yet.
 
 SMEM (of Hopper's 227 KiB per CTA): bfloat16 ``H <= 256``: ``W`` 128 KiB + the state
 operand 32 KiB; float32 ``H <= 128``: ``W_hi``, ``W_lo`` 128 KiB + the operands 64 KiB.
@@ -105,23 +112,25 @@ class _Kernel:
             return ref[...]
         return plgpu.load(ref, (), layout=layout or plgpu.Layout.WGMMA, optimized=False)
 
-    def valid_fn(self, len_ref: Any, width: int) -> Callable[[jax.Array], jax.Array]:
+    def valid_fn(self, len_ref: Any, width: int) -> Callable[[jax.Array], jax.Array] | None:
         """``t -> (64, width)`` bool: step ``t`` is within each row's length (the
-        lengths held in registers, two a thread)."""
+        lengths held in registers, two a thread); ``None`` without lengths."""
+        if len_ref is None:
+            return None
         lengths = self.load(len_ref.at[self.rows()], plgpu.Layout.WGMMA.reduce(1))
         return lambda t: t < lax.broadcast_in_dim(lengths, (ROWS, width), (0,))
 
-    def matmul(self, w_smem: list[Any], a_smem: list[Any]) -> Callable[..., jax.Array]:
-        """``(a, during=None) -> a @ W (+ during())``: stores ``a`` `(64, H)` float32 as
-        the operand, issues the ``wgmma``, runs ``during()`` (the loads that overlap it)
-        and waits; float32 accumulation."""
+    def matmul(self, w_smem: list[Any], a_smem: list[Any]) -> Callable[..., Any]:
+        """``(a, during) -> (a @ W, during())``: stores ``a`` `(64, H)` float32 as the
+        operand, issues the ``wgmma``, runs ``during()`` (the loads that overlap it) and
+        waits for the product; float32 accumulation."""
         if self.interpret is not None:  # W given untransposed (see the module docstring)
             ws = list(w_smem)
         else:
             ws = [plgpu.transpose_ref(w, (1, 0)) if self.split else w for w in w_smem]
         pairs = [(0, 0), (0, 1), (1, 0)] if self.split else [(0, 0)]
 
-        def run(a: jax.Array, during: Callable[[], jax.Array] | None = None) -> jax.Array:
+        def run(a: jax.Array, during: Callable[[], Any]) -> tuple[jax.Array, Any]:
             if self.split:
                 hi = tf32_hi(a)
                 a_smem[0][...] = hi
@@ -133,22 +142,32 @@ class _Kernel:
             def scoped(acc_ref):
                 for i, j in pairs:
                     plgpu.wgmma(acc_ref, a_smem[i], ws[j])
-                if during is None:
-                    return plgpu.wgmma_accumulator_load(acc_ref)
-                extra = during()
-                return plgpu.wgmma_accumulator_load(acc_ref) + extra
+                loaded = during()
+                return plgpu.wgmma_accumulator_load(acc_ref), loaded
 
             return pl.run_scoped(scoped, plgpu.ACC((ROWS, a.shape[1]), jnp.float32))
 
         return run
 
-    def time_loop(self, step: Callable[[jax.Array, jax.Array], jax.Array], state, n: int):
-        """``step(t, state)`` over ``t`` in this call's direction; the final state."""
+    def time_loop(self, step: Callable[..., Any], state: jax.Array, streams: list[Any], n: int):
+        """Runs ``step(t, state, now, prefetch) -> (state, prefetched)`` over ``t`` in this
+        call's direction and returns the final state. ``now`` holds the ``streams``' rows
+        at step ``t`` (their dtype); ``prefetch()`` loads those of the next step, for the
+        step to call while its ``wgmma`` runs, so no step waits on global memory."""
+        rows = self.rows()
 
-        def at(j, s):
-            return step(n - 1 - j if self.reverse else j, s)
+        def time(j):
+            return n - 1 - j if self.reverse else j
 
-        return _unrolled_loop(at, state, n, self.unroll)
+        def load_at(t):
+            return tuple(self.load(ref.at[t, rows]) for ref in streams)
+
+        def at(j, carry):
+            state, now = carry
+            t, t_next = time(j), time(jnp.minimum(j + 1, n - 1))
+            return step(t, state, now, lambda: load_at(t_next))
+
+        return _unrolled_loop(at, (state, load_at(time(0))), n, self.unroll)[0]
 
 
 def _prologue(k: _Kernel, w_refs, w_smem, barrier, len_ref, mask_ref, width: int):
@@ -161,8 +180,9 @@ def _prologue(k: _Kernel, w_refs, w_smem, barrier, len_ref, mask_ref, width: int
     return k.valid_fn(len_ref, width), mask
 
 
-def _forward_kernel(*refs, k: _Kernel, has_mask: bool, nw: int) -> None:
-    len_ref, xw_ref, *rest = refs
+def _forward_kernel(*refs, k: _Kernel, has_lengths: bool, has_mask: bool, nw: int) -> None:
+    len_ref, *rest = refs if has_lengths else [None, *refs]
+    xw_ref, *rest = rest
     w_refs, (h0_ref, *rest) = rest[:nw], rest[nw:]
     mask_ref, *rest = rest if has_mask else [None, *rest]
     hs_ref, h_last_ref, *scratch = rest
@@ -172,19 +192,26 @@ def _forward_kernel(*refs, k: _Kernel, has_mask: bool, nw: int) -> None:
     valid_at, mask = _prologue(k, w_refs, w_smem, barrier, len_ref, mask_ref, width)
     matmul = k.matmul(w_smem, a_smem)
 
-    def step(t, h):
-        during = lambda: k.load(xw_ref.at[t, rows]).astype(jnp.float32)
-        h_new = k.fn(matmul(h if mask is None else h * mask, during))
+    def step(t, h, now, prefetch):
+        (xw,) = now
+        product, following = matmul(h if mask is None else h * mask, prefetch)
+        h_new = k.fn(product + xw.astype(jnp.float32))
+        if valid_at is None:  # every step valid: h is dead once stored as the operand
+            hs_ref[t, rows] = h_new.astype(hs_ref.dtype)
+            return h_new, following
         valid = valid_at(t)
         hs_ref[t, rows] = jnp.where(valid, h_new, 0).astype(hs_ref.dtype)
-        return jnp.where(valid, h_new, h)
+        return jnp.where(valid, h_new, h), following
 
     h0 = k.load(h0_ref.at[rows]).astype(jnp.float32)
-    h_last_ref[rows] = k.time_loop(step, h0, num_steps)
+    h_last_ref[rows] = k.time_loop(step, h0, [xw_ref], num_steps)
 
 
-def _adjoint_kernel(*refs, k: _Kernel, has_mask: bool, has_dhs: bool, nw: int) -> None:
-    len_ref, hs_ref, *rest = refs
+def _adjoint_kernel(
+    *refs, k: _Kernel, has_lengths: bool, has_mask: bool, has_dhs: bool, nw: int
+) -> None:
+    len_ref, *rest = refs if has_lengths else [None, *refs]
+    hs_ref, *rest = rest
     dhs_ref, *rest = rest if has_dhs else [None, *rest]
     w_refs, (dh_last_ref, *rest) = rest[:nw], rest[nw:]
     mask_ref, *rest = rest if has_mask else [None, *rest]
@@ -195,29 +222,32 @@ def _adjoint_kernel(*refs, k: _Kernel, has_mask: bool, has_dhs: bool, nw: int) -
     valid_at, mask = _prologue(k, w_refs, w_smem, barrier, len_ref, mask_ref, width)
     matmul = k.matmul(w_smem, a_smem)
     act_grad = k.act.grad_from_output
+    streams = ([] if act_grad is None else [hs_ref]) + ([] if dhs_ref is None else [dhs_ref])
 
     # dA_t = (g_t + c_t) * act'(h_t); c_{t-1} = (dA_t W_h^T) * m; padded steps pass c on
-    def step(t, c):
-        g = c if dhs_ref is None else c + k.load(dhs_ref.at[t, rows]).astype(jnp.float32)
-        valid = valid_at(t)
-        da = jnp.where(valid, g, 0)
-        if act_grad is not None:
-            da = da * act_grad(k.load(hs_ref.at[t, rows]).astype(jnp.float32))
+    def step(t, c, now, prefetch):
+        now = list(now)
+        h = None if act_grad is None else now.pop(0).astype(jnp.float32)
+        g = c if dhs_ref is None else c + now.pop(0).astype(jnp.float32)
+        valid = None if valid_at is None else valid_at(t)
+        da = g if valid is None else jnp.where(valid, g, 0)
+        if h is not None:
+            da = da * act_grad(h)
         das_ref[t, rows] = da.astype(das_ref.dtype)
-        c_new = matmul(da)
+        c_new, following = matmul(da, prefetch)
         if mask is not None:
             c_new = c_new * mask
-        return jnp.where(valid, c_new, c)
+        return (c_new if valid is None else jnp.where(valid, c_new, c)), following
 
     dh_last = k.load(dh_last_ref.at[rows]).astype(jnp.float32)
-    dh0_ref[rows] = k.time_loop(step, dh_last, num_steps)
+    dh0_ref[rows] = k.time_loop(step, dh_last, streams, num_steps)
 
 
 def _sequential_call(
     name: str,
     kernel: Callable[..., None],
     call: Call,
-    lengths: jax.Array,
+    lengths: jax.Array | None,
     streamed: list[jax.Array],
     weight: jax.Array,
     per_row: list[jax.Array],
@@ -232,7 +262,8 @@ def _sequential_call(
     bp = _round_up(b, ROWS)
     streamed = [_pad(x, (t, bp, hp)) for x in streamed]
     per_row = [_pad(x, (bp, hp)) for x in per_row]
-    lengths = _pad(lengths.astype(jnp.int32), (bp,))  # padded rows have length 0
+    # padded rows have length 0; without lengths they run on zeros (act(0) = 0)
+    given = [] if lengths is None else [_pad(lengths.astype(jnp.int32), (bp,))]
     weight = _pad(weight.astype(dtype), (hp, hp))
     interpret = None if call.interpret is False else call.interpret
     if split:
@@ -244,7 +275,7 @@ def _sequential_call(
     k = _Kernel(call.act, call.reverse, call.unroll, interpret, split)
     operand = plgpu.SMEM((ROWS, hp), dtype, transforms=_swizzled(dtype.itemsize))
     seq_out, row_out = plgpu.kernel(
-        partial(kernel, k=k, nw=len(w_parts)),
+        partial(kernel, k=k, has_lengths=lengths is not None, nw=len(w_parts)),
         out_type=(
             jax.ShapeDtypeStruct((t, bp, hp), dtype),
             jax.ShapeDtypeStruct((bp, hp), jnp.float32),
@@ -258,7 +289,7 @@ def _sequential_call(
         grid_names=("rows",),
         interpret=interpret,
         kernel_name=f"jrnn_{name}",
-    )(lengths, *streamed, *w_parts, *per_row)
+    )(*given, *streamed, *w_parts, *per_row)
     return seq_out[:, :b, :h], row_out[:b, :h]
 
 
@@ -266,7 +297,7 @@ def forward(
     xw: jax.Array,
     w_h: jax.Array,
     h0: jax.Array,
-    lengths: jax.Array,
+    lengths: jax.Array | None,
     mask: jax.Array | None,
     call: Call,
 ) -> tuple[jax.Array, jax.Array]:
@@ -281,7 +312,7 @@ def adjoint(
     dhs: jax.Array | None,
     dh_last: jax.Array,
     w_h: jax.Array,
-    lengths: jax.Array,
+    lengths: jax.Array | None,
     mask: jax.Array | None,
     call: Call,
 ) -> tuple[jax.Array, jax.Array]:

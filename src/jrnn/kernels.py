@@ -30,8 +30,9 @@ What each kernel keeps on chip, per batch tile of ``Bt`` rows:
 
 Limits (:data:`MAX_HIDDEN`): ``W_h`` must fit the on-chip budget of the smallest target,
 the GPU's registers: ``H <= 128`` in float32 (64 KiB), ``H <= 256`` in bfloat16
-(128 KiB); the Hopper form's shared memory holds the same. TPU VMEM holds far more, but ``impl="pallas"`` lowers for every platform a
-program may run on, so the tightest limit holds everywhere. Dtypes: float32 and
+(128 KiB); the Hopper form's shared memory holds the same. TPU VMEM holds far more,
+but ``impl="pallas"`` lowers for every platform a program may run on, so the tightest
+limit holds everywhere. Dtypes: float32 and
 bfloat16; the state, the matmul accumulation and the activations are float32 on chip,
 the streamed arrays keep the operands' dtype.
 
@@ -131,7 +132,7 @@ def _time_loop(
         state_out[...] = h.astype(state_out.dtype)
 
 
-def _unrolled_loop(at: Callable, h: jax.Array, n: int, unroll: int) -> jax.Array:
+def _unrolled_loop(at: Callable[[Any, Any], Any], h: Any, n: int, unroll: int) -> Any:
     """``at(j, h)`` for ``j`` in ``0..n-1``, ``unroll`` steps per loop iteration (written
     out here: Triton's lowering of ``fori_loop`` takes no ``unroll``)."""
     u = max(1, min(unroll, n))
@@ -328,11 +329,17 @@ def _sequential_call(
     return seq_out[:t, :b, :h], row_out[:b, :h]
 
 
+def _lengths_or_all(lengths: jax.Array | None, shape: tuple[int, ...]) -> jax.Array:
+    """``lengths``, or ``T`` for each row: these kernels read every row's length."""
+    t, b, _ = shape
+    return jnp.full((b,), t, jnp.int32) if lengths is None else lengths
+
+
 def forward(
     xw: jax.Array,
     w_h: jax.Array,
     h0: jax.Array,
-    lengths: jax.Array,
+    lengths: jax.Array | None,
     mask: jax.Array | None,
     call: Call,
 ) -> tuple[jax.Array, jax.Array]:
@@ -342,7 +349,7 @@ def forward(
         xw: `(T, B, H)` the input projection ``x_t W_x + b`` (zero at padded steps).
         w_h: `(H, H)`.
         h0: `(B, H)`.
-        lengths: `(B,)` int32 (``T`` where every step is valid).
+        lengths: `(B,)` int32, or ``None``: every step is valid.
         mask: `(B, H)` multiplier of ``h_{t-1}`` or ``None``.
         call: the static options.
 
@@ -352,6 +359,7 @@ def forward(
     """
     kernel = partial(_forward_kernel, has_mask=mask is not None)
     per_row = [h0] if mask is None else [h0, mask]
+    lengths = _lengths_or_all(lengths, xw.shape)
     return _sequential_call("forward", kernel, call, lengths, [xw], w_h, per_row, xw.dtype)
 
 
@@ -360,7 +368,7 @@ def adjoint(
     dhs: jax.Array | None,
     dh_last: jax.Array,
     w_h: jax.Array,
-    lengths: jax.Array,
+    lengths: jax.Array | None,
     mask: jax.Array | None,
     call: Call,
 ) -> tuple[jax.Array, jax.Array]:
@@ -382,4 +390,5 @@ def adjoint(
     streamed = [hs] if dhs is None else [hs, dhs]
     per_row = [dh_last] if mask is None else [dh_last, mask]
     back = call._replace(reverse=not call.reverse)
+    lengths = _lengths_or_all(lengths, hs.shape)
     return _sequential_call("adjoint", kernel, back, lengths, streamed, w_h.T, per_row, hs.dtype)
