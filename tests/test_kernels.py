@@ -11,6 +11,7 @@ copies, barriers and wgmma; over several batch tiles and time blocks.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -558,3 +559,18 @@ def test_vmapped_gradients_lower_for_the_accelerator(monkeypatch, platform, gpu_
     text = jax.jit(per_example).trace(params, xs, h0).lower(lowering_platforms=(platform,))
     text = text.as_text()
     assert text.count(marker) >= 2 and "jrnn_forward" in text and "jrnn_adjoint" in text
+
+
+def test_the_kernel_check_script(capsys):
+    # benchmarks/kernel_check.py, the first thing to run on a device, runs here (interpret)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "kernel_check.py"
+    spec = importlib.util.spec_from_file_location("kernel_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--smoke", "--dtype", "float32", "--options", "lengths+mask"]) == 0
+    out = capsys.readouterr().out
+    assert "ok   auto    float32  B,T,H=(3, 5, 8) lengths+mask" in out
+    assert "every case within its bound" in out
+    module.BOUND["float32"] = 1e-12  # a bound no float32 run meets: the script says so
+    assert module.main(["--smoke", "--dtype", "float32", "--options", "plain"]) == 1
+    assert "FAIL auto" in capsys.readouterr().out
