@@ -242,6 +242,16 @@ def test_rnn_and_its_gradients_through_the_hopper_kernels(monkeypatch, dtype, op
         assert a.dtype == dtype and rel_err(up(a), b) <= bound
 
 
+def test_vmap_through_the_hopper_kernels(monkeypatch):
+    # per-example gradients of an ensemble: vmap over the params (W_h batched) and the data
+    monkeypatch.setattr(fused, "_CPU_FORM", ("hopper", InterpretGPUParams()))
+    params, xs, h0 = _small(seed=6, batch=3, steps=5, hidden=12)
+    ensemble = jax.tree.map(lambda a: jnp.stack([a, 0.8 * a]), params)
+    grads = jax.vmap(jax.grad(lambda p, x: _loss(p, x, h0, impl="pallas")), in_axes=(0, None))
+    want = jax.vmap(jax.grad(lambda p, x: _loss(p, x, h0, impl="scan")), in_axes=(0, None))
+    assert tree_rel_err(grads(ensemble, xs), want(ensemble, xs)) <= F32
+
+
 @settings(deadline=None, max_examples=min(50, 2 * settings.default.max_examples))
 @given(
     mantissa=st.integers(0, (1 << 23) - 1),
