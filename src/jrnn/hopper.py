@@ -5,7 +5,7 @@ GPUs that run ``wgmma`` (compute capability 9.0: H100, H200, GH200). One CTA of 
 warpgroup (128 threads) runs all ``T`` steps for a tile of 64 batch rows, the ``M`` of a
 Hopper ``wgmma``; the grid is the batch tiles. Per step::
 
-    store   the state (bfloat16, or float32 split in two) to SMEM
+    (float32: store the state, split in two, to SMEM; bfloat16 stays in registers)
     wgmma   acc = state @ W          W (W_h, or W_h^T for the adjoint) resident in SMEM
     load    xw_{t+1} (h, g of the    GMEM -> registers while the wgmma runs: the next
             adjoint's next step)     step's operands, so no step waits on GMEM
@@ -13,8 +13,10 @@ Hopper ``wgmma``; the grid is the batch tiles. Per step::
     store   h_t (or dA_t)            registers -> GMEM
 
 What stays on chip, per CTA: ``W`` in SMEM for the whole call (swizzled, loaded once by
-TMA), the 64 x H state in registers (float32) and as the next ``wgmma`` operand in SMEM,
-the lengths of the tile's rows and, with a mask, the tile's mask in registers.
+TMA), the 64 x H state in registers (float32; bfloat16 is the ``wgmma``'s left operand
+from registers, float32 as TF32 must come from SMEM), the lengths of the tile's rows
+and, with a mask, the tile's mask in registers. Lowered with Lane semantics (jax 0.11's
+default is Warpgroup; only Lane is verified).
 
 Precision. bfloat16 operands go to one bfloat16 ``wgmma`` with float32 accumulation.
 float32 operands would be read as TF32 (10 mantissa bits) by the tensor cores, so the
@@ -25,24 +27,29 @@ relative error per product, float32's own order (the scan path's 1e-5 contract).
 Registers, per thread of the warpgroup: a `(64, H)` float32 array is ``H / 2`` of them.
 The accumulator and the prefetched operands are live across the ``wgmma``; the state
 too only with ``lengths`` (a padded step keeps it), the mask for the whole call. At
-``H = 256`` (bfloat16) that passes the 255 a thread has with lengths or a mask, and the
-compiler spills: correct, and slower by an amount not measured yet.
+``H = 256`` (bfloat16) with lengths or a mask, and at ``H = 128`` (float32) with both,
+that passes the 255 a thread has, and the compiler spills: correct, and slower by an
+amount not measured yet.
 
-SMEM (of Hopper's 227 KiB per CTA): bfloat16 ``H <= 256``: ``W`` 128 KiB + the state
-operand 32 KiB; float32 ``H <= 128``: ``W_hi``, ``W_lo`` 128 KiB + the operands 64 KiB.
+SMEM (of Hopper's 227 KiB per CTA): bfloat16 ``H <= 256``: ``W`` 128 KiB (``wgmma``'s
+``N`` is at most 256); float32 ``H <= 128``: ``W_hi``, ``W_lo`` 128 KiB + the two state
+operands 64 KiB.
 These are :data:`jrnn.kernels.MAX_HIDDEN`. ``H`` is padded to a multiple of 128 bytes
 (the swizzle), ``B`` to a multiple of 64.
 
 Interpret mode (``interpret=`` the Mosaic GPU interpret params; the tests): the same
-kernel runs on CPU with two differences its emulator needs: the streamed arrays are read
-with a plain load instead of ``plgpu.load(..., layout=WGMMA)``, and float32's ``W`` is
+kernel runs on CPU with three differences its emulator needs: the streamed arrays are
+read with a plain load instead of ``plgpu.load(..., layout=WGMMA)``; float32's ``W`` is
 given untransposed instead of K-major through ``plgpu.transpose_ref`` (TF32 ``wgmma``
-takes no transposed operand; the interpreter takes no transposed ref). Its ``wgmma`` is
-a float32 matmul, so the TF32 split's accuracy is tested apart, by emulating TF32.
+takes no transposed operand; the interpreter takes no transposed ref); and bfloat16's
+state operand goes through SMEM (the interpreter's ``wgmma`` reads no registers). Its
+``wgmma`` is a float32 matmul, so the TF32 split's accuracy is tested apart, by
+emulating TF32.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -60,6 +67,10 @@ __all__ = ["ROWS", "adjoint", "forward", "split_tf32", "tf32_hi"]
 ROWS = 64
 """Batch rows per CTA: the ``M`` of one Hopper ``wgmma`` (one warpgroup)."""
 _SWIZZLE = 128  # bytes: H is padded to whole 128-byte rows, the widest swizzle
+# plgpu.load's index: required in jax 0.10, optional (and deprecated) from 0.11
+_LOAD_TAKES_INDEX = (
+    inspect.signature(plgpu.load).parameters["idx"].default is inspect.Parameter.empty
+)
 
 
 def tf32_hi(x: jax.Array) -> jax.Array:
@@ -110,7 +121,8 @@ class _Kernel:
         ``layout``), so it meets the accumulator without a relayout."""
         if self.interpret is not None:
             return ref[...]
-        return plgpu.load(ref, (), layout=layout or plgpu.Layout.WGMMA, optimized=False)
+        index = ((),) if _LOAD_TAKES_INDEX else ()
+        return plgpu.load(ref, *index, layout=layout or plgpu.Layout.WGMMA, optimized=False)
 
     def valid_fn(self, len_ref: Any, width: int) -> Callable[[jax.Array], jax.Array] | None:
         """``t -> (64, width)`` bool: step ``t`` is within each row's length (the
@@ -121,27 +133,33 @@ class _Kernel:
         return lambda t: t < lax.broadcast_in_dim(lengths, (ROWS, width), (0,))
 
     def matmul(self, w_smem: list[Any], a_smem: list[Any]) -> Callable[..., Any]:
-        """``(a, during) -> (a @ W, during())``: stores ``a`` `(64, H)` float32 as the
-        operand, issues the ``wgmma``, runs ``during()`` (the loads that overlap it) and
+        """``(a, during) -> (a @ W, during())``: gives ``a`` `(64, H)` float32 to the
+        ``wgmma`` (float32: split and stored to SMEM; bfloat16: from registers, compiled,
+        or SMEM, interpreted), issues it, runs ``during()`` (the loads that overlap it) and
         waits for the product; float32 accumulation."""
         if self.interpret is not None:  # W given untransposed (see the module docstring)
             ws = list(w_smem)
         else:
             ws = [plgpu.transpose_ref(w, (1, 0)) if self.split else w for w in w_smem]
-        pairs = [(0, 0), (0, 1), (1, 0)] if self.split else [(0, 0)]
+        # the two small products first: they accumulate before the large one joins
+        pairs = [(0, 1), (1, 0), (0, 0)] if self.split else [(0, 0)]
 
         def run(a: jax.Array, during: Callable[[], Any]) -> tuple[jax.Array, Any]:
+            operands: list[Any] = list(a_smem)
             if self.split:
                 hi = tf32_hi(a)
                 a_smem[0][...] = hi
                 a_smem[1][...] = a - hi
-            else:
+            elif a_smem:  # interpreted: its wgmma reads operands from SMEM only
                 a_smem[0][...] = a.astype(a_smem[0].dtype)
-            plgpu.commit_smem()  # the stores are visible to the tensor cores
+            else:  # bfloat16 from registers: no store, no fence, no barrier
+                operands = [a.astype(w_smem[0].dtype)]
+            if a_smem:
+                plgpu.commit_smem()  # the stores are visible to the tensor cores
 
             def scoped(acc_ref):
                 for i, j in pairs:
-                    plgpu.wgmma(acc_ref, a_smem[i], ws[j])
+                    plgpu.wgmma(acc_ref, operands[i], ws[j])
                 loaded = during()
                 return plgpu.wgmma_accumulator_load(acc_ref), loaded
 
@@ -170,12 +188,13 @@ class _Kernel:
         return _unrolled_loop(at, (state, load_at(time(0))), n, self.unroll)[0]
 
 
-def _prologue(k: _Kernel, w_refs, w_smem, barrier, len_ref, mask_ref, width: int):
-    """Loads the weights into SMEM (TMA) and the tile's lengths and mask into registers;
-    returns ``(valid_at, mask)``."""
-    for src, dst in zip(w_refs, w_smem, strict=True):
-        plgpu.copy_gmem_to_smem(src, dst, barrier)
-        plgpu.barrier_wait(barrier)
+def _prologue(k: _Kernel, w_refs, w_smem, barriers, len_ref, mask_ref, width: int):
+    """Loads the weights into SMEM (TMA, every copy in flight at once) and the tile's
+    lengths and mask into registers; returns ``(valid_at, mask)``."""
+    for i, (src, dst) in enumerate(zip(w_refs, w_smem, strict=True)):
+        plgpu.copy_gmem_to_smem(src, dst, barriers.at[i])
+    for i in range(len(w_refs)):
+        plgpu.barrier_wait(barriers.at[i])
     mask = None if mask_ref is None else k.load(mask_ref.at[k.rows()]).astype(jnp.float32)
     return k.valid_fn(len_ref, width), mask
 
@@ -186,10 +205,10 @@ def _forward_kernel(*refs, k: _Kernel, has_lengths: bool, has_mask: bool, nw: in
     w_refs, (h0_ref, *rest) = rest[:nw], rest[nw:]
     mask_ref, *rest = rest if has_mask else [None, *rest]
     hs_ref, h_last_ref, *scratch = rest
-    w_smem, a_smem, barrier = scratch[:nw], scratch[nw:-1], scratch[-1].at[0]
+    w_smem, a_smem, barriers = scratch[:nw], scratch[nw:-1], scratch[-1]
     num_steps, _, width = hs_ref.shape
     rows = k.rows()
-    valid_at, mask = _prologue(k, w_refs, w_smem, barrier, len_ref, mask_ref, width)
+    valid_at, mask = _prologue(k, w_refs, w_smem, barriers, len_ref, mask_ref, width)
     matmul = k.matmul(w_smem, a_smem)
 
     def step(t, h, now, prefetch):
@@ -216,10 +235,10 @@ def _adjoint_kernel(
     w_refs, (dh_last_ref, *rest) = rest[:nw], rest[nw:]
     mask_ref, *rest = rest if has_mask else [None, *rest]
     das_ref, dh0_ref, *scratch = rest
-    w_smem, a_smem, barrier = scratch[:nw], scratch[nw:-1], scratch[-1].at[0]
+    w_smem, a_smem, barriers = scratch[:nw], scratch[nw:-1], scratch[-1]
     num_steps, _, width = das_ref.shape
     rows = k.rows()
-    valid_at, mask = _prologue(k, w_refs, w_smem, barrier, len_ref, mask_ref, width)
+    valid_at, mask = _prologue(k, w_refs, w_smem, barriers, len_ref, mask_ref, width)
     matmul = k.matmul(w_smem, a_smem)
     act_grad = k.act.grad_from_output
     streams = ([] if act_grad is None else [hs_ref]) + ([] if dhs_ref is None else [dhs_ref])
@@ -257,6 +276,8 @@ def _sequential_call(
     ``state @ B``). The `(T, B, H)` output has ``streamed[0]``'s dtype."""
     t, b, h = streamed[0].shape
     dtype = jnp.dtype(streamed[0].dtype)
+    if t == 0:  # nothing to run: no steps, the state passes through
+        return jnp.zeros((0, b, h), dtype), per_row[0].astype(jnp.float32)
     split = dtype == jnp.float32
     hp = _round_up(h, _SWIZZLE // dtype.itemsize)
     bp = _round_up(b, ROWS)
@@ -282,11 +303,14 @@ def _sequential_call(
         ),
         scratch_types=[
             *[plgpu.SMEM((hp, hp), dtype, transforms=_swizzled(dtype.itemsize))] * len(w_parts),
-            *[operand] * (2 if split else 1),
-            plgpu.Barrier(num_barriers=1),
+            # the wgmma's state operand: float32 split in two; bfloat16 compiled: registers
+            *[operand] * (2 if split else 0 if interpret is None else 1),
+            plgpu.Barrier(num_barriers=len(w_parts)),
         ],
         grid=(bp // ROWS,),
         grid_names=("rows",),
+        # Lane semantics, the form verified here (jax 0.11 defaults to Warpgroup)
+        compiler_params=plgpu.CompilerParams(lowering_semantics=plgpu.LoweringSemantics.Lane),
         interpret=interpret,
         kernel_name=f"jrnn_{name}",
     )(*given, *streamed, *w_parts, *per_row)
