@@ -49,6 +49,7 @@ emulating TF32.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from functools import partial
@@ -67,10 +68,13 @@ __all__ = ["ROWS", "adjoint", "forward", "split_tf32", "tf32_hi"]
 ROWS = 64
 """Batch rows per CTA: the ``M`` of one Hopper ``wgmma`` (one warpgroup)."""
 _SWIZZLE = 128  # bytes: H is padded to whole 128-byte rows, the widest swizzle
-# plgpu.load's index: required in jax 0.10, optional (and deprecated) from 0.11
-_LOAD_TAKES_INDEX = (
-    inspect.signature(plgpu.load).parameters["idx"].default is inspect.Parameter.empty
-)
+
+
+@functools.cache
+def _load_takes_index() -> bool:
+    """plgpu.load's index: required in jax 0.10, optional (and deprecated) from 0.11."""
+    idx = inspect.signature(plgpu.load).parameters.get("idx")
+    return idx is not None and idx.default is inspect.Parameter.empty
 
 
 def tf32_hi(x: jax.Array) -> jax.Array:
@@ -121,7 +125,7 @@ class _Kernel:
         ``layout``), so it meets the accumulator without a relayout."""
         if self.interpret is not None:
             return ref[...]
-        index = ((),) if _LOAD_TAKES_INDEX else ()
+        index = ((),) if _load_takes_index() else ()
         return plgpu.load(ref, *index, layout=layout or plgpu.Layout.WGMMA, optimized=False)
 
     def valid_fn(self, len_ref: Any, width: int) -> Callable[[jax.Array], jax.Array] | None:
