@@ -219,7 +219,7 @@ def _forward_kernel(*refs, k: _Kernel, has_lengths: bool, has_mask: bool, nw: in
         (xw,) = now
         product, following = matmul(h if mask is None else h * mask, prefetch)
         h_new = k.fn(product + xw.astype(jnp.float32))
-        if valid_at is None:  # every step valid: h is dead once stored as the operand
+        if valid_at is None:  # every step valid: the old state is not kept
             hs_ref[t, rows] = h_new.astype(hs_ref.dtype)
             return h_new, following
         valid = valid_at(t)
