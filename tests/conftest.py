@@ -1,7 +1,10 @@
 import os
+import shutil
+import tempfile
 
 import jax
 import pytest
+from helpers import XLA_CACHE, xla_cache_options
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -21,3 +24,22 @@ def x64():
     """Runs the test with 64-bit types enabled, restoring the setting afterwards."""
     with jax.enable_x64(True):
         yield
+
+
+def pytest_configure(config):
+    """One persistent compilation cache for the session: its xdist workers and the
+    subprocesses that pass on :func:`helpers.xla_cache_env` load an executable that another
+    test compiled from the same program (the CLI runs, the eager scans) instead of compiling
+    it again. A cache in a fresh folder changes no result: it holds XLA's own output for
+    the same program, compiler and flags."""
+    if XLA_CACHE not in os.environ:  # the controller (or -n 0): the workers inherit it
+        os.environ[XLA_CACHE] = config._jrnn_xla_cache = tempfile.mkdtemp(prefix="jrnn-xla-")
+    for name, value in xla_cache_options().items():
+        jax.config.update(name, value)
+
+
+def pytest_unconfigure(config):
+    path = getattr(config, "_jrnn_xla_cache", None)
+    if path is not None:
+        os.environ.pop(XLA_CACHE, None)
+        shutil.rmtree(path, ignore_errors=True)

@@ -3,6 +3,7 @@ hypothesis strategy that draws random problems."""
 
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import jax
@@ -18,6 +19,29 @@ TOL = {
 }
 
 ACTS = {"tanh": np.tanh, "relu": lambda a: np.maximum(a, 0.0), "linear": lambda a: a}
+
+
+XLA_CACHE = "JRNN_TEST_XLA_CACHE"
+"""The environment variable holding the session's compilation cache folder (conftest.py)."""
+
+
+def xla_cache_options() -> dict:
+    """JAX's options for the session's persistent compilation cache: every executable is
+    kept. The size stays unbounded: a bound makes JAX scan the whole folder at every write
+    (quadratic in the thousands of entries of a run). Empty without the folder."""
+    path = os.environ.get(XLA_CACHE)
+    if not path:
+        return {}
+    return {
+        "jax_compilation_cache_dir": path,
+        "jax_persistent_cache_min_compile_time_secs": 0.0,
+        "jax_persistent_cache_min_entry_size_bytes": 0,
+    }
+
+
+def xla_cache_env() -> dict[str, str]:
+    """:func:`xla_cache_options` as environment variables, for a subprocess's JAX."""
+    return {name.upper(): str(value) for name, value in xla_cache_options().items()}
 
 
 def tol(dtype, kind: str) -> float:

@@ -14,6 +14,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from helpers import xla_cache_env
 
 import jrnn
 from jrnn.__main__ import main as jrnn_main
@@ -93,7 +94,7 @@ def test_resume_repeats_an_uninterrupted_run(tmp_path):
 
 
 def _cli(*args: str, **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **xla_cache_env()}
     options = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, "env": env}
     return subprocess.Popen(
         [sys.executable, "-m", "jrnn", "train", *SMALL, *args], **{**options, **kwargs}

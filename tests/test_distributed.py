@@ -13,6 +13,7 @@ import textwrap
 
 import jax
 import pytest
+from helpers import xla_cache_env
 
 from jrnn.distributed import batch_mesh, shard_batch
 from jrnn.train import Batch
@@ -21,6 +22,7 @@ ENV = {
     **os.environ,
     "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"),
     "JAX_PLATFORMS": "cpu",
+    **xla_cache_env(),
 }
 
 SHARDED_STEP = textwrap.dedent(

@@ -20,12 +20,13 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from helpers import xla_cache_env
 
 import jrnn
 from jrnn import cli, distributed
 from jrnn.launch import child_env, free_port, launch
 
-ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1", **xla_cache_env()}
 ENV.pop("XLA_FLAGS", None)
 TRAIN = ["--seq-len", "10", "--hidden", "8", "--batch", "16", "--schedule", "constant",
          "--no-progress"]  # fmt: skip

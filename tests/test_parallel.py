@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,7 +24,21 @@ def _loss(fn, **options):
     return loss
 
 
-@settings(max_examples=6)  # each example compiles four functions (the float32 grid covers more)
+@partial(jax.jit, static_argnames=("method", "activation", "reverse", "time_major"))
+def _both_ways(params, xs, h0, lengths, *, method, **options):
+    """The sequential and the parallel forward and gradients, in one compiled function (run
+    eagerly, the gradients would compile op by op)."""
+    options["lengths"] = lengths
+    sequential = jrnn.forward(params, xs, h0, **options)
+    par = parallel.forward(params, xs, h0, method=method, **options)
+    ref = jax.grad(_loss(jrnn.forward, **options), argnums=(0, 1, 2))(params, xs, h0)
+    grads = jax.grad(_loss(parallel.rnn, method=method, **options), argnums=(0, 1, 2))(
+        params, xs, h0
+    )
+    return sequential, par, ref, grads
+
+
+@settings(max_examples=6)  # each example compiles its own function (the float32 grid covers more)
 @given(
     spec=specs(steps=(1, 16), batch=(1, 3), features=(3, 3), hidden=(1, 6)),
     method=st.sampled_from(parallel.METHODS),
@@ -31,15 +47,13 @@ def test_parallel_equals_sequential_float64(spec, method):
     with jax.enable_x64(True):
         params, xs, h0, lengths = spec.problem(recurrent_scale=0.5)
         options = spec.options(lengths)
-        hs, h_last = jrnn.forward(params, xs, h0, **options)
-        phs, ph_last, info = parallel.forward(params, xs, h0, method=method, **options)
+        options.pop("lengths")
+        (hs, h_last), (phs, ph_last, info), ref, grads = _both_ways(
+            params, xs, h0, lengths, method=method, **options
+        )
         assert bool(info.converged) and not bool(info.fell_back)
         assert rel_err(phs, hs) < tol(np.float64, "forward")
         assert rel_err(ph_last, h_last) < tol(np.float64, "forward")
-        ref = jax.grad(_loss(jrnn.forward, **options), argnums=(0, 1, 2))(params, xs, h0)
-        grads = jax.grad(_loss(parallel.rnn, method=method, **options), argnums=(0, 1, 2))(
-            params, xs, h0
-        )
         assert tree_rel_err(grads, ref) < tol(np.float64, "grad")
 
 
@@ -71,8 +85,8 @@ def test_parallel_equals_sequential_float32(method, activation):
     assert bool(info.converged)
     # the iteration stops at tol = 1e-5 (relative): the states agree to about that
     assert rel_err(phs, hs) < 1e-4 and rel_err(ph_last, h_last) < 1e-4
-    ref = jax.grad(_loss(jrnn.forward, **options), argnums=(0, 1, 2))(params, xs, h0)
-    grads = jax.grad(_loss(parallel.rnn, method=method, **options), argnums=(0, 1, 2))(
+    ref = jax.jit(jax.grad(_loss(jrnn.forward, **options), argnums=(0, 1, 2)))(params, xs, h0)
+    grads = jax.jit(jax.grad(_loss(parallel.rnn, method=method, **options), argnums=(0, 1, 2)))(
         params, xs, h0
     )
     assert tree_rel_err(grads, ref) < 1e-4
@@ -134,8 +148,8 @@ def test_chaotic_rnn_falls_back_instead_of_returning_nan(method):
     assert not bool(info.converged) and bool(info.fell_back)
     np.testing.assert_array_equal(phs, hs)
     np.testing.assert_array_equal(ph_last, h_last)
-    grads = jax.grad(_loss(parallel.rnn, method=method), argnums=(0, 1))(params, xs, None)
-    ref = jax.grad(_loss(jrnn.forward), argnums=(0, 1))(params, xs, None)
+    grads = jax.jit(jax.grad(_loss(parallel.rnn, method=method), argnums=(0, 1)))(params, xs, None)
+    ref = jax.jit(jax.grad(_loss(jrnn.forward), argnums=(0, 1)))(params, xs, None)
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
     assert tree_rel_err(grads, ref) < 1e-4  # large (1e6) but finite, and the same
 

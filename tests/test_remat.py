@@ -1,6 +1,7 @@
 """rnn(..., remat=k): the segment-recomputing BPTT gives the plain BPTT's values and gradients."""
 
 import itertools
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -14,16 +15,21 @@ import jrnn
 import jrnn.bptt
 
 
+@partial(jax.jit, static_argnames=("remat", "loss_kind", "activation", "reverse", "time_major"))
 def _grads(params, xs, h0, lengths, remat, loss_kind="all", **kw):
+    """The loss, its gradients and ``rnn``'s outputs, compiled once per shape and options
+    (the plain BPTT's once for all the ``k`` it is compared with)."""
+
     def loss(p, x, h):
-        hs, h_last = jrnn.rnn(p, x, h, lengths=lengths, remat=remat, **kw)
+        hs, h_last = outputs = jrnn.rnn(p, x, h, lengths=lengths, remat=remat, **kw)
         out = 0.5 * jnp.sum(h_last**2)
         if loss_kind == "all":
             out = out + jnp.sum(jnp.sin(hs))
-        return out
+        return out, outputs
 
-    value, grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(params, xs, h0)
-    outputs = jrnn.rnn(params, xs, h0, lengths=lengths, remat=remat, **kw)
+    (value, outputs), grads = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(
+        params, xs, h0
+    )
     return value, grads, outputs
 
 

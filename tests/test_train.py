@@ -229,6 +229,20 @@ def _stream(key, batch=3, steps=10, f=3, o=2, lengths=None):
     )
 
 
+@jax.jit
+def _chunk_value_and_grad(params, piece, h):
+    """One chunk's loss and gradient from the state ``h`` (no gradient through it), its final
+    states as aux; compiled once per chunk shape."""
+
+    def loss(p):
+        value, (_, finals) = loss_and_metrics(
+            p, piece, jax.lax.stop_gradient(h), return_sequences=True
+        )
+        return value, finals
+
+    return jax.value_and_grad(loss, has_aux=True)(params)
+
+
 def _manual_chunks(params, batch, k, h0=None):
     """Truncated BPTT by hand: a Python loop over chunks, the state stop-gradiented."""
     t = batch.inputs.shape[1]
@@ -242,14 +256,7 @@ def _manual_chunks(params, batch, k, h0=None):
         stop = min(start + k, t)
         lengths = None if batch.lengths is None else np.clip(batch.lengths - start, 0, stop - start)
         piece = Batch(batch.inputs[:, start:stop], batch.targets[:, start:stop], lengths)
-
-        def loss(p, piece=piece, h=h):
-            value, (_, finals) = loss_and_metrics(
-                p, piece, jax.lax.stop_gradient(h), return_sequences=True
-            )
-            return value, finals
-
-        (value, h), g = jax.value_and_grad(loss, has_aux=True)(params)
+        (value, h), g = _chunk_value_and_grad(params, piece, h)
         grads.append(g)
         losses.append(value)
     return grads, np.array(losses), h
