@@ -299,6 +299,37 @@ def test_three_tf32_products_reach_float32_accuracy(hidden):
     assert rel_err(mm(a, w), exact) > 1e-4  # one TF32 product would not
 
 
+# each example interprets two Mosaic GPU kernels (a few seconds): a handful of examples
+@settings(deadline=None, max_examples=min(6, settings.default.max_examples))
+@given(
+    steps=st.integers(1, 6),
+    batch=st.sampled_from([1, 5, 64, 65]),
+    hidden=st.integers(1, 40),
+    activation=st.sampled_from(["tanh", "relu", "linear"]),
+    reverse=st.booleans(),
+    with_lengths=st.booleans(),
+    with_mask=st.booleans(),
+    with_dhs=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_hopper_kernels_equal_the_scan_loops(
+    steps, batch, hidden, activation, reverse, with_lengths, with_mask, with_dhs, seed
+):
+    xw, w, h0, lengths, mask, dhs = _kernel_case(steps, batch, hidden, seed=seed)
+    lengths, mask = (lengths if with_lengths else None), (mask if with_mask else None)
+    dhs = dhs if with_dhs else None
+    dh_last = jnp.flip(h0, 1)
+    call = kernels.Call(get_activation(activation), reverse, 1, "hopper", InterpretGPUParams())
+    hs, h_last = hopper.forward(xw, w, h0, lengths, mask, call)
+    das, dh0 = hopper.adjoint(hs, dhs, dh_last, w, lengths, mask, call)
+    ref_hs, ref_last, ref_das, ref_dh0 = _scan_reference(
+        xw, w, h0, lengths, mask, jnp.zeros_like(hs) if dhs is None else dhs, dh_last,
+        activation, reverse,
+    )  # fmt: skip
+    assert rel_err(hs, ref_hs) <= F32 and rel_err(h_last, ref_last) <= F32
+    assert rel_err(das, ref_das) <= F32 and rel_err(dh0, ref_dh0) <= F32
+
+
 def test_kernel_adjoint_without_a_cotangent_on_hs():
     xw, w, h0, lengths, _, _ = _kernel_case(6, 3, 8, seed=1)
     call = kernels.Call(get_activation("tanh"), False, 2, "tpu", pltpu.InterpretParams())
