@@ -192,15 +192,17 @@ class _Kernel:
         return _unrolled_loop(at, (state, load_at(time(0))), n, self.unroll)[0]
 
 
-def _prologue(k: _Kernel, w_refs, w_smem, barriers, len_ref, mask_ref, width: int):
+def _prologue(k: _Kernel, w_refs, scratch, len_ref, mask_ref, width: int):
     """Loads the weights into SMEM (TMA, every copy in flight at once) and the tile's
-    lengths and mask into registers; returns ``(valid_at, mask)``."""
+    lengths and mask into registers; returns ``(valid_at, mask, matmul)``."""
+    nw = len(w_refs)
+    w_smem, a_smem, barriers = scratch[:nw], scratch[nw:-1], scratch[-1]
     for i, (src, dst) in enumerate(zip(w_refs, w_smem, strict=True)):
         plgpu.copy_gmem_to_smem(src, dst, barriers.at[i])
-    for i in range(len(w_refs)):
+    for i in range(nw):
         plgpu.barrier_wait(barriers.at[i])
     mask = None if mask_ref is None else k.load(mask_ref.at[k.rows()]).astype(jnp.float32)
-    return k.valid_fn(len_ref, width), mask
+    return k.valid_fn(len_ref, width), mask, k.matmul(w_smem, a_smem)
 
 
 def _forward_kernel(*refs, k: _Kernel, has_lengths: bool, has_mask: bool, nw: int) -> None:
@@ -209,11 +211,9 @@ def _forward_kernel(*refs, k: _Kernel, has_lengths: bool, has_mask: bool, nw: in
     w_refs, (h0_ref, *rest) = rest[:nw], rest[nw:]
     mask_ref, *rest = rest if has_mask else [None, *rest]
     hs_ref, h_last_ref, *scratch = rest
-    w_smem, a_smem, barriers = scratch[:nw], scratch[nw:-1], scratch[-1]
     num_steps, _, width = hs_ref.shape
     rows = k.rows()
-    valid_at, mask = _prologue(k, w_refs, w_smem, barriers, len_ref, mask_ref, width)
-    matmul = k.matmul(w_smem, a_smem)
+    valid_at, mask, matmul = _prologue(k, w_refs, scratch, len_ref, mask_ref, width)
 
     def step(t, h, now, prefetch):
         (xw,) = now
@@ -239,11 +239,9 @@ def _adjoint_kernel(
     w_refs, (dh_last_ref, *rest) = rest[:nw], rest[nw:]
     mask_ref, *rest = rest if has_mask else [None, *rest]
     das_ref, dh0_ref, *scratch = rest
-    w_smem, a_smem, barriers = scratch[:nw], scratch[nw:-1], scratch[-1]
     num_steps, _, width = das_ref.shape
     rows = k.rows()
-    valid_at, mask = _prologue(k, w_refs, w_smem, barriers, len_ref, mask_ref, width)
-    matmul = k.matmul(w_smem, a_smem)
+    valid_at, mask, matmul = _prologue(k, w_refs, scratch, len_ref, mask_ref, width)
     act_grad = k.act.grad_from_output
     streams = ([] if act_grad is None else [hs_ref]) + ([] if dhs_ref is None else [dhs_ref])
 
