@@ -429,7 +429,9 @@ def test_a_checkpoint_that_cannot_be_written_is_reported_and_the_last_kept(tmp_p
     if not _file_size_limit_is_enforced(tmp_path):
         pytest.skip("this kernel does not enforce RLIMIT_FSIZE (see the in-process test below)")
     out = tmp_path / "run"
-    wide = ["--hidden", "128"]  # its checkpoint is well above the 40 kB limit
+    # its arrays are well above the 40 kB limit, even compressed (at 128 the checkpoint could
+    # be split into files just under it)
+    wide = ["--hidden", "256"]
     assert _run(out, *wide, "--steps", "20") == 0
     before = _digest(out / "checkpoints")
     proc = _limited("run", "train", *SMALL, *wide, "--steps", "40", "--resume", "--out", str(out))

@@ -135,7 +135,8 @@ def test_ctrl_c_stops_the_job_together_and_it_resumes_bit_for_bit(two_by_two, tm
 
 def test_a_killed_process_stops_the_others_and_the_checkpoint_stays_loadable(tmp_path):
     """Process 1 of a job started by hand is killed mid-run: process 0 exits non-zero with
-    JAX's message within 60 s (heartbeat timeout 5 s), and the last checkpoint loads."""
+    JAX's (or gloo's) message within 60 s (heartbeat timeout 5 s), and the last checkpoint
+    loads."""
     out = tmp_path / "run"
     options = [*TRAIN, "--steps", "100000", "--log-every", "10", "--eval-every", "100000",
                "--checkpoint-every", "20", "--heartbeat-timeout", "5", "--out", str(out)]  # fmt: skip
@@ -153,7 +154,10 @@ def test_a_killed_process_stops_the_others_and_the_checkpoint_stays_loadable(tmp
             p.communicate()
     assert procs[0].returncode != 0
     assert waited < 60, waited
-    assert "another task died" in err or "unhealthy" in err, err[-3000:]
+    # Whichever runtime notices first ends process 0: JAX's coordination service (the
+    # heartbeat) or, when process 1 died inside a collective, gloo on the broken connection
+    # (seen in CI: "gloo::EnforceNotMet ... Received data size doesn't match expected size")
+    assert any(m in err for m in ("another task died", "unhealthy", "gloo::")), err[-3000:]
     run = jrnn.load_run(out)  # the last committed checkpoint, whole
     assert run.step >= 20 and run.step % 20 == 0
     assert all(np.isfinite(a).all() for a in _params(out))

@@ -7,6 +7,7 @@ import pytest
 from helpers import random_problem, rel_err, tree_rel_err
 
 import jrnn
+import jrnn.parallel
 import jrnn.vjp
 
 
@@ -177,3 +178,38 @@ def test_nan_in_padded_steps_reaches_no_value_or_gradient(x64, fn, reverse):
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
     assert tree_rel_err(grads, ref) <= 1e-12
     np.testing.assert_array_equal(np.asarray(grads[1])[1, 2:], 0.0)  # padded inputs: no gradient
+
+
+EAGER = {
+    "forward": jrnn.forward,
+    "rnn": jrnn.rnn,
+    "rnn-remat": lambda *a, **k: jrnn.rnn(*a, remat=2, **k),
+    "parallel.rnn": jrnn.parallel.rnn,
+}
+
+
+@pytest.mark.parametrize("name", EAGER)
+def test_eager_calls_compile_once(name):
+    """Called outside jit, the entry points (and jax.grad through them) compile their loops
+    once per shape and options, not at every call (a loop body traced anew per call would
+    give XLA a new program each time: ~0.5 s a call on CPU)."""
+    params, xs, h0, lengths = random_problem(
+        jax.random.PRNGKey(3), steps=6, dtype=np.float32, with_lengths=True
+    )
+    loss = _loss(EAGER[name], reverse=True)
+    grad = jax.grad(loss)
+    compiles = []
+
+    def listener(event, duration, **_):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(duration)
+
+    for round_ in range(2):  # the first round compiles; the second must find it all cached
+        if round_ == 1:
+            jax.monitoring.register_event_duration_secs_listener(listener)
+        try:
+            jax.block_until_ready((loss(params, xs, h0, lengths), grad(params, xs, h0, lengths)))
+        finally:
+            if round_ == 1:
+                jax.monitoring.unregister_event_duration_listener(listener)
+    assert compiles == [], f"{name}: {len(compiles)} compiles in a second eager call"

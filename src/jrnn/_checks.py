@@ -108,6 +108,9 @@ class Options:
         unroll: the loop unroll factor (an int >= 1 or ``True``).
         layout: where the time axis of ``xs`` and ``hs`` lies: ``"btf"`` or ``"tbf"``.
         impl: ``"scan"`` (the loops) or ``"pallas"`` (the kernels); ``"auto"`` is resolved.
+        kernels: with ``impl="pallas"``, the kernel forms per platform, read when the call
+            is prepared (:func:`jrnn.fused.kernel_forms`): part of the static key of the
+            jitted loops, so a changed ``$JRNN_GPU_KERNELS`` counts at the next call.
     """
 
     act: Activation
@@ -115,6 +118,7 @@ class Options:
     unroll: int | bool = 1
     layout: str = "btf"
     impl: str = "scan"
+    kernels: tuple[tuple[str, object], ...] | None = None
 
     @property
     def axis(self) -> int:
@@ -418,7 +422,12 @@ def prepare(
     if mask is not None:
         mask = jnp.reshape(jnp.asarray(mask, dtype), (batch, h))
     impl = _resolve_impl(o["impl"], dtype, h) if "impl" in accepted else "scan"
-    opts = Options(act, bool(o["reverse"]), o["unroll"], layout, impl)
+    forms = None
+    if impl == "pallas":
+        from jrnn.fused import kernel_forms  # jrnn.fused imports this module
+
+        forms = kernel_forms()
+    opts = Options(act, bool(o["reverse"]), o["unroll"], layout, impl, forms)
     return Prepared(Operands(params, xs, h0, lengths, mask), opts, batched, time_major)
 
 

@@ -54,6 +54,7 @@ def _gram(a: jax.Array, b: jax.Array) -> jax.Array:
     )
 
 
+@partial(jax.jit, static_argnums=4)
 def _adjoint_loop(
     ops: Operands,
     hs: jax.Array,

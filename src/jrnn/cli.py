@@ -385,6 +385,10 @@ class _Run:
     # process 0 of a multi-process job (or the only process) writes the logs, plots and
     # result.json and prints; every process trains, evaluates and checkpoints
     primary: bool = True
+    # metrics.png as last drawn: how many rows it showed, and when (time.monotonic(); at
+    # first the run's opening: a run shorter than PLOT_EVERY_S draws it once, at the end)
+    plotted_rows: int = 0
+    plotted_at: float = dataclasses.field(default_factory=time.monotonic)
 
     @property
     def task(self) -> Task:
@@ -675,7 +679,7 @@ def _close(run: _Run, *, quiet: bool = False) -> None:
         if not quiet:
             raise
     if run.rows and run.primary:
-        _try_plot(run)
+        _try_plot(run, final=True)
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
@@ -927,7 +931,7 @@ def _report(run: _Run) -> None:
         final = _test_row(run, test_set, step)
         run.log(final)
         if run.primary:
-            _try_plot(run)
+            _try_plot(run, final=True)
     baseline = {"loss": task.baseline(run.config.seq_len), "predicts": task.baseline_name}
     if task.baseline_accuracy is not None:
         baseline["accuracy"] = task.baseline_accuracy(run.config.seq_len)
@@ -1002,7 +1006,18 @@ def figure(rows: list[dict[str, Any]], config: RunConfig, step: int) -> Any:
     return fig
 
 
-def _try_plot(run: _Run) -> None:
+PLOT_EVERY_S = 30.0
+"""During training, metrics.png is redrawn at a test row at most this often (a drawing
+takes about a second, the whole of a short run's chunk); at the end, always."""
+
+
+def _try_plot(run: _Run, *, final: bool = False) -> None:
+    """Redraws metrics.png if rows came since the last drawing, and (unless ``final``) at
+    least :data:`PLOT_EVERY_S` seconds passed since it."""
+    if len(run.rows) == run.plotted_rows:
+        return
+    if not final and time.monotonic() - run.plotted_at < PLOT_EVERY_S:
+        return
     try:
         import matplotlib.pyplot as plt
 
@@ -1011,3 +1026,4 @@ def _try_plot(run: _Run) -> None:
         plt.close(fig)
     except Exception as err:  # a plot must never end or mask a training run
         print(f"jrnn train: warning: could not draw metrics.png: {err}", file=sys.stderr)
+    run.plotted_rows, run.plotted_at = len(run.rows), time.monotonic()

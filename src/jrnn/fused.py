@@ -49,7 +49,9 @@ def gpu_kernels() -> str:
     ``$JRNN_GPU_KERNELS`` decides if set. Otherwise ``"mosaic"`` when every local CUDA
     device is a Hopper GPU (compute capability 9.0: its ``wgmma`` instructions), or when
     there is no local CUDA device (a cross-platform lowering targets Hopper), else
-    ``"triton"`` (Ampere, Ada, Blackwell). Read when a program is traced.
+    ``"triton"`` (Ampere, Ada, Blackwell). Read at each call of the entry points
+    (``jrnn.forward``, ``jrnn.rnn``, ...) with ``impl="pallas"``; inside a jitted
+    function, when that is traced.
 
     Raises:
         ValueError: ``$JRNN_GPU_KERNELS`` is neither ``mosaic`` nor ``triton``.
@@ -65,6 +67,21 @@ def gpu_kernels() -> str:
         return "mosaic"
     hopper_only = all(getattr(d, "compute_capability", "") == "9.0" for d in devices)
     return "mosaic" if hopper_only else "triton"
+
+
+def kernel_forms() -> tuple[tuple[str, object], ...]:
+    """The kernel form ``impl="pallas"`` runs per platform, as ``(form, interpret)`` for
+    CPU, TPU, CUDA and ROCm (in :data:`PLATFORMS`' order); ``form`` is a
+    :mod:`jrnn.kernels` platform or ``"hopper"`` (:mod:`jrnn.hopper`).
+
+    Read when a call is prepared: the CUDA choice is :func:`gpu_kernels`'.
+    """
+    cuda = "hopper" if gpu_kernels() == "mosaic" else "gpu"
+    return (_CPU_FORM, ("tpu", False), (cuda, False), ("gpu", False))
+
+
+PLATFORMS = ("cpu", "tpu", "cuda", "rocm")
+"""The platforms of :func:`kernel_forms`, in its order."""
 
 
 def _kernel_call(opts: Options, platform: str, interpret: object) -> kernels.Call:
@@ -92,12 +109,14 @@ def _per_platform(name: str, opts: Options, *args):
 
         return run_on
 
+    forms = opts.kernels if opts.kernels is not None else kernel_forms()
+    operands = [a for a in args if a is not None]
+    if forms[0][0] == "hopper":
+        # the tests' CPU form, the Mosaic GPU interpret mode: its callbacks' IO effect
+        # cannot sit in a platform switch under vmap, so it runs alone (CPU only)
+        return branch(*forms[0])(*operands)
     return lax.platform_dependent(
-        *(a for a in args if a is not None),
-        cpu=branch(*_CPU_FORM),
-        tpu=branch("tpu", False),
-        cuda=branch("hopper" if gpu_kernels() == "mosaic" else "gpu", False),
-        rocm=branch("gpu", False),
+        *operands, **{p: branch(*f) for p, f in zip(PLATFORMS, forms, strict=True)}
     )
 
 

@@ -235,6 +235,7 @@ def _solver(
     return _Solver(method, tol, atol, max_iter, bool(fallback), backward)
 
 
+@partial(jax.jit, static_argnums=(1, 2))
 def _forward_tm(ops: Operands, opts: Options, solver: _Solver):
     """Time-major parallel forward: outputs `(T, B, H)` (zero at padded steps), ``h_last``
     and the info."""
@@ -271,6 +272,7 @@ def _sequential_carried(ops: Operands, opts: Options):
     return carried
 
 
+@partial(jax.jit, static_argnums=4)
 def _adjoint_tm(ops: Operands, out_t, dhs_t, dh_last, opts: Options):
     """Time-major parallel BPTT. ``out_t``: the forward's outputs (zeros at padded steps)."""
     (w_x, w_h, _), xs_t, h0, lengths, _ = ops

@@ -50,6 +50,7 @@ def _stack_to_sequence(stacked: jax.Array, axis: int) -> jax.Array:
     return jnp.swapaxes(stacked, 0, 1).reshape(b, n * k, *stacked.shape[3:])
 
 
+@partial(jax.jit, static_argnums=(1, 2))
 def _segments_forward(ops: Operands, opts: Options, k: int):
     """Runs the segments in order; returns (hs, h_last, states entering each segment)."""
     axis = opts.axis
@@ -77,12 +78,17 @@ def _remat_fwd(ops, opts, k):
 
 def _remat_bwd(opts, k, residuals, cotangents):
     ops, entering = residuals
-    dhs, dh_last = cotangents
+    dhs, dh_last = (None if isinstance(ct, SymbolicZero) else ct for ct in cotangents)
+    return (_segments_adjoint(ops, entering, dhs, dh_last, opts, k),)
+
+
+@partial(jax.jit, static_argnums=(4, 5))
+def _segments_adjoint(ops, entering, dhs, dh_last, opts: Options, k: int) -> Operands:
+    """The segments' BPTT in reverse (each segment's forward re-run from its entering
+    state); ``dhs``/``dh_last``: the cotangents or ``None`` (zero)."""
     axis = opts.axis
     n = ops.xs.shape[axis] // k
-    if isinstance(dhs, SymbolicZero):
-        dhs = None
-    if isinstance(dh_last, SymbolicZero):
+    if dh_last is None:
         dh_last = jnp.zeros(entering.shape[1:], entering.dtype)
 
     def seg(carry, inp):
@@ -99,7 +105,7 @@ def _remat_bwd(opts, k, residuals, cotangents):
         seg, (dh_last, zeros), (jnp.arange(n), entering), reverse=not opts.reverse
     )
     # lengths and the mask get no gradient
-    return (Operands(dparams, _stack_to_sequence(dxs, axis), dh0, None, None),)
+    return Operands(dparams, _stack_to_sequence(dxs, axis), dh0, None, None)
 
 
 _remat_core.defvjp(_remat_fwd, _remat_bwd, symbolic_zeros=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from functools import partial
 from pathlib import Path
 
 import jax
@@ -92,17 +93,18 @@ def initial_state(config: RunConfig) -> tuple[optax.GradientTransformation, Trai
     task = get_task(config.task)
     optimizer = build_optimizer(config)
     key_params, run_key = jax.random.split(jax.random.PRNGKey(config.seed))
-    params = init_model(
-        key_params,
-        task.input_size,
-        config.hidden,
-        task.output_size,
+    init = partial(
+        init_model,
+        input_size=task.input_size,
+        hidden_size=config.hidden,
+        output_size=task.output_size,
         num_layers=config.layers,
         kernel_init=config.kernel_init,
         recurrent_init=config.recurrent_init,
         bias_init=config.bias_init,
         head_init=config.kernel_init,
     )
+    params = jax.jit(init)(key_params)  # one compiled program, not one per eager op
     state = TrainState(params, optimizer.init(params), jnp.asarray(0, jnp.int32), run_key)
     return optimizer, state
 

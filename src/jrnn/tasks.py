@@ -177,7 +177,8 @@ def _synthetic_test_set(
     size: int = 1000,
 ) -> Batch:
     seq_len = default_seq_len if seq_len is None else seq_len
-    return sample(jax.random.PRNGKey(TEST_KEY), size, seq_len)
+    # one compiled program (as the training batches are drawn), not one per eager op
+    return jax.jit(sample, static_argnums=(1, 2))(jax.random.PRNGKey(TEST_KEY), size, seq_len)
 
 
 class Task(NamedTuple):
