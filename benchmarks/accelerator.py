@@ -45,7 +45,7 @@ import compare
 from compare import _cpu_model, _versions, median_ms
 
 import jrnn
-from jrnn import fused, kernels
+from jrnn import _forms, kernels
 
 BATCH, STEPS, HIDDEN = (1, 8, 64, 256), (100, 1000, 10000), (32, 64, 128, 256, 512)
 DTYPES = ("float32", "bfloat16")
@@ -60,15 +60,15 @@ def _jax_peer(apply: Callable, params: Any, xs: jax.Array) -> tuple[Callable, Ca
 @contextlib.contextmanager
 def _gpu_kernels(form: str):
     """``$JRNN_GPU_KERNELS`` set to ``form`` (unset if empty) for the duration."""
-    before = os.environ.pop(fused.GPU_KERNELS_VAR, None)
+    before = os.environ.pop(_forms.GPU_KERNELS_VAR, None)
     if form:
-        os.environ[fused.GPU_KERNELS_VAR] = form
+        os.environ[_forms.GPU_KERNELS_VAR] = form
     try:
         yield
     finally:
-        os.environ.pop(fused.GPU_KERNELS_VAR, None)
+        os.environ.pop(_forms.GPU_KERNELS_VAR, None)
         if before is not None:
-            os.environ[fused.GPU_KERNELS_VAR] = before
+            os.environ[_forms.GPU_KERNELS_VAR] = before
 
 
 def make_jrnn(impl: str, key, xs: jax.Array, hidden: int, gpu_kernels: str = ""):

@@ -4,7 +4,7 @@ import tempfile
 
 import jax
 import pytest
-from helpers import XLA_CACHE, xla_cache_options
+from helpers import XLA_CACHE, XLA_TEST_FLAG, xla_cache_options
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -27,11 +27,16 @@ def x64():
 
 
 def pytest_configure(config):
-    """One persistent compilation cache for the session: its xdist workers and the
+    """XLA's CPU backend at -O0 (:data:`helpers.XLA_TEST_FLAG`), and one persistent
+    compilation cache for the session: its xdist workers and the
     subprocesses that pass on :func:`helpers.xla_cache_env` load an executable that another
     test compiled from the same program (the CLI runs, the eager scans) instead of compiling
     it again. A cache in a fresh folder changes no result: it holds XLA's own output for
     the same program, compiler and flags."""
+    # before any computation starts the CPU backend; the workers and subprocesses inherit it
+    flags = os.environ.get("XLA_FLAGS", "")
+    if XLA_TEST_FLAG not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {XLA_TEST_FLAG}".strip()
     if XLA_CACHE not in os.environ:  # the controller (or -n 0): the workers inherit it
         os.environ[XLA_CACHE] = config._jrnn_xla_cache = tempfile.mkdtemp(prefix="jrnn-xla-")
     for name, value in xla_cache_options().items():

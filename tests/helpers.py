@@ -21,6 +21,12 @@ TOL = {
 ACTS = {"tanh": np.tanh, "relu": lambda a: np.maximum(a, 0.0), "linear": lambda a: a}
 
 
+XLA_TEST_FLAG = "--xla_backend_optimization_level=0"
+"""Added to ``XLA_FLAGS`` for the test session (conftest.py): LLVM compiles the CPU programs
+without optimising them, a fifth less compile time, which is most of the suite's time. The
+tests check the programs' results (at every optimisation level XLA's own passes run the
+same), never their speed."""
+
 XLA_CACHE = "JRNN_TEST_XLA_CACHE"
 """The environment variable holding the session's compilation cache folder (conftest.py)."""
 

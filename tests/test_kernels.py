@@ -22,14 +22,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import rel_err, specs, tree_rel_err
+from helpers import XLA_TEST_FLAG, rel_err, specs, tree_rel_err
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax._src.pallas.mosaic_gpu.interpret.params import InterpretGPUParams
 from jax.experimental.pallas import tpu as pltpu
+from tpu_aot import TOPOLOGIES
 
 import jrnn
-from jrnn import fused, hopper, kernels
+from jrnn import _forms, hopper, kernels
 from jrnn._checks import prepare
 from jrnn.activations import get_activation
 from jrnn.model import init_model
@@ -220,7 +221,7 @@ def test_hopper_kernels_over_several_row_tiles(activation, reverse, with_mask):
 def test_rnn_and_its_gradients_through_the_hopper_kernels(monkeypatch, dtype, options):
     # jrnn.rnn(impl="pallas") with the Mosaic GPU kernels (interpret mode) in the CPU branch:
     # the custom_vjp, the operand layouts, the padding and the dtypes around them
-    monkeypatch.setattr(fused, "_CPU_FORM", ("hopper", InterpretGPUParams()))
+    monkeypatch.setattr(_forms, "CPU_FORM", ("hopper", InterpretGPUParams()))
     options = dict(options)
     params, xs, h0 = _small(seed=4, batch=5, steps=6, hidden=20)
     mask = None
@@ -244,7 +245,7 @@ def test_rnn_and_its_gradients_through_the_hopper_kernels(monkeypatch, dtype, op
 
 def test_vmap_through_the_hopper_kernels(monkeypatch):
     # per-example gradients of an ensemble: vmap over the params (W_h batched) and the data
-    monkeypatch.setattr(fused, "_CPU_FORM", ("hopper", InterpretGPUParams()))
+    monkeypatch.setattr(_forms, "CPU_FORM", ("hopper", InterpretGPUParams()))
     params, xs, h0 = _small(seed=6, batch=3, steps=5, hidden=12)
     ensemble = jax.tree.map(lambda a: jnp.stack([a, 0.8 * a]), params)
     grads = jax.vmap(jax.grad(lambda p, x: _loss(p, x, h0, impl="pallas")), in_axes=(0, None))
@@ -268,13 +269,13 @@ def test_the_tf32_split_is_exact(mantissa, exponent, sign):
 
 
 def test_the_gpu_kernels_choice(monkeypatch):
-    monkeypatch.delenv(fused.GPU_KERNELS_VAR, raising=False)
-    assert fused.gpu_kernels() == "mosaic"  # no CUDA device here: lowerings target Hopper
-    monkeypatch.setenv(fused.GPU_KERNELS_VAR, "triton")
-    assert fused.gpu_kernels() == "triton"
-    monkeypatch.setenv(fused.GPU_KERNELS_VAR, "cudnn")
+    monkeypatch.delenv(_forms.GPU_KERNELS_VAR, raising=False)
+    assert _forms.gpu_kernels() == "mosaic"  # no CUDA device here: lowerings target Hopper
+    monkeypatch.setenv(_forms.GPU_KERNELS_VAR, "triton")
+    assert _forms.gpu_kernels() == "triton"
+    monkeypatch.setenv(_forms.GPU_KERNELS_VAR, "cudnn")
     with pytest.raises(ValueError, match="JRNN_GPU_KERNELS must be 'mosaic' or 'triton'"):
-        fused.gpu_kernels()
+        _forms.gpu_kernels()
 
 
 def _as_tf32(x: np.ndarray) -> np.ndarray:
@@ -539,7 +540,7 @@ LOWERINGS = pytest.mark.parametrize(
 def test_lowers_for_the_accelerator(
     monkeypatch, platform, gpu_kernels, marker, batch, steps, hidden, dtype, options
 ):
-    monkeypatch.setenv(fused.GPU_KERNELS_VAR, gpu_kernels)
+    monkeypatch.setenv(_forms.GPU_KERNELS_VAR, gpu_kernels)
     params = jrnn.init_params(jax.random.PRNGKey(0), 4, hidden, dtype=dtype)
     time_major = options.get("time_major", False)
     xs = jnp.ones((steps, batch, 4) if time_major else (batch, steps, 4), dtype)
@@ -570,28 +571,31 @@ LIBTPU = os.environ.get("JRNN_LIBTPU_DIR")
 @pytest.mark.skipif(
     not LIBTPU, reason="JRNN_LIBTPU_DIR names no libtpu folder (.ci/run installs one)"
 )
-@pytest.mark.parametrize("topology", ["v5p:2x2x1", "v5e:2x2", "v6e:2x2"])
-def test_compiles_for_tpu_without_a_tpu(topology):
+def test_compiles_for_tpu_without_a_tpu():
     # In a subprocess: libtpu on the path registers the TPU plugin, which no other test wants.
     here = Path(__file__).resolve().parent
     path = os.pathsep.join([LIBTPU, str(here.parent / "src"), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "PYTHONPATH": path, "TPU_ACCELERATOR_TYPE": "v5litepod-4",
            "TPU_WORKER_HOSTNAMES": "localhost"}  # fmt: skip
+    # the TPU compiler at its own optimisation level, as users get it
+    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace(XLA_TEST_FLAG, "").strip()
     proc = subprocess.run(
-        [sys.executable, str(here / "tpu_aot.py"), topology],
+        [sys.executable, str(here / "tpu_aot.py")],
         env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
-    compiled = [line for line in proc.stdout.splitlines() if line.startswith("compiled")]
-    assert len(compiled) == 10, proc.stdout
-    for line in compiled:  # the compiled programs hold the Mosaic kernels they should
-        assert "jrnn_forward: yes" in line, line
-        assert ("jrnn_adjoint: yes" in line) == line.startswith("compiled grad"), line
+    for topology, cases in TOPOLOGIES.items():  # forward and grad of each case
+        compiled = [line for line in proc.stdout.splitlines()
+                    if line.startswith(f"{topology} compiled")]  # fmt: skip
+        assert len(compiled) == 2 * len(cases), proc.stdout
+        for line in compiled:  # the compiled programs hold the Mosaic kernels they should
+            assert "jrnn_forward: yes" in line, line
+            assert ("jrnn_adjoint: yes" in line) == (" compiled grad " in line), line
 
 
 @LOWERINGS
 def test_vmapped_gradients_lower_for_the_accelerator(monkeypatch, platform, gpu_kernels, marker):
-    monkeypatch.setenv(fused.GPU_KERNELS_VAR, gpu_kernels)
+    monkeypatch.setenv(_forms.GPU_KERNELS_VAR, gpu_kernels)
     # vmap adds a grid axis in front of the kernel's own (and its dimension semantics)
     params, xs, h0 = _small(seed=8, batch=4, steps=9)
     per_example = jax.vmap(

@@ -2,7 +2,8 @@
 deviceless AOT compile): the Mosaic compiler runs in full, VMEM limits and layouts
 included. Run by test_kernels.py in a subprocess with libtpu on the path.
 
-    python tests/tpu_aot.py v5e:2x2
+    python tests/tpu_aot.py              # every topology of TOPOLOGIES, its cases
+    python tests/tpu_aot.py v5p:2x2x1    # one topology, every case
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ CASES = [
     (1, 10000, 128, jnp.float32, {}),  # one row: VMEM pads it to a whole tile
 ]
 
+
+# Every case on one generation; on the others the cases that meet what differs between
+# them (VMEM size, MXU shape, bf16 on the VPU): the largest f32 and the bf16 limit. One
+# process for all: libtpu starts once.
+TOPOLOGIES = {"v5e:2x2": CASES, "v5p:2x2x1": CASES[1:3], "v6e:2x2": CASES[1:3]}
 
 KERNELS = ("jrnn_forward", "jrnn_adjoint")
 
@@ -63,15 +69,16 @@ def compile_case(device, batch, steps, hidden, dtype, options) -> list[str]:
     return lines
 
 
-def main(topology: str) -> int:
-    desc = topologies.get_topology_desc(platform="tpu", topology_name=topology)
-    device = desc.devices[0]
-    print(f"{topology}: {device.device_kind}", flush=True)
-    for case in CASES:
-        for line in compile_case(device, *case):
-            print(line, flush=True)
+def main(chosen: dict) -> int:
+    for topology, cases in chosen.items():
+        desc = topologies.get_topology_desc(platform="tpu", topology_name=topology)
+        device = desc.devices[0]
+        print(f"{topology}: {device.device_kind}", flush=True)
+        for case in cases:
+            for line in compile_case(device, *case):
+                print(f"{topology} {line}", flush=True)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main({sys.argv[1]: CASES} if len(sys.argv) > 1 else TOPOLOGIES))

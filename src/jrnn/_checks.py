@@ -29,6 +29,7 @@ import numpy as np
 from jaxtyping import ArrayLike, Float, Int
 
 from jrnn import kernels
+from jrnn._forms import kernel_forms
 from jrnn._validate import as_array, check_float, concrete, positive_int
 from jrnn.activations import Activation, get_activation
 from jrnn.params import RNNParams
@@ -109,7 +110,7 @@ class Options:
         layout: where the time axis of ``xs`` and ``hs`` lies: ``"btf"`` or ``"tbf"``.
         impl: ``"scan"`` (the loops) or ``"pallas"`` (the kernels); ``"auto"`` is resolved.
         kernels: with ``impl="pallas"``, the kernel forms per platform, read when the call
-            is prepared (:func:`jrnn.fused.kernel_forms`): part of the static key of the
+            is prepared (:func:`jrnn._forms.kernel_forms`): part of the static key of the
             jitted loops, so a changed ``$JRNN_GPU_KERNELS`` counts at the next call.
     """
 
@@ -422,11 +423,7 @@ def prepare(
     if mask is not None:
         mask = jnp.reshape(jnp.asarray(mask, dtype), (batch, h))
     impl = _resolve_impl(o["impl"], dtype, h) if "impl" in accepted else "scan"
-    forms = None
-    if impl == "pallas":
-        from jrnn.fused import kernel_forms  # jrnn.fused imports this module
-
-        forms = kernel_forms()
+    forms = kernel_forms() if impl == "pallas" else None
     opts = Options(act, bool(o["reverse"]), o["unroll"], layout, impl, forms)
     return Prepared(Operands(params, xs, h0, lengths, mask), opts, batched, time_major)
 

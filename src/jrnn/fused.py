@@ -12,14 +12,13 @@ operands (caller layout, see :mod:`jrnn._checks`) into the kernels' operands and
 The kernel form is picked by the platform a program is lowered for
 (``lax.platform_dependent``), not by the default backend: the Mosaic TPU kernels on
 TPU; on CUDA the Mosaic GPU kernels (:mod:`jrnn.hopper`) for Hopper GPUs and the Triton
-kernels for the others (:func:`gpu_kernels`); the Triton kernels on ROCm; and on CPU
+kernels for the others (:func:`jrnn._forms.gpu_kernels`); the Triton kernels on ROCm; and on CPU
 the TPU kernels in Pallas' interpret mode. A cross-platform lowering
 (``.lower(lowering_platforms=("tpu",))`` on this CPU) therefore sees the real kernel.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import jax
@@ -28,60 +27,9 @@ from jax import lax
 
 from jrnn import hopper, kernels
 from jrnn._checks import Operands, Options
+from jrnn._forms import PLATFORMS, kernel_forms
 
 __all__: list[str] = []  # used through impl="pallas"
-
-# On CPU: the TPU kernels in Pallas' HLO interpreter. Not the TPU interpret mode: its
-# callbacks carry an ordered effect that breaks the platform_dependent lowering for TPU or
-# CUDA on this host, and it is 100x slower; the tests run it on the kernels directly, and
-# the Hopper kernels in the Mosaic GPU interpret mode by replacing this (form, interpret).
-_CPU_FORM: tuple[str, object] = ("tpu", True)
-
-
-GPU_KERNELS_VAR = "JRNN_GPU_KERNELS"
-"""The environment variable that overrides :func:`gpu_kernels`: ``mosaic`` or ``triton``."""
-
-
-def gpu_kernels() -> str:
-    """Which kernels ``impl="pallas"`` runs on CUDA: ``"mosaic"`` (Pallas Mosaic GPU,
-    :mod:`jrnn.hopper`) or ``"triton"`` (:mod:`jrnn.kernels`' GPU form).
-
-    ``$JRNN_GPU_KERNELS`` decides if set. Otherwise ``"mosaic"`` when every local CUDA
-    device is a Hopper GPU (compute capability 9.0: its ``wgmma`` instructions), or when
-    there is no local CUDA device (a cross-platform lowering targets Hopper), else
-    ``"triton"`` (Ampere, Ada, Blackwell). Read at each call of the entry points
-    (``jrnn.forward``, ``jrnn.rnn``, ...) with ``impl="pallas"``; inside a jitted
-    function, when that is traced.
-
-    Raises:
-        ValueError: ``$JRNN_GPU_KERNELS`` is neither ``mosaic`` nor ``triton``.
-    """
-    chosen = os.environ.get(GPU_KERNELS_VAR, "")
-    if chosen:
-        if chosen not in ("mosaic", "triton"):
-            raise ValueError(f"${GPU_KERNELS_VAR} must be 'mosaic' or 'triton', got {chosen!r}")
-        return chosen
-    try:
-        devices = jax.local_devices(backend="cuda")
-    except RuntimeError:  # no CUDA backend in this process
-        return "mosaic"
-    hopper_only = all(getattr(d, "compute_capability", "") == "9.0" for d in devices)
-    return "mosaic" if hopper_only else "triton"
-
-
-def kernel_forms() -> tuple[tuple[str, object], ...]:
-    """The kernel form ``impl="pallas"`` runs per platform, as ``(form, interpret)`` for
-    CPU, TPU, CUDA and ROCm (in :data:`PLATFORMS`' order); ``form`` is a
-    :mod:`jrnn.kernels` platform or ``"hopper"`` (:mod:`jrnn.hopper`).
-
-    Read when a call is prepared: the CUDA choice is :func:`gpu_kernels`'.
-    """
-    cuda = "hopper" if gpu_kernels() == "mosaic" else "gpu"
-    return (_CPU_FORM, ("tpu", False), (cuda, False), ("gpu", False))
-
-
-PLATFORMS = ("cpu", "tpu", "cuda", "rocm")
-"""The platforms of :func:`kernel_forms`, in its order."""
 
 
 def _kernel_call(opts: Options, platform: str, interpret: object) -> kernels.Call:

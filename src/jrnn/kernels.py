@@ -22,7 +22,7 @@ What each kernel keeps on chip, per batch tile of ``Bt`` rows:
   block spans the whole hidden axis), ``Tc`` sized to keep the streamed blocks under
   4 MiB of VMEM.
 * **GPU** (Triton: GPUs other than Hopper, whose form is :mod:`jrnn.hopper`, in Mosaic
-  GPU; see :func:`jrnn.fused.gpu_kernels`): one program per batch tile of ``Bt = 16`` rows runs
+  GPU; see :func:`jrnn._forms.gpu_kernels`): one program per batch tile of ``Bt = 16`` rows runs
   all ``T`` steps; ``W_h`` is loaded once into registers and the state stays in
   registers; each step loads ``xw_t`` (or ``h_t``, ``g_t``) and stores ``h_t`` (or
   ``dA_t``). ``B`` and ``H`` are padded to powers of two (at least 16, Triton's smallest
