@@ -50,6 +50,26 @@ def _assert_same_state(a: Path, b: Path) -> None:
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))  # bit for bit
 
 
+@pytest.mark.parametrize("every_s, drawn", [(1e9, [40]), (0.0, [20, 40])])
+def test_metrics_png_is_redrawn_at_most_every_plot_every_s(tmp_path, monkeypatch, every_s, drawn):
+    """A test row redraws the plot only PLOT_EVERY_S after the last drawing (or the run's
+    start); the end always draws what it has not drawn yet, once."""
+    import jrnn.cli
+
+    steps = []
+    figure = jrnn.cli.figure
+
+    def counted(rows, config, step):
+        steps.append(step)
+        return figure(rows, config, step)
+
+    monkeypatch.setattr(jrnn.cli, "figure", counted)
+    monkeypatch.setattr(jrnn.cli, "PLOT_EVERY_S", every_s)
+    assert _run(tmp_path / "run", "--steps", "40") == 0  # test rows at 0, 20 and 40
+    assert steps == drawn
+    assert (tmp_path / "run" / "metrics.png").exists()
+
+
 @pytest.mark.parametrize("task", ["adding", "copy", "sine", "digits"])
 def test_train_writes_the_run(tmp_path, task, capsys):
     extra = ["--task", task, "--steps", "40"]
