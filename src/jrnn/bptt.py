@@ -32,7 +32,7 @@ from typing import Any, Unpack
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.custom_derivatives import CustomVJPPrimal
+from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
 from jaxtyping import Array, ArrayLike, Float
 
 from jrnn import fused
@@ -209,3 +209,9 @@ def _primal_values(tree: Any) -> Any:
     With ``symbolic_zeros=True``, ``custom_vjp`` hands its fwd rule each leaf wrapped so.
     """
     return jax.tree.map(lambda a: a.value, tree, is_leaf=lambda a: isinstance(a, CustomVJPPrimal))
+
+
+def _zeros_as_none(cotangents: Any) -> Any:
+    """The cotangents a ``custom_vjp`` (``symbolic_zeros=True``) hands its bwd rule, each
+    symbolic zero as ``None``: the adjoint then skips it instead of materialising zeros."""
+    return tuple(None if isinstance(ct, SymbolicZero) else ct for ct in cotangents)

@@ -27,7 +27,7 @@ from jax import lax
 
 from jrnn import hopper, kernels
 from jrnn._checks import Operands, Options
-from jrnn._forms import PLATFORMS, kernel_forms
+from jrnn._forms import PLATFORMS
 
 __all__: list[str] = []  # used through impl="pallas"
 
@@ -57,7 +57,8 @@ def _per_platform(name: str, opts: Options, *args):
 
         return run_on
 
-    forms = opts.kernels if opts.kernels is not None else kernel_forms()
+    forms = opts.kernels
+    assert forms is not None, "prepare() sets the kernel forms of impl='pallas'"
     operands = [a for a in args if a is not None]
     if forms[0][0] == "hopper":
         # the tests' CPU form, the Mosaic GPU interpret mode: its callbacks' IO effect

@@ -23,10 +23,9 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.custom_derivatives import SymbolicZero
 
 from jrnn._checks import Operands, Options
-from jrnn.bptt import _adjoint_loop, _primal_values
+from jrnn.bptt import _adjoint_loop, _primal_values, _zeros_as_none
 from jrnn.forward import _forward_loop
 
 __all__: list[str] = []  # used through jrnn.rnn(..., remat=k)
@@ -78,7 +77,7 @@ def _remat_fwd(ops, opts, k):
 
 def _remat_bwd(opts, k, residuals, cotangents):
     ops, entering = residuals
-    dhs, dh_last = (None if isinstance(ct, SymbolicZero) else ct for ct in cotangents)
+    dhs, dh_last = _zeros_as_none(cotangents)
     return (_segments_adjoint(ops, entering, dhs, dh_last, opts, k),)
 
 

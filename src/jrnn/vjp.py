@@ -12,12 +12,11 @@ from functools import partial
 from typing import Unpack
 
 import jax
-from jax.custom_derivatives import SymbolicZero
 from jaxtyping import Array, ArrayLike, Float
 
 from jrnn._checks import Operands, Options, ScanOptions, prepare
 from jrnn._validate import positive_int
-from jrnn.bptt import _adjoint_loop, _primal_values
+from jrnn.bptt import _adjoint_loop, _primal_values, _zeros_as_none
 from jrnn.forward import _forward_loop
 from jrnn.params import RNNParams
 from jrnn.remat import _remat_rnn
@@ -40,7 +39,7 @@ def _rnn_core_bwd(opts: Options, residuals, cotangents):
     ops, hs = residuals
     # A loss that reads only h_last (or only hs) leaves the other cotangent a symbolic zero:
     # skip it instead of materialising a (T, B, H) buffer of zeros.
-    dhs, dh_last = (None if isinstance(ct, SymbolicZero) else ct for ct in cotangents)
+    dhs, dh_last = _zeros_as_none(cotangents)
     dparams, dxs, dh0 = _adjoint_loop(ops, hs, dhs, dh_last, opts)
     return (Operands(dparams, dxs, dh0, None, None),)  # lengths and the mask: no gradient
 
