@@ -5,7 +5,7 @@ pass and the train step (the gradient of ``0.5 * sum(hs**2)`` with respect to th
 params) of:
 
 1. ``jrnn.rnn(..., impl="pallas")``: one forward kernel, one adjoint kernel (on a
-   Hopper GPU the Mosaic GPU kernels, :mod:`jrnn.hopper`);
+   Hopper GPU the Mosaic GPU kernels, `jrnn._src.kernels.mosaic_gpu`);
 2. ``pallas-triton``: the same with the Triton kernels (``JRNN_GPU_KERNELS=triton``;
    GPUs only: elsewhere it is reported as skipped);
 3. ``jrnn.rnn(..., impl="scan")``: the ``lax.fori_loop`` path;
@@ -45,7 +45,8 @@ import compare
 from compare import _cpu_model, _versions, median_ms
 
 import jrnn
-from jrnn import _forms, kernels
+from jrnn._src.kernels import common as kernels
+from jrnn._src.kernels import forms as _forms
 
 BATCH, STEPS, HIDDEN = (1, 8, 64, 256), (100, 1000, 10000), (32, 64, 128, 256, 512)
 DTYPES = ("float32", "bfloat16")

@@ -2,7 +2,7 @@
 
 The first thing to run on a GPU or TPU: the tests check the kernels in interpret mode on
 a CPU, and only a device compiles them for real (PTX, Mosaic). For each kernel form of
-this platform (on CUDA both: ``mosaic``, the Hopper kernels, and ``triton``), each dtype
+this platform (on CUDA both: ``mosaic_gpu``, the Hopper kernels, and ``triton``), each dtype
 and each set of options it compares the outputs and the gradients of ``w_x``, ``w_h``,
 ``b``, ``xs`` and ``h0`` of ``jrnn.rnn(..., impl="pallas")`` with ``impl="scan"`` at
 ``Precision.HIGHEST`` (float32; bfloat16 against the float32 scan), prints one line a
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accelerator import _gpu_kernels, device_name
 
 import jrnn
-from jrnn import kernels
+from jrnn._src.kernels import common as kernels
 
 BOUND = {"float32": 1e-5, "bfloat16": 3e-2}
 # (B, T, H): several row tiles of every kernel form, H up to each dtype's limit
@@ -91,7 +91,7 @@ def check(form: str, shape, dtype: str, name: str) -> tuple[float | None, str]:
     cast = lambda tree: jax.tree.map(lambda a: a.astype(dtype), tree)
     params_d, xs_d, h0_d, mask_d = cast((params, xs, h0, mask))
     try:
-        with _gpu_kernels(form if form in ("mosaic", "triton") else ""):
+        with _gpu_kernels(form if form in ("mosaic_gpu", "triton") else ""):
             got = _outputs_and_grads(params_d, xs_d, h0_d, mask_d, "pallas", kwargs)
     except Exception as err:  # a compile error is the finding: report it, go on
         traceback.print_exc(limit=3)
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", nargs="+", choices=sorted(BOUND), default=sorted(BOUND))
     parser.add_argument("--options", nargs="+", choices=list(OPTIONS), default=list(OPTIONS))
     args = parser.parse_args(argv)
-    forms = args.forms or (["mosaic", "triton"] if jax.default_backend() == "gpu" else ["auto"])
+    forms = args.forms or (["mosaic_gpu", "triton"] if jax.default_backend() == "gpu" else ["auto"])
     shapes = SMOKE_SHAPES if args.smoke else SHAPES
     print(f"# kernel check on {device_name()}, jax {jax.__version__}", flush=True)
     failed = 0

@@ -54,17 +54,17 @@ def _assert_same_state(a: Path, b: Path) -> None:
 def test_metrics_png_is_redrawn_at_most_every_plot_every_s(tmp_path, monkeypatch, every_s, drawn):
     """A test row redraws the plot only PLOT_EVERY_S after the last drawing (or the run's
     start); the end always draws what it has not drawn yet, once."""
-    import jrnn.cli
+    import jrnn.cli.plot
 
     steps = []
-    figure = jrnn.cli.figure
+    figure = jrnn.cli.plot.figure
 
     def counted(rows, config, step):
         steps.append(step)
         return figure(rows, config, step)
 
-    monkeypatch.setattr(jrnn.cli, "figure", counted)
-    monkeypatch.setattr(jrnn.cli, "PLOT_EVERY_S", every_s)
+    monkeypatch.setattr(jrnn.cli.plot, "figure", counted)
+    monkeypatch.setattr(jrnn.cli.plot, "PLOT_EVERY_S", every_s)
     assert _run(tmp_path / "run", "--steps", "40") == 0  # test rows at 0, 20 and 40
     assert steps == drawn
     assert (tmp_path / "run" / "metrics.png").exists()
@@ -498,7 +498,7 @@ def test_an_enospc_while_writing_the_run_is_one_line(tmp_path, capsys, monkeypat
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "config.json")
 
-    monkeypatch.setattr(cli, "write_config", full)
+    monkeypatch.setattr(cli.rundir, "write_config", full)
     assert _run(tmp_path / "run", "--steps", "20") == 2
     err = capsys.readouterr().err
     assert "error: cannot write in --out" in err and "No space left on device" in err
@@ -576,7 +576,8 @@ def test_impl_pallas_trains_as_the_scan_path_and_refuses_data_parallel(tmp_path,
     assert abs(finals["pallas"] - finals["scan"]) <= 1e-4 * abs(finals["scan"])
     assert jrnn.load_run(tmp_path / "pallas").evaluate()["loss"] == finals["pallas"]
     assert _run(tmp_path / "dp", "--impl", "pallas", "--data-parallel") == 2
-    assert "--data-parallel does not take --impl pallas yet" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--data-parallel: data parallel training does not take impl='pallas' yet" in err
     with pytest.raises(SystemExit):
         _run(tmp_path / "bad", "--impl", "cuda")
     assert "--impl: invalid choice: 'cuda' (choose from" in capsys.readouterr().err

@@ -115,8 +115,8 @@ def test_a_flax_checkpoint_loads_unchanged_both_ways():
 
 def test_gradients_run_jrnns_hand_written_bptt(monkeypatch):
     calls = []
-    adjoint = jrnn.vjp._adjoint_loop
-    monkeypatch.setattr(jrnn.vjp, "_adjoint_loop", lambda *a: calls.append(1) or adjoint(*a))
+    adjoint = jrnn._src.bptt.adjoint_loop
+    monkeypatch.setattr(jrnn._src.bptt, "adjoint_loop", lambda *a: calls.append(1) or adjoint(*a))
     _, mine = _models()
     x, _, _ = _inputs()
     variables = mine.init(jax.random.key(0), x)

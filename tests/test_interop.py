@@ -325,14 +325,19 @@ import jrnn
 from jrnn.interop import from_keras, to_keras
 assert "keras" not in sys.modules
 params = jrnn.init_params(jax.random.PRNGKey(0), 3, 4)
-layer = to_keras(params)
+try:
+    layer = to_keras(params)
+except RuntimeError as e:
+    print("refused:", e)
+    assert "KERAS_BACKEND" not in os.environ  # jrnn chose no backend for the user
+    raise SystemExit(0)
 import keras
 assert keras.backend.backend() == "jax", keras.backend.backend()
-assert os.environ["KERAS_BACKEND"] == "jax"
 back = from_keras(layer).layers[0]
 assert all(np.array_equal(a, b) for a, b in zip(back, params))
 print("ok")
 """
+
 
 _KERAS_OTHER = """
 import keras
@@ -359,12 +364,17 @@ def _python(code, tmp_path, **env):
     )
 
 
-def test_to_keras_imports_keras_on_the_jax_backend(tmp_path):
-    """No KERAS_BACKEND and keras not imported: jrnn sets the JAX backend first (over a
-    keras.json that names another)."""
-    run = _python(_KERAS_FRESH, tmp_path)
+def test_to_keras_imports_keras_on_the_backend_the_user_chose(tmp_path):
+    """KERAS_BACKEND=jax: the layer is built on the JAX backend (over a keras.json that names
+    another). Unset: jrnn writes no environment; keras.json's torch backend is refused, with
+    the one line that says what to set."""
+    run = _python(_KERAS_FRESH, tmp_path, KERAS_BACKEND="jax")
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.strip() == "ok"
+    run = _python(_KERAS_FRESH, tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "refused: keras runs on the 'torch' backend" in run.stdout
+    assert "Set KERAS_BACKEND=jax before keras is first imported" in run.stdout
 
 
 @pytest.mark.parametrize("backend", ["numpy", "torch"])

@@ -15,6 +15,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import jax
@@ -30,8 +31,10 @@ from jax.experimental.pallas import tpu as pltpu
 from tpu_aot import TOPOLOGIES
 
 import jrnn
-from jrnn import _forms, hopper, kernels
-from jrnn._checks import prepare
+from jrnn._src.kernels import common, forms, mosaic_gpu, tpu, triton
+from jrnn._src.kernels.common import Call, Form, Tuning
+from jrnn._src.options import prepare
+from jrnn._src.rnn import rnn_core
 from jrnn.activations import get_activation
 from jrnn.model import init_model
 
@@ -39,18 +42,34 @@ F32 = 1e-5  # the issue's bound: relative, every output and gradient
 BF16 = 3e-2  # bfloat16 streams (8 bits of mantissa) against a float32 reference
 
 
-def _loss(params, xs, h0, mask=None, **options):
-    hs, h_last = jrnn.rnn(params, xs, h0, recurrent_mask=mask, **options)
+def _with_forms(kernel_forms):
+    """``jrnn.rnn`` with the kernel forms of ``impl="pallas"`` given instead of chosen (the
+    CPU form, the tile sizes): the tests' hook into the call's static options."""
+
+    def run(params, xs, h0=None, **options):
+        p = prepare(params, xs, h0, options, caller="rnn")
+        opts = p.opts if p.opts.impl != "pallas" else replace(p.opts, forms=kernel_forms)
+        hs, h_last = rnn_core(p.ops, opts)
+        return p.hs_to_caller(hs), p.state_to_caller(h_last)
+
+    return run
+
+
+# the Mosaic GPU kernels in their interpret mode, alone: its callbacks' IO effect cannot sit
+# in a platform switch under vmap
+MOSAIC_GPU_INTERPRETED = _with_forms((Form("mosaic_gpu", InterpretGPUParams()),) * 4)
+
+
+def _loss(params, xs, h0, mask=None, rnn=jrnn.rnn, **options):
+    hs, h_last = rnn(params, xs, h0, recurrent_mask=mask, **options)
     return jnp.sum(jnp.sin(hs.astype(jnp.float32))) + 0.5 * jnp.sum(h_last.astype(jnp.float32) ** 2)
 
 
-def _outputs_and_grads(params, xs, h0, mask, **options):
-    outputs = jax.jit(lambda p, x, h: jrnn.rnn(p, x, h, recurrent_mask=mask, **options))(
-        params, xs, h0
-    )
-    grads = jax.jit(jax.grad(lambda p, x, h: _loss(p, x, h, mask, **options), argnums=(0, 1, 2)))(
-        params, xs, h0
-    )
+def _outputs_and_grads(params, xs, h0, mask, rnn=jrnn.rnn, **options):
+    outputs = jax.jit(lambda p, x, h: rnn(p, x, h, recurrent_mask=mask, **options))(params, xs, h0)
+    grads = jax.jit(
+        jax.grad(lambda p, x, h: _loss(p, x, h, mask, rnn, **options), argnums=(0, 1, 2))
+    )(params, xs, h0)
     return outputs, grads
 
 
@@ -70,7 +89,7 @@ def _problem(spec, dtype=np.float32, with_mask=False):
 @given(
     spec=specs(batch=(1, 5), steps=(1, 9), features=(1, 3), hidden=(1, 6), h0=True,
                time_major=True),
-    hidden=st.sampled_from([None, 17, kernels.MAX_HIDDEN[jnp.dtype(jnp.float32)]]),
+    hidden=st.sampled_from([None, 17, common.MAX_HIDDEN[jnp.dtype(jnp.float32)]]),
     with_mask=st.booleans(),
     unroll=st.sampled_from([1, 1, 3]),
     batched=st.booleans(),
@@ -122,7 +141,7 @@ def _bf16_problem(key):
 
 
 def test_pallas_bfloat16_at_its_hidden_limit_runs():
-    hidden = kernels.MAX_HIDDEN[jnp.dtype(jnp.bfloat16)]
+    hidden = common.MAX_HIDDEN[jnp.dtype(jnp.bfloat16)]
     params = jrnn.init_params(jax.random.PRNGKey(0), 2, hidden, dtype=jnp.bfloat16)
     xs = jnp.ones((2, 3, 2), jnp.bfloat16)
     hs, _ = jrnn.rnn(params, xs, impl="pallas")
@@ -154,31 +173,32 @@ def _scan_reference(xw, w, h0, lengths, mask, dhs, dh_last, act, reverse):
     return hs, h_last, dxw, dh0
 
 
+# small tiles and time blocks, so the TPU grid has several of each
+SMALL_TILES = Tuning(tpu_max_tile=8, tpu_stream_bytes=2 * 3 * 16 * 128 * 4 * 4)  # 4 steps
+
+
 @pytest.mark.parametrize(
-    "platform,interpret",
-    [("tpu", pltpu.InterpretParams(detect_races=True)), ("gpu", True)],
-    ids=["tpu-interpret", "gpu-interpret"],
+    "form",
+    [Form("tpu", pltpu.InterpretParams(detect_races=True), SMALL_TILES), Form("triton", True)],
+    ids=["tpu-interpret", "triton-interpret"],
 )
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("activation", ["tanh", "relu", "linear"])
-def test_kernels_over_several_tiles_and_time_blocks(
-    monkeypatch, platform, interpret, reverse, activation
-):
-    # small tiles and time blocks, so the grid has several of each
-    monkeypatch.setattr(kernels, "_TPU_MAX_TILE", 8)
-    monkeypatch.setattr(kernels, "_TPU_STREAM_BYTES", 2 * 3 * 16 * 128 * 4 * 4)  # 4 steps
+def test_kernels_over_several_tiles_and_time_blocks(form, reverse, activation):
     t, b, h = 11, 19, 24  # 3 batch tiles (one padded); 3 time blocks of the adjoint (one
     # padded), 2 of the forward (one stream fewer: blocks of 6 steps)
     xw, w, h0, lengths, mask, dhs = _kernel_case(t, b, h)
     dh_last = jnp.flip(h0, 1)
-    call = kernels.Call(get_activation(activation), reverse, 1, platform, interpret)
-    tiles = kernels._tiling(t, b, h, 3, call)
-    if platform == "tpu":
+    call = Call(get_activation(activation), reverse, 1, form)
+    if form.name == "tpu":
+        tiles = tpu.tiling(t, b, h, 3, call)
         assert tiles.tc == 4 and tiles.tp == 12 and tiles.bt == 8 and tiles.bp == 24
     else:
+        tiles = triton.tiling(b, h)
         assert tiles.bp // tiles.bt == 2 and tiles.hp == 32
-    hs, h_last = kernels.forward(xw, w, h0, lengths, mask, call)
-    das, dh0 = kernels.adjoint(hs, dhs, dh_last, w, lengths, mask, call)
+    module = tpu if form.name == "tpu" else triton
+    hs, h_last = module.forward(xw, w, h0, lengths, mask, call)
+    das, dh0 = module.adjoint(hs, dhs, dh_last, w, lengths, mask, call)
     ref_hs, ref_last, ref_das, ref_dh0 = _scan_reference(
         xw, w, h0, lengths, mask, dhs, dh_last, activation, reverse
     )
@@ -198,9 +218,9 @@ def test_hopper_kernels_over_several_row_tiles(activation, reverse, with_mask):
     if not with_mask:
         lengths, mask, dhs = None, None, None
     dh_last = jnp.flip(h0, 1)
-    call = kernels.Call(get_activation(activation), reverse, 2, "hopper", InterpretGPUParams())
-    hs, h_last = hopper.forward(xw, w, h0, lengths, mask, call)
-    das, dh0 = hopper.adjoint(hs, dhs, dh_last, w, lengths, mask, call)
+    call = Call(get_activation(activation), reverse, 2, Form("mosaic_gpu", InterpretGPUParams()))
+    hs, h_last = mosaic_gpu.forward(xw, w, h0, lengths, mask, call)
+    das, dh0 = mosaic_gpu.adjoint(hs, dhs, dh_last, w, lengths, mask, call)
     dhs_ref = jnp.zeros_like(hs) if dhs is None else dhs
     ref_hs, ref_last, ref_das, ref_dh0 = _scan_reference(
         xw, w, h0, lengths, mask, dhs_ref, dh_last, activation, reverse
@@ -218,10 +238,9 @@ def test_hopper_kernels_over_several_row_tiles(activation, reverse, with_mask):
         (jnp.bfloat16, {"lengths": True, "reverse": True}),
     ],
 )
-def test_rnn_and_its_gradients_through_the_hopper_kernels(monkeypatch, dtype, options):
-    # jrnn.rnn(impl="pallas") with the Mosaic GPU kernels (interpret mode) in the CPU branch:
+def test_rnn_and_its_gradients_through_the_hopper_kernels(dtype, options):
+    # jrnn.rnn(impl="pallas") with the Mosaic GPU kernels (interpret mode):
     # the custom_vjp, the operand layouts, the padding and the dtypes around them
-    monkeypatch.setattr(_forms, "CPU_FORM", ("hopper", InterpretGPUParams()))
     options = dict(options)
     params, xs, h0 = _small(seed=4, batch=5, steps=6, hidden=20)
     mask = None
@@ -236,19 +255,21 @@ def test_rnn_and_its_gradients_through_the_hopper_kernels(monkeypatch, dtype, op
     cast = lambda t: jax.tree.map(lambda a: None if a is None else a.astype(dtype), t)
     up = lambda t: jax.tree.map(lambda a: a.astype(jnp.float32), t)
     params, xs, h0, mask = cast((params, xs, h0, mask))
-    got = _outputs_and_grads(params, xs, h0, mask, impl="pallas", **options)
+    got = _outputs_and_grads(params, xs, h0, mask, MOSAIC_GPU_INTERPRETED, impl="pallas", **options)
     want = _outputs_and_grads(up(params), up(xs), up(h0), mask, impl="scan", **options)
     bound = F32 if dtype == jnp.float32 else BF16
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         assert a.dtype == dtype and rel_err(up(a), b) <= bound
 
 
-def test_vmap_through_the_hopper_kernels(monkeypatch):
+def test_vmap_through_the_hopper_kernels():
     # per-example gradients of an ensemble: vmap over the params (W_h batched) and the data
-    monkeypatch.setattr(_forms, "CPU_FORM", ("hopper", InterpretGPUParams()))
     params, xs, h0 = _small(seed=6, batch=3, steps=5, hidden=12)
     ensemble = jax.tree.map(lambda a: jnp.stack([a, 0.8 * a]), params)
-    grads = jax.vmap(jax.grad(lambda p, x: _loss(p, x, h0, impl="pallas")), in_axes=(0, None))
+    grads = jax.vmap(
+        jax.grad(lambda p, x: _loss(p, x, h0, rnn=MOSAIC_GPU_INTERPRETED, impl="pallas")),
+        in_axes=(0, None),
+    )
     want = jax.vmap(jax.grad(lambda p, x: _loss(p, x, h0, impl="scan")), in_axes=(0, None))
     assert tree_rel_err(grads(ensemble, xs), want(ensemble, xs)) <= F32
 
@@ -261,7 +282,7 @@ def test_vmap_through_the_hopper_kernels(monkeypatch):
 )
 def test_the_tf32_split_is_exact(mantissa, exponent, sign):
     x = np.float32(sign * (1 + mantissa / (1 << 23)) * 2.0**exponent)
-    hi, lo = jax.jit(hopper.split_tf32)(jnp.float32(x))
+    hi, lo = jax.jit(mosaic_gpu.split_tf32)(jnp.float32(x))
     hi, lo = np.float32(hi), np.float32(lo)
     assert hi + lo == x  # exactly, in float32
     assert hi.view(np.uint32) & 0x1FFF == 0  # hi fits TF32: its low 13 mantissa bits are 0
@@ -269,13 +290,15 @@ def test_the_tf32_split_is_exact(mantissa, exponent, sign):
 
 
 def test_the_gpu_kernels_choice(monkeypatch):
-    monkeypatch.delenv(_forms.GPU_KERNELS_VAR, raising=False)
-    assert _forms.gpu_kernels() == "mosaic"  # no CUDA device here: lowerings target Hopper
-    monkeypatch.setenv(_forms.GPU_KERNELS_VAR, "triton")
-    assert _forms.gpu_kernels() == "triton"
-    monkeypatch.setenv(_forms.GPU_KERNELS_VAR, "cudnn")
-    with pytest.raises(ValueError, match="JRNN_GPU_KERNELS must be 'mosaic' or 'triton'"):
-        _forms.gpu_kernels()
+    monkeypatch.delenv(forms.GPU_KERNELS_VAR, raising=False)
+    assert forms.gpu_kernels() == "mosaic_gpu"  # no CUDA device here: lowerings target Hopper
+    monkeypatch.setenv(forms.GPU_KERNELS_VAR, "triton")
+    assert forms.gpu_kernels() == "triton"
+    monkeypatch.setenv(forms.GPU_KERNELS_VAR, "mosaic")  # the earlier name
+    assert forms.gpu_kernels() == "mosaic_gpu"
+    monkeypatch.setenv(forms.GPU_KERNELS_VAR, "cudnn")
+    with pytest.raises(ValueError, match="JRNN_GPU_KERNELS must be one of mosaic_gpu, triton"):
+        forms.gpu_kernels()
 
 
 def _as_tf32(x: np.ndarray) -> np.ndarray:
@@ -292,7 +315,7 @@ def test_three_tf32_products_reach_float32_accuracy(hidden):
     w = (rng.normal(size=(hidden, hidden)) / np.sqrt(hidden)).astype(np.float32)
     exact = a.astype(np.float64) @ w.astype(np.float64)
     (a_hi, a_lo), (w_hi, w_lo) = (
-        map(np.asarray, hopper.split_tf32(jnp.asarray(m))) for m in (a, w)
+        map(np.asarray, mosaic_gpu.split_tf32(jnp.asarray(m))) for m in (a, w)
     )
     mm = lambda x, y: _as_tf32(x).astype(np.float64) @ _as_tf32(y).astype(np.float64)
     three = mm(a_hi, w_hi) + mm(a_hi, w_lo) + mm(a_lo, w_hi)
@@ -320,9 +343,9 @@ def test_hopper_kernels_equal_the_scan_loops(
     lengths, mask = (lengths if with_lengths else None), (mask if with_mask else None)
     dhs = dhs if with_dhs else None
     dh_last = jnp.flip(h0, 1)
-    call = kernels.Call(get_activation(activation), reverse, 1, "hopper", InterpretGPUParams())
-    hs, h_last = hopper.forward(xw, w, h0, lengths, mask, call)
-    das, dh0 = hopper.adjoint(hs, dhs, dh_last, w, lengths, mask, call)
+    call = Call(get_activation(activation), reverse, 1, Form("mosaic_gpu", InterpretGPUParams()))
+    hs, h_last = mosaic_gpu.forward(xw, w, h0, lengths, mask, call)
+    das, dh0 = mosaic_gpu.adjoint(hs, dhs, dh_last, w, lengths, mask, call)
     ref_hs, ref_last, ref_das, ref_dh0 = _scan_reference(
         xw, w, h0, lengths, mask, jnp.zeros_like(hs) if dhs is None else dhs, dh_last,
         activation, reverse,
@@ -333,9 +356,9 @@ def test_hopper_kernels_equal_the_scan_loops(
 
 def test_kernel_adjoint_without_a_cotangent_on_hs():
     xw, w, h0, lengths, _, _ = _kernel_case(6, 3, 8, seed=1)
-    call = kernels.Call(get_activation("tanh"), False, 2, "tpu", pltpu.InterpretParams())
-    hs, _ = kernels.forward(xw, w, h0, lengths, None, call)
-    das, dh0 = kernels.adjoint(hs, None, h0, w, lengths, None, call)
+    call = Call(get_activation("tanh"), False, 2, Form("tpu", pltpu.InterpretParams()))
+    hs, _ = tpu.forward(xw, w, h0, lengths, None, call)
+    das, dh0 = tpu.adjoint(hs, None, h0, w, lengths, None, call)
     _, _, ref_das, ref_dh0 = _scan_reference(
         xw, w, h0, lengths, None, jnp.zeros_like(hs), h0, "tanh", False
     )
@@ -447,18 +470,17 @@ def test_empty_sequences_and_batches():
         assert tree_rel_err(grads["pallas"], grads["scan"]) == 0
 
 
-def test_rnn_over_several_tiles_and_time_blocks(monkeypatch):
+def test_rnn_over_several_tiles_and_time_blocks():
     # the whole path (time-major operands, padding, the adjoint's slot order, the h0 term of
     # dW_h) where the CPU kernel runs 3 batch tiles and several time blocks
-    monkeypatch.setattr(kernels, "_TPU_MAX_TILE", 8)
-    monkeypatch.setattr(kernels, "_TPU_STREAM_BYTES", 2 * 3 * 16 * 128 * 4 * 4)
+    small = _with_forms(forms.kernel_forms(cpu=forms.CPU_FORM._replace(tuning=SMALL_TILES)))
     params, xs, h0 = _small(seed=7, batch=19, steps=11, hidden=6)
     lengths = jnp.arange(19) % 12
     mask = jnp.where(jnp.arange(6) % 3 == 0, 0.0, 1.5) * jnp.ones((19, 1))
     for reverse in (False, True):
         grads = {
             impl: jax.grad(_loss, argnums=(0, 1, 2))(
-                params, xs, h0, mask, lengths=lengths, reverse=reverse, impl=impl
+                params, xs, h0, mask, small, lengths=lengths, reverse=reverse, impl=impl
             )
             for impl in ("scan", "pallas")
         }
@@ -494,7 +516,7 @@ def test_an_unknown_impl_lists_the_choices():
 
 
 def test_a_hidden_size_beyond_the_kernels_limit_names_it():
-    limit = kernels.MAX_HIDDEN[jnp.dtype(jnp.float32)]
+    limit = common.MAX_HIDDEN[jnp.dtype(jnp.float32)]
     params = jrnn.init_params(jax.random.PRNGKey(0), 2, limit + 1)
     xs = jnp.ones((1, 3, 2))
     with pytest.raises(
@@ -540,7 +562,7 @@ LOWERINGS = pytest.mark.parametrize(
 def test_lowers_for_the_accelerator(
     monkeypatch, platform, gpu_kernels, marker, batch, steps, hidden, dtype, options
 ):
-    monkeypatch.setenv(_forms.GPU_KERNELS_VAR, gpu_kernels)
+    monkeypatch.setenv(forms.GPU_KERNELS_VAR, gpu_kernels)
     params = jrnn.init_params(jax.random.PRNGKey(0), 4, hidden, dtype=dtype)
     time_major = options.get("time_major", False)
     xs = jnp.ones((steps, batch, 4) if time_major else (batch, steps, 4), dtype)
@@ -595,7 +617,7 @@ def test_compiles_for_tpu_without_a_tpu():
 
 @LOWERINGS
 def test_vmapped_gradients_lower_for_the_accelerator(monkeypatch, platform, gpu_kernels, marker):
-    monkeypatch.setenv(_forms.GPU_KERNELS_VAR, gpu_kernels)
+    monkeypatch.setenv(forms.GPU_KERNELS_VAR, gpu_kernels)
     # vmap adds a grid axis in front of the kernel's own (and its dimension semantics)
     params, xs, h0 = _small(seed=8, batch=4, steps=9)
     per_example = jax.vmap(

@@ -292,14 +292,14 @@ def test_gather_json_in_one_process_is_the_value_itself():
 def test_options_that_differ_between_processes_are_named(monkeypatch):
     seen = [{"hidden": 8, "lr": 0.1, "out": "r", "resume": False},
             {"hidden": 16, "lr": 0.1, "out": "s", "resume": False}]  # fmt: skip
-    monkeypatch.setattr(cli, "gather_json", lambda value: seen)
+    monkeypatch.setattr(cli.rundir, "gather_json", lambda value: seen)
     with pytest.raises(cli.TrainError) as err:
-        cli._agree({"hidden": 8, "lr": 0.1}, "r", False)
+        cli.rundir.agree({"hidden": 8, "lr": 0.1}, "r", False)
     assert "--hidden: 8 on process 0, 16 on process 1" in str(err.value)
     assert "--out: r on process 0, s on process 1" in str(err.value)
     assert "--lr" not in str(err.value)
-    monkeypatch.setattr(cli, "gather_json", lambda value: [value, value])
-    cli._agree({"hidden": 8}, None, True)  # the same everywhere: no error
+    monkeypatch.setattr(cli.rundir, "gather_json", lambda value: [value, value])
+    cli.rundir.agree({"hidden": 8}, None, True)  # the same everywhere: no error
 
 
 @pytest.mark.parametrize(

@@ -133,8 +133,8 @@ def test_state_tree_is_nnxs_and_weights_copy_across():
 
 def test_gradients_run_jrnns_hand_written_bptt(monkeypatch):
     calls = []
-    adjoint = jrnn.vjp._adjoint_loop
-    monkeypatch.setattr(jrnn.vjp, "_adjoint_loop", lambda *a: calls.append(1) or adjoint(*a))
+    adjoint = jrnn._src.bptt.adjoint_loop
+    monkeypatch.setattr(jrnn._src.bptt, "adjoint_loop", lambda *a: calls.append(1) or adjoint(*a))
     _, mine = _models()
     x, _, _ = _inputs()
     nnx.grad(lambda m: jnp.sum(m(x)))(mine)

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import jrnn
-import jrnn.bptt
+import jrnn._src.bptt
 
 
 @partial(jax.jit, static_argnames=("remat", "loss_kind", "activation", "reverse", "time_major"))

@@ -7,8 +7,8 @@ import pytest
 from helpers import random_problem, rel_err, tree_rel_err
 
 import jrnn
+import jrnn._src.bptt
 import jrnn.parallel
-import jrnn.vjp
 
 
 def _loss(fn, **kw):
@@ -21,13 +21,13 @@ def _loss(fn, **kw):
 
 def test_grad_runs_the_hand_written_backward(x64, monkeypatch):
     calls = []
-    original = jrnn.vjp._adjoint_loop
+    original = jrnn._src.bptt.adjoint_loop
 
     def spy(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(jrnn.vjp, "_adjoint_loop", spy)
+    monkeypatch.setattr(jrnn._src.bptt, "adjoint_loop", spy)
     params, xs, h0, _ = random_problem(jax.random.PRNGKey(0))
     jax.grad(_loss(jrnn.rnn))(params, xs, h0)
     assert len(calls) == 1

@@ -1,4 +1,5 @@
-"""The package's structure: its import graph has no cycle and needs no function-level import."""
+"""The package's structure: an acyclic import graph, short modules and functions, no
+private name shared across modules, no process-wide side effect."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 import jrnn
 
 SRC = Path(jrnn.__file__).parent
+MAX_MODULE_LINES = 600
+MAX_FUNCTION_LINES = 80
 
 # Function-level imports of jrnn modules that are there by design (none today; a lazy import
 # to keep a command light would be listed here as (module, imported module)).
@@ -15,11 +18,29 @@ LAZY: set[tuple[str, str]] = set()
 
 
 def _module_name(path: Path) -> str:
-    return path.stem
+    """``path``'s module name inside the package: ``"layers"``, ``"_src.kernels.tpu"``,
+    ``"_src.kernels"`` for a package's ``__init__``; ``"__init__"`` for the package's own."""
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    if parts[-1] == "__init__" and len(parts) > 1:
+        parts.pop()
+    return ".".join(parts)
 
 
-def _jrnn_imports(path: Path) -> list[tuple[str, bool]]:
-    """``(imported jrnn module, at function level)`` for every import in ``path``."""
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in sorted(SRC.rglob("*.py"))}
+
+
+def _resolve(name: str, modules: dict[str, Path]) -> str:
+    """A dotted ``jrnn.x.y`` import target as a module of the package (``"__init__"`` for
+    the package itself; an object imported from a module: that module)."""
+    rel = name.removeprefix("jrnn").removeprefix(".")
+    while rel and rel not in modules:
+        rel = rel.rpartition(".")[0]
+    return rel or "__init__"
+
+
+def _imports(path: Path) -> list[tuple[str, list[str], bool]]:
+    """``(module, imported names, at function level)`` for every import of jrnn in ``path``."""
     tree = ast.parse(path.read_text())
     nested: set[int] = set()
     for node in ast.walk(tree):
@@ -28,28 +49,31 @@ def _jrnn_imports(path: Path) -> list[tuple[str, bool]]:
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module == "jrnn":  # `from jrnn import x`: x a submodule or a name
-                found += [(f"jrnn.{a.name}", id(node) in nested) for a in node.names]
-                found += [("jrnn", id(node) in nested)] * any(
-                    not (SRC / f"{a.name}.py").exists() for a in node.names
-                )
-            elif node.module.startswith("jrnn."):
-                found.append((node.module, id(node) in nested))
+            if node.module == "jrnn" or node.module.startswith("jrnn."):
+                found.append((node.module, [a.name for a in node.names], id(node) in nested))
         elif isinstance(node, ast.Import):
-            found += [(a.name, id(node) in nested) for a in node.names if a.name.startswith("jrnn")]
+            found += [(a.name, [], id(node) in nested) for a in node.names
+                      if a.name == "jrnn" or a.name.startswith("jrnn.")]  # fmt: skip
+    return found
+
+
+def _jrnn_imports(path: Path) -> list[tuple[str, bool]]:
+    """``(imported module of the package, at function level)`` for every import in ``path``:
+    ``from jrnn.a import b`` imports ``a.b`` if that is a module, else ``a``."""
+    modules = _modules()
+    found = []
+    for module, names, nested in _imports(path):
+        targets = [_resolve(f"{module}.{n}", modules) for n in names] or [_resolve(module, modules)]
+        found += [(t, nested) for t in targets]
     return found
 
 
 def _graph() -> dict[str, set[str]]:
-    modules = {_module_name(p) for p in SRC.glob("*.py")}
-    graph: dict[str, set[str]] = {}
-    for path in SRC.glob("*.py"):
-        name = _module_name(path)
-        if name == "__init__":
-            continue
-        imported = {m.split(".")[1] if "." in m else "__init__" for m, _ in _jrnn_imports(path)}
-        graph[name] = imported & (modules | {"__init__"})
-    return graph
+    return {
+        name: {m for m, _ in _jrnn_imports(path) if m != name}
+        for name, path in _modules().items()
+        if name != "__init__"
+    }
 
 
 def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -93,20 +117,95 @@ def test_the_import_graph_has_no_cycle():
 
 def test_no_function_level_import_of_a_jrnn_module():
     late = [
-        (_module_name(path), module)
-        for path in SRC.glob("*.py")
+        (name, module)
+        for name, path in _modules().items()
         for module, nested in _jrnn_imports(path)
-        if nested and (_module_name(path), module) not in LAZY
+        if nested and (name, module) not in LAZY
     ]
     assert late == []
 
 
-def test_the_core_never_imports_training_or_the_command_line():
+def test_the_core_never_imports_anything_above_it():
+    # the recurrence and its machinery know nothing of layers, training, the CLI or adapters
     graph = _graph()
-    core = {"activations", "params", "_validate", "_checks", "forward", "bptt", "remat", "vjp"}
-    upper = {"train", "tasks", "cli", "checkpoint", "runs", "model", "distributed", "layers"}
+    core = {"activations", "params"} | {m for m in graph if m.startswith("_src.")}
+    core -= {"_src.adapters"}  # the flax and NNX drop-ins' shared part sits above the core
+    assert {"_src.scan", "_src.bptt", "_src.kernels.tpu"} <= core
     for name in core:
-        assert not graph[name] & upper, (name, graph[name] & upper)
+        outside = {m for m in graph[name] if m not in core and m != "_src"}
+        outside -= {"_src.kernels"}
+        assert not outside, (name, outside)
+
+
+def test_no_private_name_is_imported_from_another_module():
+    # what one module uses of another is named without an underscore
+    shared = [
+        (name, f"{module}.{n}")
+        for name, path in _modules().items()
+        for module, names, _ in _imports(path)
+        for n in names
+        if n.startswith("_") and n != "__version__"
+    ]
+    assert shared == []
+
+
+def test_modules_and_functions_are_short():
+    long_modules, long_functions = [], []
+    for name, path in _modules().items():
+        text = path.read_text()
+        if len(text.splitlines()) > MAX_MODULE_LINES:
+            long_modules.append((name, len(text.splitlines())))
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                # the body, after the docstring
+                body = node.body[1:] if ast.get_docstring(node) else node.body
+                if body and (n := body[-1].end_lineno - body[0].lineno + 1) > MAX_FUNCTION_LINES:
+                    long_functions.append((f"{name}.{node.name}", n))
+    assert long_modules == [] and long_functions == []
+
+
+def _calls(tree: ast.AST) -> list[str]:
+    """Every call and assignment target in ``tree`` as dotted text (``np.set_printoptions``,
+    ``os.environ[...]=``, ``os.environ.setdefault``)."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            found.append(ast.unparse(node.func))
+        elif isinstance(node, ast.Assign | ast.AugAssign | ast.Delete):
+            targets = node.targets if isinstance(node, ast.Assign | ast.Delete) else [node.target]
+            found += [ast.unparse(t).split("[")[0] + "[...]=" for t in targets
+                      if isinstance(t, ast.Subscript)]  # fmt: skip
+    return found
+
+
+FORBIDDEN = {
+    "os.environ[...]=": "writes the environment",
+    "os.environ.setdefault": "writes the environment",
+    "os.environ.update": "writes the environment",
+    "os.environ.pop": "writes the environment",
+    "os.putenv": "writes the environment",
+    "np.set_printoptions": "changes numpy's print options for the process",
+    "matplotlib.use": "changes matplotlib's backend for the process",
+    "plt.figure": "pyplot's global state",
+    "plt.subplots": "pyplot's global state",
+}
+
+
+def test_the_checker_of_side_effects_finds_them():
+    code = "os.environ['A'] = '1'\nnp.set_printoptions(precision=3)\nmatplotlib.use('Agg')\n"
+    assert [c for c in _calls(ast.parse(code)) if c in FORBIDDEN] == [
+        "os.environ[...]=", "np.set_printoptions", "matplotlib.use",
+    ]  # fmt: skip
+
+
+def test_no_library_code_changes_process_wide_state():
+    found = [
+        (name, call, FORBIDDEN[call])
+        for name, path in _modules().items()
+        for call in _calls(ast.parse(path.read_text()))
+        if call in FORBIDDEN
+    ]
+    assert found == []
 
 
 def test_public_names_are_the_packages_all():

@@ -239,7 +239,7 @@ def test_zero_sizes_and_list_params():
 
 
 def test_init_model_sizes_use_the_shared_positive_int_policy():
-    """init_model checks its sizes with jrnn._validate.positive_int, not params' private one."""
+    """init_model checks its sizes with jrnn._src.validate.positive_int, not params' private one."""
     import jrnn.model
 
     assert not hasattr(jrnn.model, "_check_size")

@@ -1,5 +1,8 @@
 """jrnn: the simple (Elman) RNN ``h_t = act(x_t W_x + h_{t-1} W_h + b)`` in JAX, as pure functions.
 
+The public face: the names below and the documented submodules; the machinery lives in
+``jrnn._src`` (not an API).
+
 * :func:`forward` runs the recurrence as a scan loop (ordinary autodiff).
 * :func:`backward` is the hand-written BPTT.
 * :func:`rnn` is ``forward`` with ``backward`` as its ``custom_vjp``.
@@ -13,19 +16,19 @@
 import importlib
 from types import ModuleType
 
-from jrnn._checks import ScanOptions
+from jrnn._src.bptt import backward
+from jrnn._src.options import ScanOptions
+from jrnn._src.rnn import rnn
+from jrnn._src.scan import forward
 from jrnn._version import __version__ as __version__
 from jrnn.activations import ACTIVATIONS
 from jrnn.batch import Batch
-from jrnn.bptt import backward
-from jrnn.forward import forward
 from jrnn.gradcheck import GradCheckReport, check_grads
 from jrnn.layers import BiRNNParams, bidirectional, init_stack, stack, zero_state
 from jrnn.model import ModelParams, init_model
 from jrnn.params import INITIALIZERS, RNNParams, init_params
 from jrnn.runs import Run, load_run
 from jrnn.train import evaluate, make_train_step, truncated_bptt
-from jrnn.vjp import rnn
 
 __all__ = [
     "ACTIVATIONS",
@@ -58,7 +61,6 @@ __all__ = [
 _SUBMODULES = (
     "activations",
     "batch",
-    "bptt",
     "checkpoint",
     "cli",
     "distributed",
@@ -74,12 +76,10 @@ _SUBMODULES = (
     "notebook",
     "parallel",
     "params",
-    "remat",
     "run_config",
     "runs",
     "tasks",
     "train",
-    "vjp",
 )
 
 

@@ -10,6 +10,7 @@ rewrites a checkpoint that could not be read.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ import jax.numpy as jnp
 __all__ = [
     "CheckpointError",
     "TrainState",
+    "abandoned_writes_dropped",
     "close",
     "latest_step",
     "open_manager",
@@ -115,7 +117,6 @@ def save(manager, state: TrainState, run_dir: str | Path) -> int:
             manager.save(step, args=ocp.args.StandardSave(state._asdict()), force=True)
             manager.wait_until_finished()
     except Exception as err:  # orbax and tensorstore raise many types around an OSError
-        _drop_abandoned_orbax_tasks()
         if jax.process_index() == 0:  # the shared folder is process 0's to tidy
             _remove_unfinished(Path(run_dir))
         last = latest_step(run_dir)
@@ -135,13 +136,23 @@ class _AbandonedOrbaxTasks(logging.Filter):
         return not ("never retrieved" in text and "orbax" in text)
 
 
-def _drop_abandoned_orbax_tasks() -> None:
-    """After a failed save, orbax's unfinished writer tasks are garbage-collected whenever
-    the collector runs, later than :func:`quiet_orbax` can wait for, and asyncio logs each
-    one with its traceback: the failure was already reported in one line, so drop them."""
-    logger = logging.getLogger("asyncio")
-    if not any(isinstance(f, _AbandonedOrbaxTasks) for f in logger.filters):
-        logger.addFilter(_AbandonedOrbaxTasks())
+@contextlib.contextmanager
+def abandoned_writes_dropped() -> Iterator[None]:
+    """While entered, asyncio's log of orbax's abandoned writer tasks is dropped.
+
+    After a failed save, orbax's unfinished writer tasks are garbage-collected whenever the
+    collector runs, later than :func:`quiet_orbax` can wait for, and asyncio logs each one
+    with its traceback; the failure was already reported in one line (``jrnn train`` runs
+    inside this). On exit the collector runs once more, under the filter, which is then
+    removed: the asyncio logger is as it was.
+    """
+    logger, dropped = logging.getLogger("asyncio"), _AbandonedOrbaxTasks()
+    logger.addFilter(dropped)
+    try:
+        yield
+    finally:
+        gc.collect()
+        logger.removeFilter(dropped)
 
 
 def _reason(err: BaseException) -> str:

@@ -175,9 +175,9 @@ def shard_batch(batch: Batch, mesh: Mesh) -> Batch:
 
 
 def make_sharded_train_step(
-    optimizer: optax.GradientTransformation, mesh: Mesh, **options: Any
+    optimizer: optax.GradientTransformation, mesh: Mesh, *, jit: bool = True, **options: Any
 ) -> Callable[[ModelParams, Any, Batch], tuple[ModelParams, Any, Metrics]]:
-    """:func:`jrnn.train.make_train_step`, jitted for data parallelism over ``mesh``.
+    """:func:`jrnn.train.make_train_step`, data parallel over ``mesh``.
 
     The returned ``train_step(params, opt_state, batch)`` takes params and state
     replicated (:func:`replicate`) and a batch split over the mesh (:func:`shard_batch`),
@@ -186,6 +186,10 @@ def make_sharded_train_step(
     Args:
         optimizer: any ``optax.GradientTransformation``.
         mesh: a mesh from :func:`batch_mesh`.
+        jit: ``True``: the step jitted with those shardings. ``False``: the step to call
+            inside the caller's own ``jit`` (a ``lax.scan`` over steps that draws each
+            batch on the device, as ``jrnn train`` does): it constrains the batch to the
+            mesh and the results to replicated, and XLA partitions the rest.
         **options: ``loss``, ``activation``, ``return_sequences``, ``remat``, ``impl``
             (``"auto"`` or ``"scan"``: the fused kernels are not partitioned yet).
 
@@ -195,10 +199,17 @@ def make_sharded_train_step(
     """
     if options.get("impl") == "pallas":
         raise ValueError(
-            "make_sharded_train_step does not take impl='pallas' yet: XLA cannot split a "
+            "data parallel training does not take impl='pallas' yet: XLA cannot split a "
             "Pallas kernel over the batch mesh (it would gather the batch on every device); "
             "use impl='scan' or 'auto'"
         )
     step = make_train_step(optimizer, jit=False, **options)
     rep, split = replicated(mesh), batch_sharding(mesh)
-    return jax.jit(step, in_shardings=(rep, rep, split), out_shardings=(rep, rep, rep))
+    if jit:
+        return jax.jit(step, in_shardings=(rep, rep, split), out_shardings=(rep, rep, rep))
+
+    def sharded_step(params: ModelParams, opt_state: Any, batch: Batch):
+        batch = jax.lax.with_sharding_constraint(batch, split)
+        return jax.lax.with_sharding_constraint(step(params, opt_state, batch), rep)
+
+    return sharded_step

@@ -35,10 +35,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jrnn._checks import IMPLS, check_params
+from jrnn._src.options import check_impl, check_params
+from jrnn._src.rnn import rnn
 from jrnn.activations import get_activation
 from jrnn.params import INITIALIZERS, RNNParams, init_params
-from jrnn.vjp import rnn
 
 __all__ = ["SimpleRNN"]
 
@@ -47,8 +47,7 @@ def _check_options(activation: Any, reverse: Any, impl: Any) -> None:
     get_activation(activation)
     if not isinstance(reverse, bool):
         raise TypeError(f"reverse must be a bool; got {type(reverse).__name__} {reverse!r}")
-    if not isinstance(impl, str) or impl not in IMPLS:
-        raise ValueError(f"impl must be one of {IMPLS}; got {impl!r}")
+    check_impl(impl)
 
 
 class SimpleRNN(eqx.Module):

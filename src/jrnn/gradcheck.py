@@ -32,10 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import ArrayLike, Float
 
-from jrnn._checks import ScanOptions, prepare
-from jrnn._validate import positive_float
-from jrnn.bptt import backward
-from jrnn.forward import forward
+from jrnn._src.bptt import backward
+from jrnn._src.options import ScanOptions, prepare
+from jrnn._src.scan import forward
+from jrnn._src.validate import positive_float
 from jrnn.params import RNNParams
 
 __all__ = ["GradCheckReport", "GradCheckRow", "check_grads", "default_loss"]

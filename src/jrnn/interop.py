@@ -3,12 +3,11 @@
 Neither library is imported when jrnn is: ``to_torch`` and ``to_keras`` import
 theirs when called, and the ``from_*`` functions read anything array-like.
 
-Keras' backend. ``to_keras`` builds layers on Keras' JAX backend. If keras is not
-imported yet and ``KERAS_BACKEND`` is unset, it sets ``KERAS_BACKEND=jax`` before the
-first ``import keras`` (keras' own default, TensorFlow, is not a jrnn dependency, and
-the variable outranks ``~/.keras/keras.json``); if keras was already imported on
-another backend, or ``KERAS_BACKEND`` names one, it raises a ``RuntimeError`` saying
-so. ``from_keras`` never imports keras: it reads the weights of a layer built on any
+Keras' backend. ``to_keras`` builds layers on Keras' JAX backend, which is the user's
+choice to make: set ``KERAS_BACKEND=jax`` before keras is first imported (in the shell,
+or ``os.environ["KERAS_BACKEND"] = "jax"`` at the top of the program). jrnn never sets
+it; if keras runs on another backend, ``to_keras`` raises a ``RuntimeError`` saying so.
+``from_keras`` never imports keras: it reads the weights of a layer built on any
 backend, or a list of arrays.
 
 Layouts. PyTorch stores ``weight_ih_l{k}[_reverse]`` `(H, F_k)`, ``weight_hh_l{k}``
@@ -24,7 +23,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -351,24 +349,24 @@ def _import_keras():
             names a backend whose library is missing).
         RuntimeError: keras runs on another backend than JAX.
     """
-    if "keras" not in sys.modules:
-        os.environ.setdefault("KERAS_BACKEND", "jax")
     chosen = os.environ.get("KERAS_BACKEND")
+    how = (
+        "Set KERAS_BACKEND=jax before keras is first imported (in the shell, or "
+        "os.environ['KERAS_BACKEND'] = 'jax' before any `import keras`)"
+    )
     try:
         import keras
     except ImportError as e:
         raise ImportError(
             f"to_keras needs keras 3 (pip install 'keras>=3') on the JAX backend; importing "
-            f"it with KERAS_BACKEND={chosen!r} failed: {e}"
+            f"it with KERAS_BACKEND={chosen!r} failed: {e}. {how}"
         ) from e
     backend = keras.backend.backend()
     if backend != "jax":
         raise RuntimeError(
             f"keras runs on the {backend!r} backend (KERAS_BACKEND={chosen!r} or "
             "~/.keras/keras.json when keras was first imported); to_keras builds layers on "
-            "the JAX backend. Set KERAS_BACKEND=jax before keras is first imported (in the "
-            "shell, or os.environ['KERAS_BACKEND'] = 'jax' before any `import keras`), or "
-            "leave it unset and let jrnn import keras"
+            f"the JAX backend. {how}"
         )
     return keras
 
@@ -464,8 +462,8 @@ def to_keras(
         The built Keras layer, on Keras' JAX backend.
 
     Raises:
-        RuntimeError: keras was already imported on another backend (if keras is not
-            imported yet, ``KERAS_BACKEND`` is set to ``"jax"`` first when unset).
+        RuntimeError: keras runs on another backend than JAX (``KERAS_BACKEND`` must say
+            ``jax`` when keras is first imported: see the module docstring).
         ImportError: keras 3 is not installed.
     """
     keras = _import_keras()

@@ -31,9 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, DTypeLike, Float, PRNGKeyArray
 
-from jrnn._validate import as_array, dropout_rate, positive_int
+from jrnn._src.rnn import rnn
+from jrnn._src.validate import as_array, dropout_rate, positive_int
 from jrnn.params import RNNParams, init_params, param_dtype
-from jrnn.vjp import rnn
 
 __all__ = [
     "MERGE_MODES",

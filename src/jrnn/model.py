@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, DTypeLike, Float, Int, PRNGKeyArray
 
-from jrnn._validate import positive_int
+from jrnn._src.validate import positive_int
 from jrnn.layers import init_stack, stack
 from jrnn.params import RNNParams, initializer, param_dtype
 

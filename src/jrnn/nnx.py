@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jrnn.flax import _activation_name, _check_impl, _run_module, _step_shape
+from jrnn._src.adapters import activation_name, check_impl, run_module, step_shape
 
 __all__ = ["SimpleRNN"]
 
@@ -82,14 +82,14 @@ class SimpleRNN(nnx.Module):
                 f"{caller}: cell must be a flax.nnx.SimpleCell; got {type(cell).__name__} "
                 "(use nnx.RNN for other cells)"
             )
-        _activation_name(cell.activation_fn, caller)
+        activation_name(cell.activation_fn, caller)
         self.cell = cell
         self.time_major = time_major
         self.return_carry = return_carry
         self.reverse = reverse
         self.keep_order = keep_order
         self.unroll = unroll
-        self.impl = _check_impl(caller, impl)
+        self.impl = check_impl(impl)
         self.rngs: nnx.RngStream | None
         if rngs is True:
             self.rngs = nnx.RngStream(0, tag="carry")
@@ -137,7 +137,7 @@ class SimpleRNN(nnx.Module):
         cell = self.cell
         time_major = self.time_major if time_major is None else time_major
         inputs = jnp.asarray(inputs)
-        step = _step_shape(inputs, time_major, cell.in_features, caller)
+        step = step_shape(inputs, time_major, cell.in_features, caller)
         if initial_carry is None:
             if rngs is None:
                 rngs = self.rngs
@@ -156,7 +156,7 @@ class SimpleRNN(nnx.Module):
             ),
             dtype=cell.dtype,
         )
-        return _run_module(
+        return run_module(
             self,
             (w_i, b_i, w_h),
             xs,

@@ -50,7 +50,9 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, ArrayLike, Float
 
-from jrnn._checks import (
+from jrnn._src.bptt import adjoint_loop
+from jrnn._src.custom import operands_vjp
+from jrnn._src.options import (
     PARALLEL_KEYS,
     Operands,
     Options,
@@ -59,11 +61,10 @@ from jrnn._checks import (
     prepare,
     prepare_cotangents,
 )
-from jrnn._validate import positive_float, positive_int
-from jrnn.bptt import _adjoint_loop
-from jrnn.forward import _forward_loop
+from jrnn._src.rnn import rnn as sequential_rnn
+from jrnn._src.scan import forward_loop
+from jrnn._src.validate import positive_float, positive_int
 from jrnn.params import RNNParams
-from jrnn.vjp import rnn as _sequential_rnn
 
 __all__ = ["METHODS", "ParallelInfo", "backward", "forward", "rnn"]
 
@@ -258,7 +259,7 @@ def _forward_tm(ops: Operands, opts: Options, solver: _Solver):
 
 def _sequential_carried(ops: Operands, opts: Options):
     """The sequential loop's states, with padded steps holding the carried state."""
-    hs, _ = _forward_loop(ops, Options(opts.act, layout="tbf"))
+    hs, _ = forward_loop(ops, Options(opts.act, layout="tbf"))
     if ops.lengths is None:
         return hs
     valid = _valid_mask(ops.lengths, ops.xs.shape[0], hs.dtype)
@@ -398,28 +399,18 @@ def backward(
     return grads, _to_caller(p, dxs_t), p.state_to_caller(dh0)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(1, 2))
-def _core(ops: Operands, opts: Options, solver: _Solver):
-    out, h_last, _ = _forward_tm(ops, opts, solver)
-    return out, h_last
-
-
-def _core_fwd(ops, opts, solver):
-    out, h_last = _core(ops, opts, solver)
+def _forward(ops: Operands, static: tuple[Options, _Solver]):
+    out, h_last, _ = _forward_tm(ops, *static)
     return (out, h_last), (ops, out)
 
 
-def _core_bwd(opts, solver, residuals, cotangents):
-    ops, out = residuals
-    dout, dh_last = cotangents
-    if solver.backward == "parallel":
-        grads, dxs_t, dh0 = _adjoint_tm(ops, out, dout, dh_last, opts)
-    else:
-        grads, dxs_t, dh0 = _adjoint_loop(ops, out, dout, dh_last, opts)
-    return (Operands(grads, dxs_t, dh0, None, None),)
+def _adjoint(residuals, dout, dh_last, static: tuple[Options, _Solver]):
+    (ops, out), (opts, solver) = residuals, static
+    adjoint = _adjoint_tm if solver.backward == "parallel" else adjoint_loop
+    return adjoint(ops, out, dout, dh_last, opts)
 
 
-_core.defvjp(_core_fwd, _core_bwd)
+_core = operands_vjp(_forward, _adjoint)
 
 
 def rnn(
@@ -446,6 +437,6 @@ def rnn(
     p, ops, opts = _prepare(params, xs, h0, options, "parallel.rnn")
     solver = _solver(p, method, tol, atol, max_iter, True, backward)
     if p.num_steps == 0:
-        return _sequential_rnn(params, xs, h0, **options)
-    out, h_last = _core(ops, opts, solver)
+        return sequential_rnn(params, xs, h0, **options)
+    out, h_last = _core(ops, (opts, solver))
     return _to_caller(p, out), p.state_to_caller(h_last)

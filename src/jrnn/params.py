@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from jrnn._validate import positive_int
+from jrnn._src.validate import positive_int
 
 __all__ = ["INITIALIZERS", "RNNParams", "init_params", "initializer", "param_dtype"]
 

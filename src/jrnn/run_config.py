@@ -24,7 +24,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from jrnn._checks import IMPLS
+from jrnn._src.options import IMPLS
 from jrnn.activations import ACTIVATIONS
 from jrnn.params import INITIALIZERS
 from jrnn.tasks import TASKS, get_task
@@ -37,7 +37,10 @@ __all__ = [
     "STRUCTURAL",
     "TASK_DEFAULTS",
     "TRAJECTORY",
+    "TYPES",
     "RunConfig",
+    "field_type",
+    "option_help",
 ]
 
 STRUCTURAL, TRAJECTORY, COSMETIC = "structural", "trajectory", "cosmetic"
@@ -70,16 +73,36 @@ def _seed(value: int) -> str | None:
     return None if 0 <= value < 2**32 else f"must lie in [0, 2^32); got {value}"
 
 
-def _choice(options: Any) -> Callable[[Any], str | None]:
-    names = sorted(options)
+def _check_choice(names: list[str]) -> Callable[[Any], str | None]:
     return lambda v: None if v in names else f"must be one of {names}; got {v!r}"
 
 
 def _option(
-    default: Any, help: str, resume: str, check: Callable[[Any], str | None] | None = None
+    default: Any,
+    help: str,
+    resume: str,
+    check: Callable[[Any], str | None] | None = None,
+    *,
+    choices: Any = None,
 ) -> Any:
-    meta = {"help": help, "resume": resume, "check": check}
+    """A field whose metadata holds its ``help``, its ``resume`` kind, its value ``check``
+    (``None`` or a message) and its ``choices`` (a name registry, listed sorted, or a tuple,
+    listed in its order; ``None``: any value of the type)."""
+    if choices is not None:
+        choices = sorted(choices) if isinstance(choices, Mapping) else list(choices)
+        check = _check_choice(sorted(choices))
+    meta = {"help": help, "resume": resume, "check": check, "choices": choices}
     return dataclasses.field(default=default, metadata=meta)
+
+
+TYPES: dict[str, type] = {"int": int, "float": float, "bool": bool, "str": str}
+"""The types of :class:`RunConfig`'s fields, by the annotation's text."""
+
+
+def field_type(field: dataclasses.Field) -> type:
+    """The type of a :class:`RunConfig` field (``field.type`` is the annotation's text: the
+    annotations here are postponed)."""
+    return TYPES[str(field.type)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,28 +110,28 @@ class RunConfig:
     """Every option of a training run; build it with :meth:`for_task` to get the task's
     defaults. Raises ``TypeError``/``ValueError`` naming the option on a bad value."""
 
-    task: str = _option("adding", "the task (see jrnn.tasks)", STRUCTURAL, _choice(TASKS))
+    task: str = _option("adding", "the task (see jrnn.tasks)", STRUCTURAL, choices=TASKS)
     seq_len: int = _option(
         100, "sequence length T (copy: the blanks; digits: 8 only)", TRAJECTORY, _positive
     )
     hidden: int = _option(64, "hidden units per layer", STRUCTURAL, _positive)
     layers: int = _option(1, "stacked Elman layers", STRUCTURAL, _positive)
-    activation: str = _option("relu", "the cell's nonlinearity", STRUCTURAL, _choice(ACTIVATIONS))
+    activation: str = _option("relu", "the cell's nonlinearity", STRUCTURAL, choices=ACTIVATIONS)
     kernel_init: str = _option(
-        "small_normal", "init of the input and readout weights", COSMETIC, _choice(INITIALIZERS)
+        "small_normal", "init of the input and readout weights", COSMETIC, choices=INITIALIZERS
     )
     recurrent_init: str = _option(
-        "identity", "init of the recurrent weights", COSMETIC, _choice(INITIALIZERS)
+        "identity", "init of the recurrent weights", COSMETIC, choices=INITIALIZERS
     )
-    bias_init: str = _option("zeros", "init of the biases", COSMETIC, _choice(BIAS_INITIALIZERS))
-    optimizer: str = _option("adam", "the optax optimiser", STRUCTURAL, _choice(OPTIMIZERS))
+    bias_init: str = _option("zeros", "init of the biases", COSMETIC, choices=BIAS_INITIALIZERS)
+    optimizer: str = _option("adam", "the optax optimiser", STRUCTURAL, choices=OPTIMIZERS)
     lr: float = _option(1e-3, "(peak) learning rate", TRAJECTORY, _positive)
     clip: float = _option(1.0, "global-norm gradient clip; 0: none", TRAJECTORY, _non_negative)
     schedule: str = _option(
         "cosine",
         "learning-rate schedule (cosine: warm-up, then decay to 0 at --steps)",
         STRUCTURAL,
-        _choice(SCHEDULES),
+        choices=SCHEDULES,
     )
     warmup: int = _option(0, "linear warm-up steps, below --steps", TRAJECTORY, _non_negative)
     steps: int = _option(15000, "optimiser steps in all", COSMETIC, _positive)
@@ -133,17 +156,16 @@ class RunConfig:
     )
     impl: str = _option(
         "auto",
-        "the recurrence: scan (the loops), pallas (the fused kernels of jrnn.kernels) or auto "
-        "(scan until the kernels are measured to win)",
+        "the recurrence: scan (the loops), pallas (the fused Pallas kernels) or auto "
+        "(see jrnn.ScanOptions)",
         TRAJECTORY,
-        _choice(IMPLS),
+        choices=IMPLS,
     )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            # f.type is the annotation's text (the annotations here are postponed)
-            want = {"int": int, "float": float, "bool": bool, "str": str}[str(f.type)]
+            want = field_type(f)
             ok = isinstance(value, want) and (want is bool or not isinstance(value, bool))
             if want is float and isinstance(value, int) and not isinstance(value, bool):
                 object.__setattr__(self, f.name, float(value))

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jrnn._validate import positive_int
+from jrnn._src.validate import positive_int
 from jrnn.batch import Batch
 
 __all__ = [

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, ArrayLike, Float, Shaped
 
-from jrnn._validate import positive_int
+from jrnn._src.validate import positive_int
 from jrnn.batch import Batch
 from jrnn.layers import zero_state
 from jrnn.losses import accuracy, mean_squared_error, softmax_cross_entropy

@@ -28,13 +28,14 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import ArrayLike, Float, Int
 
-from jrnn import kernels
-from jrnn._forms import kernel_forms
-from jrnn._validate import as_array, check_float, concrete, positive_int
+from jrnn._src.kernels.common import DTYPES, MAX_HIDDEN, Form
+from jrnn._src.kernels.forms import kernel_forms
+from jrnn._src.validate import as_array, check_float, concrete, positive_int
 from jrnn.activations import Activation, get_activation
 from jrnn.params import RNNParams
 
 __all__ = [
+    "AUTO",
     "IMPLS",
     "PARALLEL_KEYS",
     "SCAN_KEYS",
@@ -43,6 +44,8 @@ __all__ = [
     "ParallelOptions",
     "Prepared",
     "ScanOptions",
+    "check_impl",
+    "check_like",
     "check_params",
     "prepare",
     "prepare_cotangents",
@@ -52,16 +55,37 @@ __all__ = [
 class ScanOptions(TypedDict, total=False):
     """The keyword options of :func:`jrnn.forward`, :func:`jrnn.rnn` and :func:`jrnn.backward`.
 
+    Each is optional and has the default given here (the layers, the model and the
+    adapters take them too).
+
     Attributes:
         activation: ``"tanh"`` (default), ``"relu"`` or ``"linear"``.
-        reverse: run from the end (default ``False``).
-        lengths: `(B,)` integers in ``[0, T]`` (unbatched: a scalar), or ``None``.
-        unroll: loop unroll factor, an int >= 1 or ``True`` (default 1).
-        time_major: ``xs`` and ``hs`` are `(T, B, ...)` (default ``False``).
-        recurrent_mask: `(B, H)` (unbatched `(H,)`) multiplier of ``h_{t-1}``, or ``None``.
-        impl: ``"auto"`` (default), ``"scan"`` or ``"pallas"``: the loops or the fused
-            kernels of :mod:`jrnn.kernels` (``"auto"`` is ``"scan"`` until the kernels
-            are measured to win somewhere).
+        reverse: run from the end (default ``False``); with ``lengths``, each sequence
+            starts at its last valid step. ``hs`` is returned in input order either way.
+        lengths: ``None`` (default) or `(B,)` integers in ``[0, T]`` (unbatched: a
+            scalar): right-padded variable lengths. Padded steps leave the state
+            unchanged and output zeros; ``h_last`` is each sequence's last valid state
+            (``h0`` if the length is 0). Values are range-checked when concrete; traced
+            values outside ``[0, T]`` act as if clipped to it. Padded steps of ``xs``
+            reach no value and no gradient (a NaN there included).
+        unroll: loop unroll factor (an int >= 1, or ``True`` for a full unroll); default 1.
+        time_major: ``xs`` and ``hs`` are `(T, B, ...)` instead of `(B, T, ...)` (default
+            ``False``).
+        recurrent_mask: ``None`` (default) or a `(B, H)` (unbatched `(H,)`) multiplier
+            applied to ``h_{t-1}`` before ``W_h`` at every step:
+            ``h_t = act(x_t W_x + (h_{t-1} * m) W_h + b)``.
+            Keras' recurrent dropout is such a mask (see ``jrnn.layers.stack``).
+        impl: ``"auto"`` (default), ``"scan"`` or ``"pallas"``. ``"scan"`` runs the
+            ``lax.fori_loop``. ``"pallas"`` runs the whole recurrence in one Pallas kernel
+            with ``W_h`` held on chip: Mosaic TPU on TPU, Mosaic GPU on Hopper GPUs,
+            Triton on other GPUs, and on CPU the TPU kernel in Pallas' interpret mode
+            (slow: for tests). It takes float32 and bfloat16 (float32 state and
+            accumulation on chip) and ``hidden_size`` up to 128 (float32) or 256
+            (bfloat16); ``unroll`` unrolls its step loop (``True`` counts as 1). Its
+            derivatives are the scan loop's (:func:`jrnn.rnn` runs the adjoint kernel for
+            ``jax.grad``). ``"auto"`` is ``"scan"`` on every backend until a measurement
+            on an accelerator shows the kernels winning (the one statement of this
+            status; the accelerators guide links here).
     """
 
     activation: str
@@ -97,6 +121,8 @@ PARALLEL_KEYS = ("activation", "reverse", "lengths", "time_major")
 """The options the parallel-in-time entry points take (no unroll, no recurrent mask)."""
 IMPLS = ("auto", "scan", "pallas")
 """The values of ``impl``."""
+AUTO = "scan"
+"""What ``impl="auto"`` runs (see :class:`ScanOptions`' ``impl``)."""
 
 
 @dataclass(frozen=True)
@@ -109,9 +135,10 @@ class Options:
         unroll: the loop unroll factor (an int >= 1 or ``True``).
         layout: where the time axis of ``xs`` and ``hs`` lies: ``"btf"`` or ``"tbf"``.
         impl: ``"scan"`` (the loops) or ``"pallas"`` (the kernels); ``"auto"`` is resolved.
-        kernels: with ``impl="pallas"``, the kernel forms per platform, read when the call
-            is prepared (:func:`jrnn._forms.kernel_forms`): part of the static key of the
-            jitted loops, so a changed ``$JRNN_GPU_KERNELS`` counts at the next call.
+        forms: with ``impl="pallas"``, the kernel form per platform, chosen when the call
+            is prepared (:func:`jrnn._src.kernels.forms.kernel_forms`): part of the static
+            key of the jitted loops, so a changed ``$JRNN_GPU_KERNELS`` counts at the next
+            call.
     """
 
     act: Activation
@@ -119,7 +146,7 @@ class Options:
     unroll: int | bool = 1
     layout: str = "btf"
     impl: str = "scan"
-    kernels: tuple[tuple[str, object], ...] | None = None
+    forms: tuple[Form, ...] | None = None
 
     @property
     def axis(self) -> int:
@@ -297,30 +324,39 @@ def _check_flags(options: Mapping[str, Any]) -> None:
             raise TypeError(f"{name} must be a bool; got {type(value).__name__} {value!r}")
     if not isinstance(options["unroll"], bool | np.bool_):  # True: a full unroll
         positive_int("unroll", options["unroll"], "or a bool")
-    impl = options.get("impl", "auto")
+    check_impl(options.get("impl", "auto"))
+
+
+def check_impl(impl: Any) -> str:
+    """``impl`` if it is one of :data:`IMPLS` (the one check of it, the adapters' too).
+
+    Raises:
+        TypeError: not a string.
+        ValueError: a string not in :data:`IMPLS`.
+    """
     if not isinstance(impl, str):
         kind = type(impl).__name__
         raise TypeError(f"impl must be a string, one of {IMPLS}; got {kind} {impl!r}")
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}; got {impl!r}")
+    return impl
 
 
 def _resolve_impl(impl: str, dtype: Any, hidden: int) -> str:
-    """``"scan"`` or ``"pallas"``; a shape or dtype the kernels cannot hold is a ValueError.
-
-    ``"auto"`` is ``"scan"`` on every backend: no accelerator measurement has shown the
-    kernels winning yet (see benchmarks/RESULTS-gpu.md).
-    """
+    """``"scan"`` or ``"pallas"`` (``"auto"``: :data:`AUTO`); a shape or dtype the kernels
+    cannot hold is a ValueError."""
+    if impl == "auto":
+        impl = AUTO
     if impl != "pallas":
         return "scan"
     dtype = jnp.dtype(dtype)
-    if dtype not in kernels.DTYPES:
-        names = " or ".join(str(d) for d in kernels.DTYPES)
+    if dtype not in DTYPES:
+        names = " or ".join(str(d) for d in DTYPES)
         raise ValueError(
             f"impl='pallas' computes in {names}; got {dtype} operands (use impl='scan', or "
             f"cast the params and xs)"
         )
-    limit = kernels.MAX_HIDDEN[dtype]
+    limit = MAX_HIDDEN[dtype]
     if hidden > limit:
         raise ValueError(
             f"impl='pallas' holds W_h on chip for hidden_size <= {limit} in {dtype}; got "

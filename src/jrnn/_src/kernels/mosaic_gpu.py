@@ -1,6 +1,6 @@
 """The Hopper form of the fused kernels: Pallas **Mosaic GPU**, one warpgroup per 64 rows.
 
-The same two recurrences as :mod:`jrnn.kernels` (whose docstring states them), for the
+The same two recurrences as the other forms (stated in :mod:`.common`), for the
 GPUs that run ``wgmma`` (compute capability 9.0: H100, H200, GH200). One CTA of one
 warpgroup (128 threads) runs all ``T`` steps for a tile of 64 batch rows, the ``M`` of a
 Hopper ``wgmma``; the grid is the batch tiles. Per step::
@@ -26,15 +26,14 @@ relative error per product, float32's own order (the scan path's 1e-5 contract).
 
 Registers, per thread of the warpgroup: a `(64, H)` float32 array is ``H / 2`` of them.
 The accumulator and the prefetched operands are live across the ``wgmma``; the state
-too only with ``lengths`` (a padded step keeps it), the mask for the whole call. At
-``H = 256`` (bfloat16) with lengths or a mask, and at ``H = 128`` (float32) with both,
-that passes the 255 a thread has, and the compiler spills: correct, and slower by an
-amount not measured yet.
+too only with ``lengths`` (a padded step keeps it), the mask for the whole call. A
+thread has 255; where the live values pass that, ptxas spills to local memory (what it
+reports per variant: the accelerators guide).
 
 SMEM (of Hopper's 227 KiB per CTA): bfloat16 ``H <= 256``: ``W`` 128 KiB (``wgmma``'s
 ``N`` is at most 256); float32 ``H <= 128``: ``W_hi``, ``W_lo`` 128 KiB + the two state
 operands 64 KiB.
-These are :data:`jrnn.kernels.MAX_HIDDEN`. ``H`` is padded to a multiple of 128 bytes
+These are :data:`.common.MAX_HIDDEN`. ``H`` is padded to a multiple of 128 bytes
 (the swizzle), ``B`` to a multiple of 64.
 
 Interpret mode (``interpret=`` the Mosaic GPU interpret params; the tests): the same
@@ -61,7 +60,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
-from jrnn.kernels import Call, _pad, _round_up, _unrolled_loop
+from jrnn._src.kernels.common import Call, pad, round_up, unrolled_loop
 
 __all__ = ["ROWS", "adjoint", "forward", "split_tf32", "tf32_hi"]
 
@@ -189,7 +188,7 @@ class _Kernel:
             t, t_next = time(j), time(jnp.minimum(j + 1, n - 1))
             return step(t, state, now, lambda: load_at(t_next))
 
-        return _unrolled_loop(at, (state, load_at(time(0))), n, self.unroll)[0]
+        return unrolled_loop(at, (state, load_at(time(0))), n, self.unroll)[0]
 
 
 def _prologue(k: _Kernel, w_refs, scratch, len_ref, mask_ref, width: int):
@@ -274,21 +273,21 @@ def _sequential_call(
     per_row: list[jax.Array],
 ) -> tuple[jax.Array, jax.Array]:
     """One Mosaic GPU kernel over a grid of 64-row tiles; arguments as
-    :func:`jrnn.kernels._sequential_call` takes them (``weight`` is the ``B`` of
+    :func:`jrnn._src.kernels.tpu`'s ``_sequential_call`` takes them (``weight`` is the ``B`` of
     ``state @ B``). The `(T, B, H)` output has ``streamed[0]``'s dtype."""
     t, b, h = streamed[0].shape
     dtype = jnp.dtype(streamed[0].dtype)
     if t == 0:  # nothing to run: no steps, the state passes through
         return jnp.zeros((0, b, h), dtype), per_row[0].astype(jnp.float32)
     split = dtype == jnp.float32
-    hp = _round_up(h, _SWIZZLE // dtype.itemsize)
-    bp = _round_up(b, ROWS)
-    streamed = [_pad(x, (t, bp, hp)) for x in streamed]
-    per_row = [_pad(x, (bp, hp)) for x in per_row]
+    hp = round_up(h, _SWIZZLE // dtype.itemsize)
+    bp = round_up(b, ROWS)
+    streamed = [pad(x, (t, bp, hp)) for x in streamed]
+    per_row = [pad(x, (bp, hp)) for x in per_row]
     # padded rows have length 0; without lengths they run on zeros (act(0) = 0)
-    given = [] if lengths is None else [_pad(lengths.astype(jnp.int32), (bp,))]
-    weight = _pad(weight.astype(dtype), (hp, hp))
-    interpret = None if call.interpret is False else call.interpret
+    given = [] if lengths is None else [pad(lengths.astype(jnp.int32), (bp,))]
+    weight = pad(weight.astype(dtype), (hp, hp))
+    interpret = None if call.form.interpret is False else call.form.interpret
     if split:
         w_parts = list(split_tf32(weight))
         if interpret is None:  # K-major: TF32 wgmma reads B transposed (see the docstring)
@@ -327,7 +326,7 @@ def forward(
     mask: jax.Array | None,
     call: Call,
 ) -> tuple[jax.Array, jax.Array]:
-    """The forward recurrence on Hopper; contract of :func:`jrnn.kernels.forward`."""
+    """The forward recurrence on Hopper; contract of :func:`.common.launch_forward`."""
     kernel = partial(_forward_kernel, has_mask=mask is not None)
     per_row = [h0.astype(jnp.float32)] + ([] if mask is None else [mask.astype(jnp.float32)])
     return _sequential_call("forward", kernel, call, lengths, [xw], w_h, per_row)
@@ -342,7 +341,7 @@ def adjoint(
     mask: jax.Array | None,
     call: Call,
 ) -> tuple[jax.Array, jax.Array]:
-    """The adjoint recurrence on Hopper; contract of :func:`jrnn.kernels.adjoint`."""
+    """The adjoint recurrence on Hopper; contract of :func:`.common.launch_adjoint`."""
     kernel = partial(_adjoint_kernel, has_mask=mask is not None, has_dhs=dhs is not None)
     streamed = [hs] if dhs is None else [hs, dhs]
     per_row = [dh_last.astype(jnp.float32)]

@@ -12,35 +12,32 @@ cotangent of ``h_last``), is::
     dL/dx_t   = dA_t W_x^T
     dL/dh_0   = dA_1 W_h^T
 
-This is the seed notebook's set of formulas, done right: its backward cell
-applied ``tanh'`` to the incoming gradient (``1 - tanh(dh)**2``) instead of using
-``1 - h_t**2``, stepped back only once, and started the parameter gradients from
-random noise. Here one reverse loop (a ``lax.fori_loop``, which JAX lowers to
-``lax.scan``) carries ``dA_{t+1} W_h^T`` and stores ``dA_t``; the four gradients
-are then single GEMMs/reductions over all ``T * B`` rows. With ``lengths``,
-padded steps pass the carried gradient through unchanged and have ``dA_t = 0``.
+(The seed notebook's backward cell gets these wrong: docs/seed.md.) One reverse loop
+(a ``lax.fori_loop``, which JAX lowers to ``lax.scan``) carries ``dA_{t+1} W_h^T``
+and stores ``dA_t``; the four gradients are then single GEMMs/reductions over all
+``T * B`` rows. With ``lengths``, padded steps pass the carried gradient through
+unchanged and have ``dA_t = 0``.
 
-:mod:`jrnn.vjp` wires this backward into ``jax.custom_vjp`` (:func:`jrnn.rnn`), so that
-``jax.grad`` of any loss built on it runs the hand-written BPTT.
+:mod:`jrnn._src.rnn` wires this backward into ``jax.custom_vjp`` (:func:`jrnn.rnn`), so
+that ``jax.grad`` of any loss built on it runs the hand-written BPTT.
 """
 
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Unpack
+from typing import Unpack
 
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
 from jaxtyping import Array, ArrayLike, Float
 
-from jrnn import fused
-from jrnn._checks import Operands, Options, ScanOptions, prepare, prepare_cotangents
-from jrnn.forward import _index_step, _update_step
+from jrnn._src import fused
+from jrnn._src.options import Operands, Options, ScanOptions, prepare, prepare_cotangents
+from jrnn._src.scan import index_step, update_step
 from jrnn.params import RNNParams
 
-__all__ = ["backward"]
+__all__ = ["adjoint_loop", "backward"]
 
 
 def _gram(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -55,22 +52,22 @@ def _gram(a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 @partial(jax.jit, static_argnums=4)
-def _adjoint_loop(
+def adjoint_loop(
     ops: Operands,
     hs: jax.Array,
     dhs: jax.Array | None,
     dh_last: jax.Array | None,
     opts: Options,
 ) -> tuple[RNNParams, jax.Array, jax.Array]:
-    """BPTT on validated operands, in their layout (see :func:`jrnn.forward._forward_loop`).
+    """BPTT on validated operands, in their layout (see :func:`jrnn._src.scan.forward_loop`).
 
     Args:
-        ops: as given to ``_forward_loop``; the recurrent mask is a constant here (no
+        ops: as given to ``forward_loop``; the recurrent mask is a constant here (no
             gradient flows to it).
-        hs: the outputs of ``_forward_loop``, layout of ``xs`` with ``H`` last.
+        hs: the outputs of ``forward_loop``, layout of ``xs`` with ``H`` last.
         dhs: cotangent of ``hs`` or ``None`` (zero).
         dh_last: `(B, H)` cotangent of ``h_last`` or ``None`` (zero).
-        opts: as given to ``_forward_loop``.
+        opts: as given to ``forward_loop``.
 
     Returns:
         ``(dparams, dxs, dh0)`` with ``dxs`` in the layout of ``xs``.
@@ -134,17 +131,17 @@ def _scan_recurrence(
     def step(i, carry):
         c, das = carry  # (B, H), layout of hs
         t = i if reverse else num_steps - 1 - i
-        g = c if dhs is None else c + _index_step(dhs, t, axis)  # (B, H)
+        g = c if dhs is None else c + index_step(dhs, t, axis)  # (B, H)
         if lengths is not None:
             valid = (t < lengths)[:, None]  # (B, 1)
             g = jnp.where(valid, g, 0)
-        da = g if act_grad is None else g * act_grad(_index_step(hs, t, axis))  # (B, H)
+        da = g if act_grad is None else g * act_grad(index_step(hs, t, axis))  # (B, H)
         new_c = da @ w_h_t  # (B, H)
         if recurrent_mask is not None:
             new_c = new_c * recurrent_mask  # the step read h_{t-1} * m
         if lengths is not None:
             new_c = new_c + jnp.where(valid, 0, c)  # padded steps pass the gradient through
-        return new_c, _update_step(das, da, (t + shift) % num_steps, axis)
+        return new_c, update_step(das, da, (t + shift) % num_steps, axis)
 
     return lax.fori_loop(0, num_steps, step, (carry0, jnp.zeros_like(hs)), unroll=opts.unroll)
 
@@ -153,13 +150,13 @@ def _scan_recurrence(
 def _kernel_recurrence(
     ops: Operands, hs: jax.Array, dhs: jax.Array | None, carry0: jax.Array, opts: Options
 ) -> tuple[jax.Array, jax.Array]:
-    """:func:`_scan_recurrence` by the adjoint kernel (:func:`jrnn.fused.adjoint`)."""
+    """:func:`_scan_recurrence` by the adjoint kernel (:func:`jrnn._src.fused.adjoint`)."""
     return fused.adjoint(ops, hs, dhs, carry0, opts)
 
 
 @_kernel_recurrence.defjvp
 def _kernel_recurrence_jvp(opts: Options, primals: tuple, tangents: tuple):
-    # as jrnn.forward's kernel: values from the kernel, derivatives from the reference loop
+    # as scan's forward kernel: values from the kernel, derivatives from the reference loop
     _, tangent_out = jax.jvp(partial(_scan_recurrence, opts=opts), primals, tangents)
     ops, hs, dhs, carry0 = primals
     return fused.adjoint(ops, hs, dhs, carry0, opts), tangent_out
@@ -199,19 +196,5 @@ def backward(
     """
     p = prepare(params, xs, h0, options, caller="backward")
     hs, dhs, dh_last = prepare_cotangents(p, hs, dhs, dh_last)
-    dparams, dxs, dh0 = _adjoint_loop(p.ops, hs, dhs, dh_last, p.opts)
+    dparams, dxs, dh0 = adjoint_loop(p.ops, hs, dhs, dh_last, p.opts)
     return dparams, p.xs_to_caller(dxs), p.state_to_caller(dh0)
-
-
-def _primal_values(tree: Any) -> Any:
-    """``tree`` with every ``CustomVJPPrimal`` leaf replaced by its value.
-
-    With ``symbolic_zeros=True``, ``custom_vjp`` hands its fwd rule each leaf wrapped so.
-    """
-    return jax.tree.map(lambda a: a.value, tree, is_leaf=lambda a: isinstance(a, CustomVJPPrimal))
-
-
-def _zeros_as_none(cotangents: Any) -> Any:
-    """The cotangents a ``custom_vjp`` (``symbolic_zeros=True``) hands its bwd rule, each
-    symbolic zero as ``None``: the adjoint then skips it instead of materialising zeros."""
-    return tuple(None if isinstance(ct, SymbolicZero) else ct for ct in cotangents)

@@ -1,50 +1,40 @@
 """``jrnn.rnn``: the forward loop with the hand-written BPTT as its ``jax.custom_vjp``.
 
-The primal is :mod:`jrnn.forward`'s loop and the adjoint :mod:`jrnn.bptt`'s; this module
-only wires them together (and, with ``remat=k``, dispatches to :mod:`jrnn.remat`'s
-segment-wise version), so ``jax.grad`` of any loss built on :func:`rnn` runs the
-hand-written BPTT.
+The primal is :mod:`jrnn._src.scan`'s loop and the adjoint :mod:`jrnn._src.bptt`'s; this
+module only joins them (:func:`jrnn._src.custom.operands_vjp`) and, with ``remat=k``,
+dispatches to :mod:`jrnn._src.remat`'s segment-wise version, so ``jax.grad`` of any loss
+built on :func:`rnn` runs the hand-written BPTT.
 """
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Unpack
 
-import jax
 from jaxtyping import Array, ArrayLike, Float
 
-from jrnn._checks import Operands, Options, ScanOptions, prepare
-from jrnn._validate import positive_int
-from jrnn.bptt import _adjoint_loop, _primal_values, _zeros_as_none
-from jrnn.forward import _forward_loop
+from jrnn._src import bptt
+from jrnn._src.custom import operands_vjp
+from jrnn._src.options import Operands, Options, ScanOptions, prepare
+from jrnn._src.remat import remat_rnn
+from jrnn._src.scan import forward_loop
+from jrnn._src.validate import positive_int
 from jrnn.params import RNNParams
-from jrnn.remat import _remat_rnn
 
-__all__ = ["rnn"]
-
-
-@partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _rnn_core(ops: Operands, opts: Options) -> tuple[jax.Array, jax.Array]:
-    return _forward_loop(ops, opts)
+__all__ = ["rnn", "rnn_core"]
 
 
-def _rnn_core_fwd(ops: Operands, opts: Options):
-    ops = _primal_values(ops)
-    hs, h_last = _forward_loop(ops, opts)
+def _forward(ops: Operands, opts: Options):
+    hs, h_last = forward_loop(ops, opts)
     return (hs, h_last), (ops, hs)
 
 
-def _rnn_core_bwd(opts: Options, residuals, cotangents):
+def _adjoint(residuals, dhs, dh_last, opts: Options):
     ops, hs = residuals
-    # A loss that reads only h_last (or only hs) leaves the other cotangent a symbolic zero:
-    # skip it instead of materialising a (T, B, H) buffer of zeros.
-    dhs, dh_last = _zeros_as_none(cotangents)
-    dparams, dxs, dh0 = _adjoint_loop(ops, hs, dhs, dh_last, opts)
-    return (Operands(dparams, dxs, dh0, None, None),)  # lengths and the mask: no gradient
+    return bptt.adjoint_loop(ops, hs, dhs, dh_last, opts)
 
 
-_rnn_core.defvjp(_rnn_core_fwd, _rnn_core_bwd, symbolic_zeros=True)
+rnn_core = operands_vjp(_forward, _adjoint)
+"""``(ops, opts) -> (hs, h_last)`` on validated operands, differentiated by the BPTT."""
 
 
 def rnn(
@@ -71,15 +61,19 @@ def rnn(
         xs: as :func:`jrnn.forward`.
         h0: as :func:`jrnn.forward`.
         remat: ``None`` (default) keeps every hidden state for the backward pass. An int
-            ``k`` keeps only the state entering each segment of ``k`` steps and recomputes
-            each segment in the backward pass (see :mod:`jrnn.remat`): less memory for long
-            sequences, one more forward pass of compute. ``k`` near ``sqrt(T)`` minimises
-            memory.
+            ``k`` cuts the sequence into segments of ``k`` steps and keeps only the state
+            entering each; the backward pass walks the segments in reverse, re-runs each
+            one's forward from its stored state and runs the BPTT on it. It then holds
+            ``ceil(T / k) + O(k)`` states instead of ``T`` (``k`` near ``sqrt(T)``
+            minimises that), for one more forward pass of compute, with the plain BPTT's
+            results (up to the order of floating-point sums). The saving is real when the
+            loss does not read every output (many-to-one models): a loss on all of ``hs``
+            holds its own `(T, B, H)` cotangent anyway.
         **options: as :func:`jrnn.forward` (``activation``, ``reverse``, ``lengths``,
             ``unroll``, ``time_major``, ``recurrent_mask``, ``impl``). The recurrent mask is
             treated as a constant (``rnn`` returns no gradient for it; differentiate through
             ``forward`` if you need one). With ``impl="pallas"`` the forward and the BPTT
-            are the fused kernels of :mod:`jrnn.kernels` (``remat`` runs them per segment);
+            are the fused kernels (``remat`` runs them per segment);
             derivatives of the BPTT itself (grad-of-grad) are the scan loop's.
 
     Returns:
@@ -89,7 +83,7 @@ def rnn(
         remat = positive_int("remat", remat, "None or the segment length")
     p = prepare(params, xs, h0, options, caller="rnn")
     if remat is None:
-        hs, h_last = _rnn_core(p.ops, p.opts)
+        hs, h_last = rnn_core(p.ops, p.opts)
     else:
-        hs, h_last = _remat_rnn(p.ops, p.opts, remat)
+        hs, h_last = remat_rnn(p.ops, p.opts, remat)
     return p.hs_to_caller(hs), p.state_to_caller(h_last)

@@ -1,71 +1,64 @@
-"""``impl="pallas"``: the recurrence run by :mod:`jrnn.kernels`, on whichever platform.
+"""``impl="pallas"``: the recurrence run by the kernels of :mod:`jrnn._src.kernels`.
 
-The kernels take time-major `(T, B, H)` arrays, so this module turns the validated
-operands (caller layout, see :mod:`jrnn._checks`) into the kernels' operands and back:
+The one bridge between the call model (:mod:`jrnn._src.options`) and the kernels. These
+take time-major `(T, B, H)` arrays, so this module turns the validated operands (caller
+layout) into the kernels' operands and back:
 
 * forward: the hoisted input GEMM ``xs W_x + b`` straight into a time-major buffer,
   one forward kernel, ``hs`` back to the caller's layout;
 * adjoint: ``hs`` and its cotangent time-major, one adjoint kernel, and ``dA`` handed
-  back in the layout and slot order of :func:`jrnn.bptt._adjoint_loop`'s buffer, whose
+  back in the layout and slot order of :func:`jrnn._src.bptt.adjoint_loop`'s buffer, whose
   single-GEMM weight gradients serve both paths.
 
-The kernel form is picked by the platform a program is lowered for
-(``lax.platform_dependent``), not by the default backend: the Mosaic TPU kernels on
-TPU; on CUDA the Mosaic GPU kernels (:mod:`jrnn.hopper`) for Hopper GPUs and the Triton
-kernels for the others (:func:`jrnn._forms.gpu_kernels`); the Triton kernels on ROCm; and on CPU
-the TPU kernels in Pallas' interpret mode. A cross-platform lowering
-(``.lower(lowering_platforms=("tpu",))`` on this CPU) therefore sees the real kernel.
+The form is the one of the platform a program is lowered for (``lax.platform_dependent``
+over the forms that :mod:`jrnn._src.kernels.forms` chose when the call was prepared), not
+the default backend's: a cross-platform lowering (``.lower(lowering_platforms=("tpu",))``
+on a CPU) therefore sees the real kernel.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jrnn import hopper, kernels
-from jrnn._checks import Operands, Options
-from jrnn._forms import PLATFORMS
+from jrnn._src.kernels import mosaic_gpu, tpu, triton
+from jrnn._src.kernels.common import Call, Form
+from jrnn._src.kernels.forms import PLATFORMS
+from jrnn._src.options import Operands, Options
 
-__all__: list[str] = []  # used through impl="pallas"
+__all__ = ["adjoint", "forward"]
 
-
-def _kernel_call(opts: Options, platform: str, interpret: object) -> kernels.Call:
-    # unroll=True (no loop at all) is no option inside a kernel: its loop unrolls by 1
-    unroll = opts.unroll if not isinstance(opts.unroll, bool) else 1
-    return kernels.Call(opts.act, opts.reverse, unroll, platform, interpret)
+_MODULES = {"tpu": tpu, "triton": triton, "mosaic_gpu": mosaic_gpu}
 
 
 def _per_platform(name: str, opts: Options, *args):
-    """``forward(*args, call)`` or ``adjoint(...)`` (``name``) of the kernel form of the
-    platform being lowered for.
+    """``forward(*args, call)`` or ``adjoint(...)`` (``name``) of the form of the platform
+    being lowered for.
 
     ``None`` arguments (no mask, no cotangent) pass through as ``None``.
     """
     present = [a is not None for a in args]
+    # unroll=True (no loop at all) is no option inside a kernel: its loop unrolls by 1
+    unroll = opts.unroll if not isinstance(opts.unroll, bool) else 1
 
-    def branch(platform: str, interpret: object):
-        module = hopper if platform == "hopper" else kernels
-        run: Callable[..., tuple[jax.Array, jax.Array]] = getattr(module, name)
+    def branch(form: Form):
+        run = getattr(_MODULES[form.name], name)
+        call = Call(opts.act, opts.reverse, unroll, form)
 
         def run_on(*arrays):
             given = iter(arrays)
-            full = [next(given) if p else None for p in present]
-            return run(*full, _kernel_call(opts, platform, interpret))
+            return run(*[next(given) if p else None for p in present], call)
 
         return run_on
 
-    forms = opts.kernels
+    forms = opts.forms
     assert forms is not None, "prepare() sets the kernel forms of impl='pallas'"
     operands = [a for a in args if a is not None]
-    if forms[0][0] == "hopper":
-        # the tests' CPU form, the Mosaic GPU interpret mode: its callbacks' IO effect
-        # cannot sit in a platform switch under vmap, so it runs alone (CPU only)
-        return branch(*forms[0])(*operands)
+    if len(set(forms)) == 1:  # one form everywhere: no platform switch to lower
+        return branch(forms[0])(*operands)
     return lax.platform_dependent(
-        *operands, **{p: branch(*f) for p, f in zip(PLATFORMS, forms, strict=True)}
+        *operands, **{p: branch(f) for p, f in zip(PLATFORMS, forms, strict=True)}
     )
 
 
@@ -74,7 +67,7 @@ def _time_major(x: jax.Array, axis: int) -> jax.Array:
 
 
 def forward(ops: Operands, opts: Options) -> tuple[jax.Array, jax.Array]:
-    """The forward recurrence by the kernel; contract of :func:`jrnn.forward._forward_loop`.
+    """The forward recurrence by the kernel; contract of :func:`jrnn._src.scan.forward_loop`.
 
     Returns:
         ``(hs, h_last)``: ``hs`` in the layout of ``xs`` with ``H`` last (zero at padded
@@ -99,7 +92,7 @@ def adjoint(
     """The adjoint recurrence by the kernel.
 
     Args:
-        ops, hs, dhs, opts: as :func:`jrnn.bptt._adjoint_loop` takes them.
+        ops, hs, dhs, opts: as :func:`jrnn._src.bptt.adjoint_loop` takes them.
         dh_last: `(B, H)` cotangent of ``h_last`` (zeros where the loss does not read it).
 
     Returns:
@@ -108,7 +101,7 @@ def adjoint(
         adjoint stores it.
     """
     w_h, mask, axis = ops.params.w_h, ops.mask, opts.axis
-    if dh_last.shape[0] == 0:  # (T = 0 never gets here: _adjoint_loop returns first)
+    if dh_last.shape[0] == 0:  # (T = 0 never gets here: adjoint_loop returns first)
         return dh_last, jnp.zeros_like(hs)
     dhs_tm = None if dhs is None else _time_major(dhs, axis)
     das, dh0 = _per_platform(

@@ -2,7 +2,7 @@
 
 ``forward`` is plain JAX: ordinary autodiff differentiates it in reverse and in
 forward mode. ``jrnn.rnn`` computes the same values but differentiates with the
-hand-written BPTT of :mod:`jrnn.bptt`.
+hand-written BPTT of :mod:`jrnn._src.bptt`.
 
 Hot path: the input projection ``xs @ W_x`` is one GEMM over all ``T * B`` rows
 before the loop, so the loop body holds only the recurrent matmul
@@ -21,34 +21,34 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, ArrayLike, Float
 
-from jrnn import fused
-from jrnn._checks import Operands, Options, ScanOptions, prepare
+from jrnn._src import fused
+from jrnn._src.options import Operands, Options, ScanOptions, prepare
 from jrnn.params import RNNParams
 
-__all__ = ["forward"]
+__all__ = ["forward", "forward_loop", "index_step", "update_step"]
 
 
-def _index_step(buf: jax.Array, t: jax.Array, axis: int) -> jax.Array:
+def index_step(buf: jax.Array, t: jax.Array, axis: int) -> jax.Array:
     """Step ``t`` of a `(B, T, ...)`/`(T, B, ...)` buffer along its time ``axis``."""
     # t is always in range: skipping negative-index wrapping saves a select per step
     return lax.dynamic_index_in_dim(buf, t, axis, keepdims=False, allow_negative_indices=False)
 
 
-def _update_step(buf: jax.Array, value: jax.Array, t: jax.Array, axis: int) -> jax.Array:
+def update_step(buf: jax.Array, value: jax.Array, t: jax.Array, axis: int) -> jax.Array:
     """``buf`` with step ``t`` along ``axis`` set to ``value`` (in place inside a loop)."""
     return lax.dynamic_update_index_in_dim(buf, value, t, axis, allow_negative_indices=False)
 
 
 # Jitted, the options static: called eagerly (outside any jit) the loop compiles once per
-# shapes and options, not at every call (its body is a new closure each time, so XLA saw a
-# new program: ~0.5 s a call on CPU). Inside a caller's jit it is inlined. The other loops
-# (jrnn.bptt, jrnn.remat, jrnn.parallel) are jitted so for the same reason.
+# shapes and options, not at every call (its body is a new closure each time, so XLA would
+# see a new program). Inside a caller's jit it is inlined. The other loops (bptt, remat,
+# jrnn.parallel) are jitted so for the same reason.
 @partial(jax.jit, static_argnums=1)
-def _forward_loop(ops: Operands, opts: Options) -> tuple[jax.Array, jax.Array]:
+def forward_loop(ops: Operands, opts: Options) -> tuple[jax.Array, jax.Array]:
     """The recurrence on validated operands, in their layout, by ``opts.impl``.
 
     ``"scan"``: a ``lax.fori_loop`` (:func:`_scan_loop`); ``"pallas"``: the forward
-    kernel (:func:`jrnn.fused.forward`), whose derivatives are the scan loop's.
+    kernel (:func:`jrnn._src.fused.forward`), whose derivatives are the scan loop's.
     """
     if opts.impl == "pallas":
         return _kernel_forward(ops, opts)
@@ -96,14 +96,14 @@ def _scan_loop(ops: Operands, opts: Options) -> tuple[jax.Array, jax.Array]:
 
     # relu, linear: XLA duplicates a cheap activation into both users of the new state, the
     # carry and the in-place update of `buf`; the copy for the carry reads `buf` while the
-    # update writes it, so XLA copies the whole (T, B, H) buffer twice per step (relu 6x slower
-    # than tanh at (32, 150, 2, 100); linear with lengths too). Reading the carry back from
-    # `buf` leaves the update as the only user. tanh is not duplicated, and the read-back would
-    # cost it 5-10% at small shapes, so it keeps the direct carry.
+    # update writes it, so XLA copies the whole (T, B, H) buffer twice per step. Reading the
+    # carry back from `buf` leaves the update as the only user. tanh is not duplicated, and
+    # the read-back would cost it at small shapes, so it keeps the direct carry (the
+    # measurements: docs/performance, "Design choices").
     read_back = opts.act.name != "tanh"
     # Batch 1 runs the loop on vectors: carry (H,), buffer (T, H), both free reshapes. A
-    # (1, H) carry costs XLA:CPU a copy per step to feed the matmul as (H, 1) (about 5% of
-    # the loop at (1, 1000, 8, 32)); as a vector it feeds the matvec as it lies.
+    # (1, H) carry costs XLA:CPU a copy per step to feed the matmul as (H, 1); as a vector it
+    # feeds the matvec as it lies.
     batch_one = h0.shape[0] == 1
     out_shape = buf.shape
     if batch_one:
@@ -115,15 +115,15 @@ def _scan_loop(ops: Operands, opts: Options) -> tuple[jax.Array, jax.Array]:
         h, buf = carry
         t = num_steps - 1 - i if reverse else i
         h_in = h if mask is None else h * mask  # (B, H), or (H,) at batch 1
-        h_new = act_fn(_index_step(buf, t, axis) + b + h_in @ w_h)  # (B, H)
+        h_new = act_fn(index_step(buf, t, axis) + b + h_in @ w_h)  # (B, H)
         if lengths is None:
-            buf = _update_step(buf, h_new, t, axis)
-            return (_index_step(buf, t, axis) if read_back else h_new), buf
+            buf = update_step(buf, h_new, t, axis)
+            return (index_step(buf, t, axis) if read_back else h_new), buf
         # Padded steps keep the state and emit zeros. Running in reverse, the padded tail
         # comes first and leaves h0 untouched, so each sequence starts at its last valid step.
         valid = (t < lengths)[..., None]  # (B, 1), or (1,) at batch 1
-        buf = _update_step(buf, jnp.where(valid, h_new, 0), t, axis)
-        return jnp.where(valid, _index_step(buf, t, axis) if read_back else h_new, h), buf
+        buf = update_step(buf, jnp.where(valid, h_new, 0), t, axis)
+        return jnp.where(valid, index_step(buf, t, axis) if read_back else h_new, h), buf
 
     h_last, hs = lax.fori_loop(0, num_steps, step, (h0, buf), unroll=opts.unroll)
     if batch_one:
@@ -149,37 +149,10 @@ def forward(
         xs: `(B, T, F)` (`(T, B, F)` if ``time_major``) or unbatched `(T, F)`; a real
             float dtype. Params, ``xs`` and ``h0`` are promoted to a common dtype.
         h0: initial state `(B, H)` (unbatched: `(H,)`); zeros if ``None``.
-        **options: the keyword options below (:class:`jrnn.ScanOptions`), each with its
-            default; :func:`jrnn.rnn` and :func:`jrnn.backward` take the same ones.
-
-    Other Parameters:
-        activation: ``"tanh"`` (default), ``"relu"`` or ``"linear"``.
-        reverse: run from the end (default ``False``); with ``lengths``, each sequence
-            starts at its last valid step. ``hs`` is returned in input order either way.
-        lengths: ``None`` (default) or `(B,)` integers in ``[0, T]`` (unbatched: a
-            scalar): right-padded variable lengths. Padded steps leave the state
-            unchanged and output zeros; ``h_last`` is each sequence's last valid state
-            (``h0`` if the length is 0). Values are range-checked when concrete; traced
-            values outside ``[0, T]`` act as if clipped to it. Padded steps of ``xs``
-            reach no value and no gradient (a NaN there included).
-        unroll: loop unroll factor (an int >= 1, or ``True`` for a full unroll); default 1.
-        time_major: ``xs`` and ``hs`` are `(T, B, ...)` instead of `(B, T, ...)` (default
-            ``False``).
-        recurrent_mask: ``None`` (default) or a `(B, H)` (unbatched `(H,)`) multiplier
-            applied to ``h_{t-1}`` before ``W_h`` at every step:
-            ``h_t = act(x_t W_x + (h_{t-1} * m) W_h + b)``.
-            Keras' recurrent dropout is such a mask (see ``jrnn.layers.stack``).
-        impl: ``"auto"`` (default), ``"scan"`` or ``"pallas"``. ``"scan"`` runs the
-            ``lax.fori_loop``. ``"pallas"`` runs the whole recurrence in one Pallas kernel
-            with ``W_h`` held on chip (:mod:`jrnn.kernels`): Mosaic TPU on TPU, Mosaic GPU
-            on Hopper GPUs (:mod:`jrnn.hopper`), Triton on other GPUs, and on CPU the TPU
-            kernel in Pallas' interpret mode (slow: for tests). It
-            takes float32 and bfloat16 (float32 state and accumulation on chip) and
-            ``hidden_size`` up to 128 (float32) or 256 (bfloat16); ``unroll`` unrolls its
-            step loop (``True`` counts as 1). Its derivatives are the scan loop's
-            (:func:`jrnn.rnn` runs the adjoint kernel for ``jax.grad``). ``"auto"`` is
-            ``"scan"`` on every backend until an accelerator measurement shows the
-            kernels winning (none exists yet).
+        **options: the keyword options of :class:`jrnn.ScanOptions` (``activation``,
+            ``reverse``, ``lengths``, ``unroll``, ``time_major``, ``recurrent_mask``,
+            ``impl``), each with its default; :func:`jrnn.rnn` and :func:`jrnn.backward`
+            take the same ones.
 
     Returns:
         ``(hs, h_last)``: ``hs`` `(B, T, H)` (or `(T, B, H)`, or unbatched `(T, H)`) and
@@ -194,5 +167,5 @@ def forward(
             the kernels do not hold.
     """
     p = prepare(params, xs, h0, options, caller="forward")
-    hs, h_last = _forward_loop(p.ops, p.opts)
+    hs, h_last = forward_loop(p.ops, p.opts)
     return p.hs_to_caller(hs), p.state_to_caller(h_last)

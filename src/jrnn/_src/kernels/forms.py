@@ -1,0 +1,91 @@
+"""Which kernel form ``impl="pallas"`` runs on each platform: the one place it is chosen.
+
+The forms are named as the modules that hold them (:data:`.common.FORMS`): ``"tpu"``
+(Mosaic TPU) on TPU; on CUDA ``"mosaic_gpu"`` for Hopper GPUs and ``"triton"`` for the
+others (:func:`gpu_kernels`, the one reader of ``$JRNN_GPU_KERNELS``); ``"triton"`` on
+ROCm; and on CPU the ``"tpu"`` form in Pallas' interpret mode. :func:`kernel_forms` is
+called once per call being prepared (:func:`jrnn._src.options.prepare`) and its result
+travels in that call's static options, so a changed choice makes a new program instead
+of reusing a compiled one; :mod:`jrnn._src.fused` runs the form of the platform being
+lowered for.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+
+from jrnn._src.kernels.common import Form, Tuning
+
+__all__ = [
+    "CPU_FORM",
+    "DEFAULT_TUNING",
+    "GPU_KERNELS",
+    "GPU_KERNELS_VAR",
+    "PLATFORMS",
+    "gpu_kernels",
+    "kernel_forms",
+]
+
+PLATFORMS = ("cpu", "tpu", "cuda", "rocm")
+"""The platforms of :func:`kernel_forms`, in its order (JAX's lowering platforms)."""
+
+# On CPU: the TPU kernels in Pallas' HLO interpreter. Not the TPU interpret mode: its
+# callbacks carry an ordered effect that breaks the platform_dependent lowering for TPU or
+# CUDA on this host, and it is 100x slower (the tests run it on the kernels directly).
+CPU_FORM = Form("tpu", interpret=True)
+"""The form ``impl="pallas"`` runs on CPU (for tests: the kernels' logic, slowly)."""
+
+GPU_KERNELS_VAR = "JRNN_GPU_KERNELS"
+"""The environment variable that overrides :func:`gpu_kernels`: a value of :data:`GPU_KERNELS`."""
+GPU_KERNELS = ("mosaic_gpu", "triton")
+"""The forms that run on CUDA."""
+
+
+def gpu_kernels() -> str:
+    """Which form ``impl="pallas"`` runs on CUDA: ``"mosaic_gpu"`` or ``"triton"``.
+
+    ``$JRNN_GPU_KERNELS`` decides if set (``mosaic`` is accepted for ``mosaic_gpu``, its
+    earlier name). Otherwise ``"mosaic_gpu"`` when every local CUDA device is a
+    Hopper GPU (compute capability 9.0: its ``wgmma`` instructions), or when there is no
+    local CUDA device (a cross-platform lowering targets Hopper), else ``"triton"``
+    (Ampere, Ada, Blackwell). Read at each call of the entry points (``jrnn.forward``,
+    ``jrnn.rnn``, ...) with ``impl="pallas"``; inside a jitted function, when that is
+    traced.
+
+    Raises:
+        ValueError: ``$JRNN_GPU_KERNELS`` names no form of :data:`GPU_KERNELS`.
+    """
+    chosen = os.environ.get(GPU_KERNELS_VAR, "")
+    if chosen:
+        chosen = "mosaic_gpu" if chosen == "mosaic" else chosen
+        if chosen not in GPU_KERNELS:
+            raise ValueError(
+                f"${GPU_KERNELS_VAR} must be one of {', '.join(GPU_KERNELS)}; got "
+                f"{os.environ[GPU_KERNELS_VAR]!r}"
+            )
+        return chosen
+    try:
+        devices = jax.local_devices(backend="cuda")
+    except RuntimeError:  # no CUDA backend in this process
+        return "mosaic_gpu"
+    hopper_only = all(getattr(d, "compute_capability", "") == "9.0" for d in devices)
+    return "mosaic_gpu" if hopper_only else "triton"
+
+
+DEFAULT_TUNING = Tuning()
+"""The tile sizes ``impl="pallas"`` compiles with."""
+
+
+def kernel_forms(cpu: Form = CPU_FORM, tuning: Tuning = DEFAULT_TUNING) -> tuple[Form, ...]:
+    """The form ``impl="pallas"`` runs per platform, in :data:`PLATFORMS`' order.
+
+    Args:
+        cpu: the CPU form (the tests give the Mosaic GPU form in its interpret mode).
+        tuning: the tile sizes of the compiled forms.
+
+    Returns:
+        Four :class:`.common.Form`; the CUDA one is :func:`gpu_kernels`' choice.
+    """
+    return (cpu, Form("tpu", False, tuning), Form(gpu_kernels(), False, tuning), Form("triton"))

@@ -1,0 +1,101 @@
+"""The ``jrnn`` command: ``jrnn train`` (train a model on a task), ``jrnn launch`` (a
+multi-process ``jrnn train`` job on this machine, :mod:`jrnn.launch`) and ``jrnn check`` (the
+seed notebook's example and the gradient checks).
+
+The package by job: :mod:`jrnn.cli.parse` (the parser), :mod:`jrnn.cli.rundir` (the run
+directory's life), :mod:`jrnn.cli.loop` (the training loop), :mod:`jrnn.cli.plot` (the
+curves) and :mod:`jrnn.cli.check`.
+
+``jrnn train`` writes a run directory (``--out``, see :mod:`jrnn.runs`):
+
+* ``config.json``: every option of the run (:class:`~jrnn.run_config.RunConfig`) and the
+  history of its resumes;
+* ``metrics.jsonl``: one JSON object per line, ``{"step", "split": "train"|"test", "loss",
+  ...}``; train rows average the steps since the previous row;
+* ``metrics.png``: loss, accuracy, learning rate and gradient norm, redrawn at every
+  evaluation;
+* ``checkpoints/``: orbax checkpoints of params, optimiser state, step and PRNG key, every
+  ``--checkpoint-every`` steps, at the end, and on Ctrl-C;
+* ``result.json``: the final test metrics and the baseline, when the run finishes.
+
+The training loop runs ``--log-every`` steps per jitted call (data drawn on the device from
+``fold_in(key, step)``), so a resumed run repeats an uninterrupted one bit for bit.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from jrnn.checkpoint import CheckpointError, abandoned_writes_dropped
+from jrnn.cli.check import check
+from jrnn.cli.loop import train
+from jrnn.cli.parse import parser
+from jrnn.cli.plot import PLOT_EVERY_S, figure
+from jrnn.cli.rundir import TrainError
+from jrnn.distributed import cluster_processes, initialize
+from jrnn.launch import launch
+from jrnn.runs import RunDirError
+
+__all__ = ["PLOT_EVERY_S", "TrainError", "check", "figure", "main", "parser", "train"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``jrnn`` entry point; returns the exit code.
+
+    ``jrnn`` alone, or with only ``jrnn check``'s options (``jrnn --batch 4``), runs
+    ``jrnn check``.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
+        argv = ["check", *argv]
+    rest: list[str] = []
+    if argv[0] == "launch" and "--" in argv:  # jrnn launch ... -- <train options>
+        argv, rest = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
+    args = parser().parse_args(argv)
+    if args.command == "check":
+        return check(args.batch, args.steps, args.features, args.hidden, args.seed)
+    if args.command == "launch":
+        try:
+            return launch(rest, args.processes, args.devices_per_process)
+        except ValueError as err:
+            print(f"jrnn launch: error: {err}", file=sys.stderr)
+            return 2
+    job = ("coordinator", "num_processes", "process_id", "heartbeat_timeout")
+    given = {
+        k: v
+        for k, v in vars(args).items()
+        if k not in ("command", "out", "resume", "progress", *job)
+    }
+    try:
+        _join_job(*(getattr(args, k) for k in job))
+        with abandoned_writes_dropped():
+            return train(given, args.out, resume=args.resume, progress=args.progress)
+    except (TrainError, CheckpointError, RunDirError) as err:
+        print(f"jrnn train: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C before the loop: nothing to save
+        print("\njrnn train: interrupted before training started", file=sys.stderr)
+        return 130
+
+
+def _join_job(
+    coordinator: str | None, num_processes: int | None, process_id: int | None, heartbeat: int
+) -> None:
+    """Joins a multi-process job (:func:`jrnn.distributed.initialize`) when told to, or when
+    JAX detects a cluster job of several processes; else does nothing."""
+    given = {"--coordinator": coordinator, "--num-processes": num_processes,
+             "--process-id": process_id}  # fmt: skip
+    if num_processes == 1:  # one process, even inside a cluster job (a sweep of runs)
+        return
+    detected = cluster_processes() > 1
+    if all(v is None for v in given.values()) and not detected:
+        return
+    if None in given.values() and not detected:
+        missing = ", ".join(k for k, v in given.items() if v is None)
+        raise TrainError(f"a multi-process job outside a cluster JAX knows needs {missing} too")
+    if num_processes is not None and process_id is not None and process_id >= num_processes:
+        raise TrainError(f"--process-id {process_id} is not below --num-processes {num_processes}")
+    try:
+        initialize(coordinator, num_processes, process_id, heartbeat_timeout_s=heartbeat)
+    except Exception as err:  # JAX's runtime errors have no public type
+        raise TrainError(f"cannot join the job (coordinator {coordinator}): {err}") from err

@@ -1,0 +1,168 @@
+"""The ``jrnn`` command line's parser: ``train`` (its options read from
+:class:`~jrnn.run_config.RunConfig`'s fields), ``launch`` and ``check``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+from jrnn._version import __version__
+from jrnn.run_config import RunConfig, field_type, option_help
+
+__all__ = ["parser"]
+
+
+def _value_type(field: dataclasses.Field) -> Any:
+    """An argparse ``type`` for a :class:`RunConfig` field: converts, then runs its check."""
+    kind = field_type(field)
+    check = field.metadata["check"]
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an' if kind is int else 'a'} {kind.__name__}; got {text!r}"
+            ) from None
+        problem = check(value) if check is not None else None
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+TRAIN_DESCRIPTION = (
+    "Train an Elman RNN with a dense readout on a sequence task (optax, hand-written BPTT), "
+    "with progress, metrics.jsonl, a PNG of the curves and resumable orbax checkpoints. "
+    "Each task has defaults measured to learn it (shown per task below): adding, the IRNN "
+    "of Le, Jaitly & Hinton (2015) (relu, identity recurrent init, N(0, 0.001^2) input "
+    "weights), T = 100, in about a minute; copy, sine and digits, a tanh RNN with Keras' "
+    "default init. --resume continues the run in --out with its own options; an option "
+    "given with it changes that option (a structural one is refused)."
+)
+
+
+def _add_train(sub: Any) -> None:
+    p = sub.add_parser("train", help="train a model on a task", description=TRAIN_DESCRIPTION)
+    for field in dataclasses.fields(RunConfig):
+        flag = "--" + field.name.replace("_", "-")
+        if field.type == "bool":
+            p.add_argument(flag, action="store_true", default=argparse.SUPPRESS,
+                           help=option_help(field.name))  # fmt: skip
+            continue
+        choices = field.metadata["choices"]
+        p.add_argument(
+            flag,
+            type=None if choices else _value_type(field),  # argparse lists the choices
+            choices=choices,
+            default=argparse.SUPPRESS,  # only the options given reach the run's config
+            metavar=None if choices else field.name.upper(),
+            help=option_help(field.name),
+        )
+    p.add_argument("--out", help="run directory (default: runs/<task>-<date>-<time>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its newest checkpoint, with its own "
+                   "options (default: off)")  # fmt: skip
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar, or progress lines when stderr is not a terminal "
+                   "(default: shown)")  # fmt: skip
+    g = p.add_argument_group(
+        "multi-process jobs",
+        "Every process of a job runs jrnn train with the same options and these three; "
+        "together they train data parallel over all their devices, and process 0 alone "
+        "prints and writes the logs. On Slurm, Open MPI, Kubernetes and Cloud TPU, JAX finds "
+        "them by itself (leave them out). jrnn launch starts a job on this machine.",
+    )
+    g.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="process 0's host and a free port on it, the same for every process (default: "
+        "none: one process, or the cluster's)",
+    )
+    g.add_argument(
+        "--num-processes",
+        type=_count(1),
+        metavar="N",
+        help="the number of processes in the job; 1: a run of its own, even inside a "
+        "cluster job (default: 1, or the cluster's)",
+    )
+    g.add_argument(
+        "--process-id",
+        type=_count(0),
+        metavar="I",
+        help="this process's index, 0 to N - 1 (default: 0, or the cluster's)",
+    )
+    g.add_argument("--heartbeat-timeout", type=_count(1), default=30, metavar="SECONDS",
+                   help="a process silent this long counts as dead, and the others stop "
+                   "(default: 30)")  # fmt: skip
+
+
+def _count(least: int) -> Any:
+    """An argparse ``type``: an int of at least ``least``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an int; got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}; got {value}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+def _add_launch(sub: Any) -> None:
+    p = sub.add_parser(
+        "launch",
+        help="run jrnn train as a job of several processes on this machine",
+        description="Start N processes of one jrnn train job on 127.0.0.1 (a free port for "
+        "the coordinator), each with its own devices; prefix their output with [i], forward "
+        "Ctrl-C to all of them, and exit with the first failure's status. Usage: jrnn launch "
+        "--processes N [--devices-per-process K] -- <jrnn train options>",
+    )
+    p.add_argument("--processes", type=_count(1), required=True, metavar="N",
+                   help="processes in the job")  # fmt: skip
+    p.add_argument("--devices-per-process", type=_count(1), default=1, metavar="K",
+                   help="CPU devices of each process (on a machine with GPUs, GPUs i*K to "
+                   "i*K + K - 1 for process i) (default: 1)")  # fmt: skip
+
+
+def _add_check(sub: Any) -> None:
+    p = sub.add_parser(
+        "check",
+        help="the seed notebook's example and the gradient checks (the default command)",
+        description="The seed notebook's example and the gradient checks (BPTT vs autodiff "
+        "vs finite differences) on it and on a random model of the sizes below.",
+    )
+    positive = _value_type(next(f for f in dataclasses.fields(RunConfig) if f.name == "hidden"))
+    for name, default, what in (
+        ("batch", 8, "sequences of the random model"),
+        ("steps", 64, "time steps of the random model"),
+        ("features", 16, "input features of the random model"),
+        ("hidden", 32, "hidden units of the random model"),
+    ):
+        p.add_argument(f"--{name}", type=positive, default=default,
+                       help=f"{what} (default: {default})")  # fmt: skip
+    seed = next(f for f in dataclasses.fields(RunConfig) if f.name == "seed")
+    p.add_argument("--seed", type=_value_type(seed), default=0,
+                   help="PRNG seed of the random model (default: 0)")  # fmt: skip
+
+
+def parser() -> argparse.ArgumentParser:
+    """The ``jrnn`` parser, with the ``train``, ``launch`` and ``check`` subcommands."""
+    p = argparse.ArgumentParser(
+        prog="jrnn",
+        description="The simple (Elman) RNN in JAX: train models, check the hand-written BPTT.",
+    )
+
+    p.add_argument("--version", action="version", version=f"jrnn {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="{train,launch,check}", title="commands")
+    _add_train(sub)
+    _add_launch(sub)
+    _add_check(sub)
+    return p

@@ -1,0 +1,325 @@
+"""The run directory of ``jrnn train``: claimed, locked, checked, opened or resumed.
+
+What it holds (``config.json``, ``metrics.jsonl``, ``metrics.png``, ``checkpoints/``,
+``result.json``): :mod:`jrnn.cli`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+import jax
+import optax
+
+from jrnn._version import __version__
+from jrnn.checkpoint import (
+    CONFIG_FILE,
+    CheckpointError,
+    TrainState,
+    close,
+    latest_step,
+    open_manager,
+    read_config,
+    restore,
+    write_config,
+)
+from jrnn.distributed import batch_mesh, gather_json, make_sharded_train_step, replicate
+from jrnn.run_config import STRUCTURAL, TRAJECTORY, RunConfig
+from jrnn.runs import LOCK_FILE, create_default_run_dir, initial_state, lock_run_dir
+from jrnn.tasks import Task, get_task
+from jrnn.train import make_train_step
+
+__all__ = [
+    "ActiveRun",
+    "TrainError",
+    "agree",
+    "claim_run_dir",
+    "make_config",
+    "model_options",
+    "open_run",
+    "write_errors",
+]
+
+
+class TrainError(RuntimeError):
+    """A run that cannot start or continue; the message says why."""
+
+
+@dataclasses.dataclass
+class ActiveRun:
+    """A run being trained: the loop advances ``state`` and appends to ``rows``."""
+
+    config: RunConfig
+    run_dir: Path
+    resumed: bool
+    optimizer: optax.GradientTransformation
+    state: TrainState
+    manager: Any
+    mesh: Any
+    # the unjitted train step (data parallel over mesh, if any), called in the loop's jit
+    step_fn: Any
+    rows: list[dict[str, Any]]
+    stream: TextIO
+    # process 0 of a multi-process job (or the only process) writes the logs, plots and
+    # result.json and prints; every process trains, evaluates and checkpoints
+    primary: bool = True
+    # metrics.png as last drawn: how many rows it showed, and when (time.monotonic(); at
+    # first the run's opening: a run shorter than PLOT_EVERY_S draws it once, at the end)
+    plotted_rows: int = 0
+    plotted_at: float = dataclasses.field(default_factory=time.monotonic)
+
+    @property
+    def task(self) -> Task:
+        return get_task(self.config.task)
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.run_dir / "metrics.jsonl"
+
+    def log(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        if self.primary:
+            with self.metrics_path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    def say(self, text: str) -> None:
+        if self.primary:
+            print(text, file=self.stream, flush=True)
+
+
+def agree(given: dict[str, Any], out: str | Path | None, resume: bool) -> None:
+    """Refuses, in every process of a multi-process job and before anything is written,
+    a job whose processes were given different train options."""
+    seen = gather_json(
+        {
+            **given,
+            "out": None if out is None else str(Path(out).absolute()),
+            "resume": resume,
+            # the same program everywhere: versions that could compile different steps
+            "jrnn_version": __version__,
+            "jax_version": jax.__version__,
+        }
+    )
+    differ = []
+    for name in sorted({k for s in seen for k in s}):
+        values = [s.get(name, "(not given)") for s in seen]
+        if len({json.dumps(v) for v in values}) > 1:
+            shown = ", ".join(f"{v} on process {i}" for i, v in enumerate(values))
+            label = name.replace("_", " ") if name.endswith("_version") else "--" + name
+            differ.append(f"{label.replace('_', '-')}: {shown}")
+    if differ:
+        raise TrainError(
+            "the processes of this job were started with different options (every process "
+            "must get the same train options):\n  " + "\n  ".join(differ)
+        )
+
+
+def claim_run_dir(
+    config: RunConfig | None, out: str | Path | None, resume: bool
+) -> tuple[Path, Any]:
+    """The run directory, checked (:func:`_check_run_dir`) and locked
+    (:func:`~jrnn.runs.lock_run_dir`); returns it and the lock. In a multi-process job only
+    process 0 does this and holds the lock; the others take its folder, or its refusal."""
+    group = jax.process_count() > 1
+    lock, run_dir, refused = None, None, None
+    if not group or jax.process_index() == 0:
+        try:
+            if out is None:
+                assert config is not None  # train() refuses --resume without --out
+                run_dir = create_default_run_dir(config.task)
+            else:
+                run_dir = Path(out)
+                if not run_dir.is_dir():  # refuse before creating it (the lock's, if in use)
+                    with write_errors(run_dir):
+                        _check_run_dir(run_dir, resume)
+            lock = lock_run_dir(run_dir)
+            try:
+                with write_errors(run_dir):
+                    _check_run_dir(run_dir, resume)  # again, now that no other run can change it
+            except BaseException:
+                lock.release()
+                raise
+        except BaseException as err:  # in a job, the others must still hear of it
+            if not group:
+                raise
+            refused = err
+    if group:
+        # an absolute path: the other processes may have another working directory
+        mine: list[str | None] = [None if run_dir is None else str(Path(run_dir).absolute())]
+        mine.append(None if refused is None else str(refused) or type(refused).__name__)
+        path, reason = gather_json(mine)[0]
+        if refused is not None:
+            raise refused
+        if reason is not None:
+            raise TrainError(f"process 0 refused the run: {reason}")
+        run_dir = Path(path)
+    assert run_dir is not None  # claimed above, or the claim raised
+    return run_dir, lock
+
+
+def make_config(make: Any) -> RunConfig:
+    try:
+        return make()
+    except (TypeError, ValueError) as err:
+        text = str(err)
+        name = text.split(" ", 1)[0].rstrip(":")
+        if name in {f.name for f in dataclasses.fields(RunConfig)}:
+            text = "--" + name.replace("_", "-") + text[len(name) :]
+        raise TrainError(text) from None
+
+
+@contextlib.contextmanager
+def write_errors(run_dir: Path) -> Iterator[None]:
+    """Turns a failed write in the run directory (read-only, full disk) into a TrainError."""
+    try:
+        yield
+    except OSError as err:
+        where = f" ({err.filename})" if err.filename else ""
+        last = latest_step(run_dir)
+        kept = f"; the last good checkpoint (step {last}) is kept" if last is not None else ""
+        raise TrainError(
+            f"cannot write in --out {run_dir}: {err.strerror or err}{where}{kept}"
+        ) from err
+
+
+def _check_run_dir(run_dir: Path, resume: bool) -> None:
+    """Never touch a folder that holds another run unless told to resume it."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TrainError(f"--out {run_dir} is a file, not a directory")
+    existing = latest_step(run_dir)
+    if resume:
+        if existing is None:
+            raise TrainError(f"--resume: no checkpoint in {run_dir}/checkpoints to resume from")
+    elif existing is not None:
+        raise TrainError(
+            f"--out {run_dir} already holds a run (checkpoint at step {existing}); pass "
+            "--resume to continue it, or choose another --out (nothing was overwritten)"
+        )
+    elif run_dir.is_dir() and any(p.name != LOCK_FILE for p in run_dir.iterdir()):
+        raise TrainError(f"--out {run_dir} exists and is not empty; choose another --out")
+
+
+def _resume_config(
+    run_dir: Path, given: dict[str, Any], stream: TextIO
+) -> tuple[RunConfig, list[Any]] | None:
+    """The config of a resumed run (its own, with the ``given`` options changed) and its
+    resume history with this resume added; ``None`` when a finished run has nothing to do.
+    Refuses (before any warning) what a resume cannot do."""
+    saved_dict = read_config(run_dir)
+    try:
+        saved = RunConfig.from_dict(saved_dict)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{run_dir / CONFIG_FILE} holds an invalid config: {err}") from None
+    config = make_config(lambda: saved.replace(**given))
+    changes = config.resume_changes(saved)
+    line = lambda c: f"{c[0]}: {c[1]!r} in the checkpointed run, {c[2]!r} now"
+    if changes[STRUCTURAL]:
+        raise CheckpointError(
+            f"{run_dir} holds an incompatible run (its checkpoint was left as it is); "
+            "differing options:\n  " + "\n  ".join(map(line, changes[STRUCTURAL]))
+        )
+    step = latest_step(run_dir)
+    assert step is not None  # _check_run_dir found a checkpoint to resume from
+    if step > config.steps:
+        raise TrainError(f"--steps {config.steps} is below the checkpoint's step {step}")
+    changed = {name: [old, new] for kind in changes.values() for name, old, new in kind}
+    finished = step == config.steps and (run_dir / "result.json").exists()
+    primary = jax.process_index() == 0  # the others of a multi-process job say nothing
+    if finished and not changes[TRAJECTORY]:  # cosmetic changes alone train nothing
+        if primary:
+            print(
+                f"jrnn train: {run_dir} finished at step {step}; nothing to do (raise "
+                "--steps to train longer)",
+                file=stream,
+            )
+        return None
+    for change in changes[TRAJECTORY] if primary else ():
+        print(
+            f"jrnn train: warning: resuming with a changed option ({line(change)}); the run "
+            "will not repeat an uninterrupted one",
+            file=sys.stderr,
+        )
+    resumes = saved_dict.get("resumes", [])
+    return config, [*resumes, {"step": step, "changed": changed}]
+
+
+def open_run(
+    run_dir: Path, config: RunConfig | None, given: dict[str, Any], resume: bool, stream: TextIO
+) -> ActiveRun | None:
+    """Set-up: the config (a resumed run's, checked), the state (restored on resume) and
+    the run directory's config.json and metrics.jsonl."""
+    resumes: list[Any] = []
+    if resume:
+        resumed = _resume_config(run_dir, given, stream)
+        if resumed is None:
+            return None
+        config, resumes = resumed
+    assert config is not None  # train() makes the config of a new run
+    # a multi-process job is always data parallel, over every process's devices
+    group = jax.process_count() > 1
+    parallel = config.data_parallel or group
+    devices = jax.devices() if group else jax.local_devices()
+    what = "--data-parallel" if config.data_parallel else "a multi-process job"
+    if parallel and config.batch % len(devices):
+        raise TrainError(
+            f"{what}: --batch {config.batch} is not a multiple of the "
+            f"{len(devices)} {'devices of the job' if group else 'local devices'}"
+        )
+    optimizer, state = initial_state(config)
+    mesh = batch_mesh(devices) if parallel else None
+    if mesh is None:
+        step_fn = make_train_step(optimizer, jit=False, **model_options(config))
+    else:
+        try:
+            step_fn = make_sharded_train_step(optimizer, mesh, jit=False, **model_options(config))
+        except ValueError as err:  # what data parallel training cannot take
+            raise TrainError(f"{what}: {err}") from None
+        state = replicate(state, mesh)  # checkpoints restore onto the same sharding
+    manager = open_manager(run_dir, keep=config.keep)
+    primary = jax.process_index() == 0
+    run = ActiveRun(
+        config, run_dir, resume, optimizer, state, manager, mesh, step_fn, [], stream, primary
+    )
+    if resume:
+        try:
+            run.state = restore(manager, state, run_dir)
+        except CheckpointError:
+            with contextlib.suppress(Exception):
+                close(manager)
+            raise
+        if run.metrics_path.exists():  # drop rows logged after the checkpoint (a repeat follows)
+            step = int(run.state.step)
+            run.rows = [r for r in _read_rows(run.metrics_path) if r["step"] <= step]
+    if primary:
+        write_config(run_dir, {**config.to_dict(), "resumes": resumes})
+        run.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in run.rows))
+    return run
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl rows; a line cut short by a killed process is skipped."""
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
+
+
+def model_options(config: RunConfig) -> dict[str, Any]:
+    """The model's options of a run, for its train step and its evaluation."""
+    task = get_task(config.task)
+    return {
+        "loss": task.loss,
+        "activation": config.activation,
+        "return_sequences": task.return_sequences,
+        "impl": config.impl,
+    }
