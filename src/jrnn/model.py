@@ -119,7 +119,9 @@ def _check_model(params: Any) -> ModelParams:
         raise TypeError("params.layers must be a non-empty tuple of jrnn.RNNParams")
     head = params.head
     hidden = layers[-1].w_h.shape[-1]
-    if not isinstance(head, Dense) or head.w.ndim != 2 or head.w.shape[0] != hidden:
+    if not isinstance(head, Dense):
+        raise TypeError(f"params.head must be a jrnn.model.Dense(w, b); got {type(head).__name__}")
+    if head.w.ndim != 2 or head.w.shape[0] != hidden:
         raise ValueError(
             f"params.head.w must be (hidden_size={hidden}, output_size); "
             f"got {getattr(getattr(head, 'w', None), 'shape', None)}"

@@ -53,11 +53,16 @@ State = Float[Array, "*batch _hidden"]
 StateLike = Float[ArrayLike, "*batch _hidden"]
 
 
-def _check_loss(loss: Any) -> Callable[..., jax.Array]:
-    try:
-        return LOSSES[loss]
-    except (KeyError, TypeError):
-        raise ValueError(f"loss must be one of {sorted(LOSSES)}; got {loss!r}") from None
+def _check_loss(loss: Any) -> str:
+    """``loss`` if it names a loss of :data:`jrnn.losses.LOSSES` (checked once per entry
+    point: the functions behind it take the name as it is)."""
+    if not isinstance(loss, str):
+        raise TypeError(
+            f"loss must be a string, one of {sorted(LOSSES)}; got {type(loss).__name__} {loss!r}"
+        )
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {sorted(LOSSES)}; got {loss!r}")
+    return loss
 
 
 def _check_batch(batch: Any) -> Batch:
@@ -100,7 +105,13 @@ def loss_and_metrics(
         ``(loss, (metrics, final_states))``; metrics hold ``"loss"`` and, for
         cross-entropy, ``"accuracy"``.
     """
-    loss_fn = _check_loss(loss)
+    return _loss_and_metrics(
+        params, batch, h0, _check_loss(loss), activation, return_sequences, remat, impl
+    )
+
+
+def _loss_and_metrics(params, batch, h0, loss, activation, return_sequences, remat, impl):
+    """:func:`loss_and_metrics` on a checked ``loss`` name."""
     batch = _check_batch(batch)
     outputs, finals = apply(
         params,
@@ -112,7 +123,7 @@ def loss_and_metrics(
         remat=remat,
         impl=impl,
     )
-    value = loss_fn(outputs, batch.targets, batch.lengths)
+    value = LOSSES[loss](outputs, batch.targets, batch.lengths)
     metrics = {"loss": value}
     if loss == "cross_entropy":
         metrics["accuracy"] = accuracy(outputs, batch.targets, batch.lengths)
@@ -137,19 +148,10 @@ def _objective(
     impl: str = "auto",
 ) -> Callable[..., tuple[jax.Array, tuple[Metrics, tuple[jax.Array, ...]]]]:
     """``objective(params, batch, h0)``: :func:`loss_and_metrics` with these options fixed."""
-    _check_loss(loss)
+    loss = _check_loss(loss)
 
     def objective(params, batch, h0):
-        return loss_and_metrics(
-            params,
-            batch,
-            h0,
-            loss=loss,
-            activation=activation,
-            return_sequences=return_sequences,
-            remat=remat,
-            impl=impl,
-        )
+        return _loss_and_metrics(params, batch, h0, loss, activation, return_sequences, remat, impl)
 
     return objective
 
@@ -217,20 +219,15 @@ def evaluate(
 ) -> Metrics:
     """Metrics of ``params`` on ``batch`` (no gradient): ``"loss"`` and, for
     cross-entropy, ``"accuracy"``; arguments as :func:`loss_and_metrics`. Jitted."""
-    _check_loss(loss)
+    loss = _check_loss(loss)
     batch = _check_batch(batch)
     return _evaluate(params, batch, loss, activation, bool(return_sequences), impl)
 
 
 @partial(jax.jit, static_argnums=(2, 3, 4, 5))
 def _evaluate(params, batch, loss, activation, return_sequences, impl):
-    _, (metrics, _) = loss_and_metrics(
-        params,
-        batch,
-        loss=loss,
-        activation=activation,
-        return_sequences=return_sequences,
-        impl=impl,
+    _, (metrics, _) = _loss_and_metrics(
+        params, batch, None, loss, activation, return_sequences, None, impl
     )
     return metrics
 
