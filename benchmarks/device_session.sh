@@ -2,6 +2,9 @@
 # Everything a session with a lent GPU should run, as one device call of under 10 minutes
 # (the device tool's limit per call; a session has 15 minutes of device time in all):
 #
+#   0. benchmarks/gpu_compile.py --quick: ptxas's registers and spills of the heaviest
+#      cases on the compile-only targets, with this machine's jax and ptxas, to set beside
+#      the card's own numbers (benchmarks/RESULTS-gpu-compile.md);
 #   1. benchmarks/kernel_check.py: the compiled kernels (both CUDA forms) equal the scan
 #      path: the first run of the kernels on a GPU ever, so a compile error shows here;
 #   2. benchmarks/accelerator.py on the target region first (T >= 1000, B <= 64,
@@ -50,6 +53,7 @@ fi
     "$PY" -c 'import jax; print("jax", jax.__version__, jax.devices())' 2>&1
     "$PY" -c 'import torch; print("torch", torch.__version__, torch.backends.cudnn.version())' 2>&1
 } >"$OUT/device.txt"
+step gpu_compile 60 "$PY" benchmarks/gpu_compile.py --quick --markdown "$OUT/gpu-compile.md"
 step kernel_check 150 "$PY" benchmarks/kernel_check.py "${CHECK[@]}"
 step accelerator 270 "$PY" benchmarks/accelerator.py "${ACCEL[@]}" --out "$OUT/RESULTS-gpu.md"
 step compare 100 "$PY" benchmarks/compare.py "${COMPARE[@]}" --out "$OUT/compare-gpu.md"

@@ -282,7 +282,7 @@ def test_vmap_through_the_hopper_kernels():
 )
 def test_the_tf32_split_is_exact(mantissa, exponent, sign):
     x = np.float32(sign * (1 + mantissa / (1 << 23)) * 2.0**exponent)
-    hi, lo = jax.jit(mosaic_gpu.split_tf32)(jnp.float32(x))
+    hi, lo = jax.jit(common.split_tf32)(jnp.float32(x))
     hi, lo = np.float32(hi), np.float32(lo)
     assert hi + lo == x  # exactly, in float32
     assert hi.view(np.uint32) & 0x1FFF == 0  # hi fits TF32: its low 13 mantissa bits are 0
@@ -315,7 +315,7 @@ def test_three_tf32_products_reach_float32_accuracy(hidden):
     w = (rng.normal(size=(hidden, hidden)) / np.sqrt(hidden)).astype(np.float32)
     exact = a.astype(np.float64) @ w.astype(np.float64)
     (a_hi, a_lo), (w_hi, w_lo) = (
-        map(np.asarray, mosaic_gpu.split_tf32(jnp.asarray(m))) for m in (a, w)
+        map(np.asarray, common.split_tf32(jnp.asarray(m))) for m in (a, w)
     )
     mm = lambda x, y: _as_tf32(x).astype(np.float64) @ _as_tf32(y).astype(np.float64)
     three = mm(a_hi, w_hi) + mm(a_hi, w_lo) + mm(a_lo, w_hi)

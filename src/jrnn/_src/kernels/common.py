@@ -42,6 +42,7 @@ __all__ = [
     "MAX_HIDDEN",
     "Call",
     "Form",
+    "Matmul",
     "Tuning",
     "adjoint_step",
     "dot",
@@ -52,6 +53,8 @@ __all__ = [
     "pad",
     "round_up",
     "split_refs",
+    "split_tf32",
+    "tf32_hi",
     "unrolled_loop",
 ]
 
@@ -117,6 +120,25 @@ def dot(a: jax.Array, w: jax.Array) -> jax.Array:
     return jnp.dot(a.astype(w.dtype), w, preferred_element_type=jnp.float32, precision=precision)
 
 
+def tf32_hi(x: jax.Array) -> jax.Array:
+    """float32 ``x`` rounded to the nearest TF32 (its low 13 mantissa bits zero; ties away
+    from zero), by integer arithmetic on its bits: exact, in a kernel or outside."""
+    bits = lax.bitcast_convert_type(x, jnp.uint32)
+    rounded = (bits + jnp.uint32(0x1000)) & jnp.uint32(0xFFFFE000)
+    return lax.bitcast_convert_type(rounded, jnp.float32)
+
+
+def split_tf32(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(hi, lo)`` with ``hi`` representable in TF32, ``|lo| <= 2^-11 |x|`` and
+    ``hi + lo == x`` exactly (where ``lo`` is a normal float32: ``|x| >= 2^-102`` or so;
+    below, ``lo`` may flush to zero, an absolute error under 1e-38).
+
+    The GPU forms multiply float32 as ``a_hi W_hi + a_hi W_lo + a_lo W_hi`` in three TF32
+    tensor-core products: about 2^-21 relative error per product, float32's own order."""
+    hi = tf32_hi(x)
+    return hi, x - hi
+
+
 def unrolled_loop(at: Callable[[Any, Any], Any], h: Any, n: int, unroll: int) -> Any:
     """``at(j, h)`` for ``j`` in ``0..n-1``, ``unroll`` steps per loop iteration (written
     out here: Triton's lowering of ``fori_loop`` takes no ``unroll``)."""
@@ -152,13 +174,17 @@ def lengths_or_all(lengths: jax.Array | None, shape: tuple[int, ...]) -> jax.Arr
     return jnp.full((b,), t, jnp.int32) if lengths is None else lengths
 
 
-def forward_step(xw_ref, hs_ref, w_h: Callable[[], jax.Array], lengths, mask, start, act):
+Matmul = Callable[[jax.Array], jax.Array]
+"""``a -> a @ W`` with the resident weight ``W``, a float32 result."""
+
+
+def forward_step(xw_ref, hs_ref, matmul: Matmul, lengths, mask, start, act):
     """The forward kernels' step ``(j, h) -> h``: block step ``j`` of a block whose first
-    step has time index ``start``; ``w_h()`` reads the resident weight."""
+    step has time index ``start``; ``matmul(a)`` is ``a @ W_h``."""
 
     def step(j, h):
         h_in = h if mask is None else h * mask
-        h_new = act(xw_ref[j].astype(jnp.float32) + dot(h_in, w_h()))  # (Bt, H)
+        h_new = act(xw_ref[j].astype(jnp.float32) + matmul(h_in))  # (Bt, H)
         valid = start + j < lengths  # (Bt, 1)
         hs_ref[j] = jnp.where(valid, h_new, 0).astype(hs_ref.dtype)
         return jnp.where(valid, h_new, h)
@@ -166,10 +192,10 @@ def forward_step(xw_ref, hs_ref, w_h: Callable[[], jax.Array], lengths, mask, st
     return step
 
 
-def adjoint_step(hs_ref, dhs_ref, das_ref, w_h_t, lengths, mask, start, act_grad):
+def adjoint_step(hs_ref, dhs_ref, das_ref, matmul: Matmul, lengths, mask, start, act_grad):
     """The adjoint kernels' step ``(j, c) -> c``, as :func:`forward_step`:
-    ``dA_t = (g_t + c_t) * act'(h_t)``; ``c_{t-1} = (dA_t W_h^T) * m``; padded steps pass
-    ``c`` on."""
+    ``dA_t = (g_t + c_t) * act'(h_t)``; ``c_{t-1} = (dA_t W_h^T) * m`` (``matmul(a)`` is
+    ``a @ W_h^T``); padded steps pass ``c`` on."""
 
     def step(j, c):
         g = c if dhs_ref is None else c + dhs_ref[j].astype(jnp.float32)  # (Bt, H)
@@ -178,7 +204,7 @@ def adjoint_step(hs_ref, dhs_ref, das_ref, w_h_t, lengths, mask, start, act_grad
         if act_grad is not None:
             da = da * act_grad(hs_ref[j].astype(jnp.float32))
         das_ref[j] = da.astype(das_ref.dtype)
-        c_new = dot(da, w_h_t())  # (Bt, H)
+        c_new = matmul(da)  # (Bt, H)
         if mask is not None:
             c_new = c_new * mask
         return jnp.where(valid, c_new, c)

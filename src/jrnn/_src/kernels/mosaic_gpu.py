@@ -7,8 +7,8 @@ Hopper ``wgmma``; the grid is the batch tiles. Per step::
 
     (float32: store the state, split in two, to SMEM; bfloat16 stays in registers)
     wgmma   acc = state @ W          W (W_h, or W_h^T for the adjoint) resident in SMEM
-    load    xw_{t+1} (h, g of the    GMEM -> registers while the wgmma runs: the next
-            adjoint's next step)     step's operands, so no step waits on GMEM
+    load    xw_t                     GMEM -> registers while the wgmma runs (the adjoint
+                                     loads its h_t, g_t before: its operand needs them)
     h_t     = act(acc + xw_t)        registers (the wgmma accumulator layout), float32
     store   h_t (or dA_t)            registers -> GMEM
 
@@ -25,10 +25,14 @@ accumulates ``a_hi W_hi + a_hi W_lo + a_lo W_hi`` in three ``wgmma``: about 2^-2
 relative error per product, float32's own order (the scan path's 1e-5 contract).
 
 Registers, per thread of the warpgroup: a `(64, H)` float32 array is ``H / 2`` of them.
-The accumulator and the prefetched operands are live across the ``wgmma``; the state
-too only with ``lengths`` (a padded step keeps it), the mask for the whole call. A
-thread has 255; where the live values pass that, ptxas spills to local memory (what it
-reports per variant: the accelerators guide).
+The accumulator is live across the ``wgmma`` (and the forward's ``xw_t`` being loaded);
+the state too with ``lengths`` (a padded step keeps it), the mask for the whole call. A
+thread has 255. An earlier form loaded the next step's operands during the ``wgmma``,
+which kept two steps' operands live at once; ptxas (12.9, sm_90a) then spilled in 16 of
+the 22 builds of ``benchmarks/gpu_compile.py``, now in 12: the float32 adjoint with
+``lengths`` or a mask, float32 with both, and bfloat16 at ``H = 256`` (the table:
+``benchmarks/RESULTS-gpu-compile.md``). Those spill to local memory: correct, slower by
+an amount no GPU has measured yet.
 
 SMEM (of Hopper's 227 KiB per CTA): bfloat16 ``H <= 256``: ``W`` 128 KiB (``wgmma``'s
 ``N`` is at most 256); float32 ``H <= 128``: ``W_hi``, ``W_lo`` 128 KiB + the two state
@@ -60,9 +64,9 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
-from jrnn._src.kernels.common import Call, pad, round_up, unrolled_loop
+from jrnn._src.kernels.common import Call, pad, round_up, split_tf32, tf32_hi, unrolled_loop
 
-__all__ = ["ROWS", "adjoint", "forward", "split_tf32", "tf32_hi"]
+__all__ = ["ROWS", "adjoint", "forward"]
 
 ROWS = 64
 """Batch rows per CTA: the ``M`` of one Hopper ``wgmma`` (one warpgroup)."""
@@ -74,22 +78,6 @@ def _load_takes_index() -> bool:
     """plgpu.load's index: required in jax 0.10, optional (and deprecated) from 0.11."""
     idx = inspect.signature(plgpu.load).parameters.get("idx")
     return idx is not None and idx.default is inspect.Parameter.empty
-
-
-def tf32_hi(x: jax.Array) -> jax.Array:
-    """float32 ``x`` rounded to the nearest TF32 (its low 13 mantissa bits zero; ties away
-    from zero), by integer arithmetic on its bits: exact, in a kernel or outside."""
-    bits = lax.bitcast_convert_type(x, jnp.uint32)
-    rounded = (bits + jnp.uint32(0x1000)) & jnp.uint32(0xFFFFE000)
-    return lax.bitcast_convert_type(rounded, jnp.float32)
-
-
-def split_tf32(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``(hi, lo)`` with ``hi`` representable in TF32, ``|lo| <= 2^-11 |x|`` and
-    ``hi + lo == x`` exactly (where ``lo`` is a normal float32: ``|x| >= 2^-102`` or so;
-    below, ``lo`` may flush to zero, an absolute error under 1e-38)."""
-    hi = tf32_hi(x)
-    return hi, x - hi
 
 
 def _swizzled(itemsize: int) -> tuple[Any, ...]:
@@ -171,24 +159,17 @@ class _Kernel:
         return run
 
     def time_loop(self, step: Callable[..., Any], state: jax.Array, streams: list[Any], n: int):
-        """Runs ``step(t, state, now, prefetch) -> (state, prefetched)`` over ``t`` in this
-        call's direction and returns the final state. ``now`` holds the ``streams``' rows
-        at step ``t`` (their dtype); ``prefetch()`` loads those of the next step, for the
-        step to call while its ``wgmma`` runs, so no step waits on global memory."""
+        """Runs ``step(t, state, load) -> state`` over ``t`` in this call's direction and
+        returns the final state; ``load()`` reads the ``streams``' rows at step ``t`` (in
+        their dtype), for the step to call where it needs them: the forward while its
+        ``wgmma`` runs, the adjoint before it (its operand is made of them)."""
         rows = self.rows()
 
-        def time(j):
-            return n - 1 - j if self.reverse else j
+        def at(j, state):
+            t = n - 1 - j if self.reverse else j
+            return step(t, state, lambda: tuple(self.load(ref.at[t, rows]) for ref in streams))
 
-        def load_at(t):
-            return tuple(self.load(ref.at[t, rows]) for ref in streams)
-
-        def at(j, carry):
-            state, now = carry
-            t, t_next = time(j), time(jnp.minimum(j + 1, n - 1))
-            return step(t, state, now, lambda: load_at(t_next))
-
-        return unrolled_loop(at, (state, load_at(time(0))), n, self.unroll)[0]
+        return unrolled_loop(at, state, n, self.unroll)
 
 
 def _prologue(k: _Kernel, w_refs, scratch, len_ref, mask_ref, width: int):
@@ -214,16 +195,17 @@ def _forward_kernel(*refs, k: _Kernel, has_lengths: bool, has_mask: bool, nw: in
     rows = k.rows()
     valid_at, mask, matmul = _prologue(k, w_refs, scratch, len_ref, mask_ref, width)
 
-    def step(t, h, now, prefetch):
-        (xw,) = now
-        product, following = matmul(h if mask is None else h * mask, prefetch)
+    def step(t, h, load):
+        # this step's xw is loaded while its wgmma runs (no earlier: a prefetched next
+        # step's operand would be live across the wgmma too, and pass the registers)
+        product, (xw,) = matmul(h if mask is None else h * mask, load)
         h_new = k.fn(product + xw.astype(jnp.float32))
         if valid_at is None:  # every step valid: the old state is not kept
             hs_ref[t, rows] = h_new.astype(hs_ref.dtype)
-            return h_new, following
+            return h_new
         valid = valid_at(t)
         hs_ref[t, rows] = jnp.where(valid, h_new, 0).astype(hs_ref.dtype)
-        return jnp.where(valid, h_new, h), following
+        return jnp.where(valid, h_new, h)
 
     h0 = k.load(h0_ref.at[rows]).astype(jnp.float32)
     h_last_ref[rows] = k.time_loop(step, h0, [xw_ref], num_steps)
@@ -245,8 +227,8 @@ def _adjoint_kernel(
     streams = ([] if act_grad is None else [hs_ref]) + ([] if dhs_ref is None else [dhs_ref])
 
     # dA_t = (g_t + c_t) * act'(h_t); c_{t-1} = (dA_t W_h^T) * m; padded steps pass c on
-    def step(t, c, now, prefetch):
-        now = list(now)
+    def step(t, c, load):
+        now = list(load())  # before the wgmma: its operand is made of them
         h = None if act_grad is None else now.pop(0).astype(jnp.float32)
         g = c if dhs_ref is None else c + now.pop(0).astype(jnp.float32)
         valid = None if valid_at is None else valid_at(t)
@@ -254,10 +236,10 @@ def _adjoint_kernel(
         if h is not None:
             da = da * act_grad(h)
         das_ref[t, rows] = da.astype(das_ref.dtype)
-        c_new, following = matmul(da, prefetch)
+        c_new, _ = matmul(da, lambda: None)
         if mask is not None:
             c_new = c_new * mask
-        return (c_new if valid is None else jnp.where(valid, c_new, c)), following
+        return c_new if valid is None else jnp.where(valid, c_new, c)
 
     dh_last = k.load(dh_last_ref.at[rows]).astype(jnp.float32)
     dh0_ref[rows] = k.time_loop(step, dh_last, streams, num_steps)

@@ -30,6 +30,7 @@ from jrnn._src.kernels.common import (
     FORWARD_REFS,
     Call,
     adjoint_step,
+    dot,
     forward_step,
     launch_adjoint,
     launch_forward,
@@ -100,7 +101,13 @@ def _forward_kernel(*refs, call: Call, tc: int, has_mask: bool) -> None:
     r = split_refs(refs, FORWARD_REFS, {"mask": has_mask})
     start, w = _block_start(tc, call), r["w"]
     step = forward_step(
-        r["xw"], r["hs"], lambda: w[...], r["lengths"][...], _mask(r["mask"]), start, call.act.fn
+        r["xw"],
+        r["hs"],
+        lambda a: dot(a, w[...]),
+        r["lengths"][...],
+        _mask(r["mask"]),
+        start,
+        call.act.fn,
     )
     _time_blocks(step, r["h0"], r["h_last"], r["scratch"][0], tc, call)
 
@@ -109,8 +116,8 @@ def _adjoint_kernel(*refs, call: Call, tc: int, has_mask: bool, has_dhs: bool) -
     r = split_refs(refs, ADJOINT_REFS, {"mask": has_mask, "dhs": has_dhs})
     start, w_t = _block_start(tc, call), r["w_t"]
     step = adjoint_step(
-        r["hs"], r["dhs"], r["das"], lambda: w_t[...], r["lengths"][...], _mask(r["mask"]),
-        start, call.act.grad_from_output,
+        r["hs"], r["dhs"], r["das"], lambda a: dot(a, w_t[...]), r["lengths"][...],
+        _mask(r["mask"]), start, call.act.grad_from_output,
     )  # fmt: skip
     _time_blocks(step, r["dh_last"], r["dh0"], r["scratch"][0], tc, call)
 

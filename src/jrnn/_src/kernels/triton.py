@@ -4,7 +4,14 @@ without ``wgmma`` (Ampere, Ada, Blackwell, ROCm) or by choice (``$JRNN_GPU_KERNE
 One program per batch tile of :data:`TILE` rows runs all ``T`` steps: ``W_h`` is loaded
 once into registers and the state stays in registers; each step loads ``xw_t`` (or
 ``h_t``, ``g_t``) and stores ``h_t`` (or ``dA_t``). ``B`` and ``H`` are padded to powers
-of two (at least 16, Triton's smallest dot).
+of two (at least 16, Triton's smallest dot). float32 multiplies as three TF32 products of
+split operands (:func:`_matmul`).
+
+What ptxas (12.9) reports of it, compile-only (``benchmarks/gpu_compile.py``): no spill in
+any build on sm_90a or sm_80; float32 ``H = 128`` 179-193 registers a thread (8 warps),
+bfloat16 ``H = 256`` 78-110. Before the split, the float32 forward took Triton's FMA path
+and spilled about 3 KB a thread in every variant; with three pipeline stages, bfloat16
+``H = 256`` asked an A100 for 180 KB of shared memory (it has 163) and did not compile.
 """
 
 from __future__ import annotations
@@ -22,13 +29,16 @@ from jrnn._src.kernels.common import (
     ADJOINT_REFS,
     FORWARD_REFS,
     Call,
+    Matmul,
     adjoint_step,
+    dot,
     forward_step,
     launch_adjoint,
     launch_forward,
     pad,
     round_up,
     split_refs,
+    split_tf32,
     unrolled_loop,
 )
 
@@ -66,21 +76,38 @@ def _mask(ref: Any) -> jax.Array | None:
     return None if ref is None else ref[...].astype(jnp.float32)
 
 
-# W_h is loaded once, before the loop, into registers.
+def _matmul(w: jax.Array) -> Matmul:
+    """``a -> a @ w`` on the tensor cores, ``w`` loaded once, before the loop, into
+    registers. float32 as three TF32 products of the split operands
+    (:func:`.common.split_tf32`): a float32 dot at full precision takes Triton's FMA path,
+    whose registers pass ptxas' limit (it spilled ~3 KB a thread at ``H = 128``)."""
+    if w.dtype != jnp.float32:
+        return lambda a: dot(a, w)
+    w_hi, w_lo = split_tf32(w)
+    tf32 = partial(jnp.dot, preferred_element_type=jnp.float32)
+
+    def matmul(a: jax.Array) -> jax.Array:
+        a_hi, a_lo = split_tf32(a)
+        # the two small products first: they add up before the large one joins
+        return (tf32(a_hi, w_lo) + tf32(a_lo, w_hi)) + tf32(a_hi, w_hi)
+
+    return matmul
+
+
 def _forward_kernel(*refs, call: Call, t: int, has_mask: bool) -> None:
     r = split_refs(refs, FORWARD_REFS, {"mask": has_mask})
-    w, start = r["w"][...], jnp.int32(0)
+    matmul, start = _matmul(r["w"][...]), jnp.int32(0)
     step = forward_step(
-        r["xw"], r["hs"], lambda: w, r["lengths"][...], _mask(r["mask"]), start, call.act.fn
+        r["xw"], r["hs"], matmul, r["lengths"][...], _mask(r["mask"]), start, call.act.fn
     )
     _all_steps(step, r["h0"], r["h_last"], t, call)
 
 
 def _adjoint_kernel(*refs, call: Call, t: int, has_mask: bool, has_dhs: bool) -> None:
     r = split_refs(refs, ADJOINT_REFS, {"mask": has_mask, "dhs": has_dhs})
-    w_t, start = r["w_t"][...], jnp.int32(0)
+    matmul, start = _matmul(r["w_t"][...]), jnp.int32(0)
     step = adjoint_step(
-        r["hs"], r["dhs"], r["das"], lambda: w_t, r["lengths"][...], _mask(r["mask"]), start,
+        r["hs"], r["dhs"], r["das"], matmul, r["lengths"][...], _mask(r["mask"]), start,
         call.act.grad_from_output,
     )  # fmt: skip
     _all_steps(step, r["dh_last"], r["dh0"], t, call)
@@ -119,7 +146,9 @@ def _sequential_call(
             *[row_spec] * len(per_row),
         ],
         out_specs=(seq_spec, row_spec),
-        compiler_params=pltriton.CompilerParams(num_warps=4 if hp <= 64 else 8),
+        # two pipeline stages: three (Triton's default) pass an A100's shared memory at
+        # bfloat16 H = 256 (180 KB of 163)
+        compiler_params=pltriton.CompilerParams(num_warps=4 if hp <= 64 else 8, num_stages=2),
         interpret=call.form.interpret,
         name=f"jrnn_{name}",
     )(lengths, *streamed, pad(weight, (hp, hp)), *per_row)
