@@ -99,6 +99,11 @@ CASES = [
     ("bf16 H=256 B=256 reverse+lengths+mask", "bfloat16", 256, 256,
      {"reverse": True, "lengths": True, "recurrent_mask": True}),
     ("bf16 H=256 linear", "bfloat16", 256, 64, {"activation": "linear"}),
+    # below the limits, where one warpgroup holds all the columns (Mosaic GPU)
+    ("f32 H=64 lengths+mask", "float32", 64, 64, {"lengths": True, "recurrent_mask": True}),
+    ("bf16 H=128 lengths+mask", "bfloat16", 128, 64, {"lengths": True, "recurrent_mask": True}),
+    ("bf16 H=200 B=70 relu mask", "bfloat16", 200, 70,
+     {"activation": "relu", "recurrent_mask": True}),
 ]  # fmt: skip
 QUICK = {"f32 H=128 lengths+mask", "bf16 H=256 B=256 reverse+lengths+mask"}
 STEPS, FEATURES = 1000, 4

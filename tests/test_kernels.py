@@ -230,6 +230,27 @@ def test_hopper_kernels_over_several_row_tiles(activation, reverse, with_mask):
 
 
 @pytest.mark.parametrize(
+    "dtype,hidden,reverse", [(jnp.float32, 128, False), (jnp.bfloat16, 256, True)]
+)
+def test_hopper_kernels_over_two_warpgroups(dtype, hidden, reverse):
+    # at the limits a CTA's columns are split over two warpgroups (registers): each writes
+    # its part of the shared state operand, and they meet at barriers around the wgmma
+    t, b, h = 4, 70, hidden
+    xw, w, h0, lengths, mask, dhs = _kernel_case(t, b, h, seed=5)
+    xw, w, h0, mask, dhs = (a.astype(dtype) for a in (xw, w, h0, mask, dhs))
+    dh_last = jnp.flip(h0, 1)
+    call = Call(get_activation("tanh"), reverse, 1, Form("mosaic_gpu", InterpretGPUParams()))
+    hs, h_last = mosaic_gpu.forward(xw, w, h0, lengths, mask, call)
+    das, dh0 = mosaic_gpu.adjoint(hs, dhs, dh_last, w, lengths, mask, call)
+    up = lambda a: a.astype(jnp.float32)
+    ref = _scan_reference(up(xw), up(w), up(h0), lengths, up(mask), up(dhs), up(dh_last), "tanh",
+                          reverse)  # fmt: skip
+    bound = F32 if dtype == jnp.float32 else BF16
+    for got, want in zip((hs, h_last, das, dh0), ref, strict=True):
+        assert rel_err(up(got), want) <= bound
+
+
+@pytest.mark.parametrize(
     "dtype,options",
     [
         (jnp.float32, {"lengths": True, "recurrent_mask": True}),

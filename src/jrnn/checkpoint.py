@@ -9,6 +9,7 @@ rewrites a checkpoint that could not be read.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import json
@@ -31,6 +32,7 @@ __all__ = [
     "TrainState",
     "abandoned_writes_dropped",
     "close",
+    "drop_abandoned_writes_for_the_process",
     "latest_step",
     "open_manager",
     "read_config",
@@ -152,7 +154,29 @@ def abandoned_writes_dropped() -> Iterator[None]:
         yield
     finally:
         gc.collect()
+        _retrieve_abandoned_orbax_errors()  # those still held: no log when they go, later
         logger.removeFilter(dropped)
+
+
+def drop_abandoned_writes_for_the_process() -> None:
+    """asyncio's log of orbax's abandoned writer tasks dropped for the rest of the process:
+    for a program's entry point only (``jrnn``'s, whose process it is), since a task may be
+    collected as late as the interpreter's exit; library calls use
+    :func:`abandoned_writes_dropped`, which restores the logger."""
+    logger = logging.getLogger("asyncio")
+    if not any(isinstance(f, _AbandonedOrbaxTasks) for f in logger.filters):
+        logger.addFilter(_AbandonedOrbaxTasks())
+
+
+def _retrieve_abandoned_orbax_errors() -> None:
+    """Marks the errors of orbax's finished writer tasks as retrieved (asyncio logs a task's
+    unretrieved error when the task is collected, which may be at the interpreter's exit)."""
+    for obj in gc.get_objects():
+        if not isinstance(obj, asyncio.Task) or not obj.done() or obj.cancelled():
+            continue
+        code = getattr(obj.get_coro(), "cr_code", None)
+        if "orbax" in getattr(code, "co_filename", ""):
+            obj.exception()
 
 
 def _reason(err: BaseException) -> str:

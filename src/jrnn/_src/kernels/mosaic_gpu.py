@@ -1,22 +1,27 @@
-"""The Hopper form of the fused kernels: Pallas **Mosaic GPU**, one warpgroup per 64 rows.
+"""The Hopper form of the fused kernels: Pallas **Mosaic GPU**, warpgroups over 64-row tiles.
 
 The same two recurrences as the other forms (stated in :mod:`.common`), for the
-GPUs that run ``wgmma`` (compute capability 9.0: H100, H200, GH200). One CTA of one
-warpgroup (128 threads) runs all ``T`` steps for a tile of 64 batch rows, the ``M`` of a
-Hopper ``wgmma``; the grid is the batch tiles. Per step::
+GPUs that run ``wgmma`` (compute capability 9.0: H100, H200, GH200). One CTA runs all
+``T`` steps for a tile of 64 batch rows, the ``M`` of a Hopper ``wgmma``; the grid is the
+batch tiles. A CTA has one warpgroup (128 threads) per 64 columns of ``H`` in float32, per
+128 in bfloat16 (:func:`_groups`: two at the limits): each holds its columns of the state,
+the accumulator and the streamed rows, and issues the ``wgmma`` of its columns of the
+product. Per step::
 
-    (float32: store the state, split in two, to SMEM; bfloat16 stays in registers)
-    wgmma   acc = state @ W          W (W_h, or W_h^T for the adjoint) resident in SMEM
-    load    xw_t                     GMEM -> registers while the wgmma runs (the adjoint
-                                     loads its h_t, g_t before: its operand needs them)
-    h_t     = act(acc + xw_t)        registers (the wgmma accumulator layout), float32
-    store   h_t (or dA_t)            registers -> GMEM
+    store   the state to SMEM      each warpgroup its columns (float32 split in two); one
+                                   warpgroup alone in bfloat16 keeps it in registers
+    sync    the warpgroups         every part of the operand is written (a barrier)
+    wgmma   acc = state @ W[:, c]  W (W_h, or W_h^T for the adjoint) resident in SMEM
+    load    xw_t                   GMEM -> registers while the wgmma runs (the adjoint
+                                   loads its h_t, g_t before: its operand needs them)
+    sync    the warpgroups         every wgmma has read the operand (a barrier)
+    h_t     = act(acc + xw_t)      registers (the wgmma accumulator layout), float32
+    store   h_t (or dA_t)          registers -> GMEM
 
 What stays on chip, per CTA: ``W`` in SMEM for the whole call (swizzled, loaded once by
-TMA), the 64 x H state in registers (float32; bfloat16 is the ``wgmma``'s left operand
-from registers, float32 as TF32 must come from SMEM), the lengths of the tile's rows
-and, with a mask, the tile's mask in registers. Lowered with Lane semantics (jax 0.11's
-default is Warpgroup; only Lane is verified).
+TMA), the state in registers (float32), the lengths of the tile's rows and, with a mask,
+the tile's mask in registers (in the operands' dtype). Lowered with Lane semantics (jax
+0.11's default is Warpgroup; only Lane is verified).
 
 Precision. bfloat16 operands go to one bfloat16 ``wgmma`` with float32 accumulation.
 float32 operands would be read as TF32 (10 mantissa bits) by the tensor cores, so the
@@ -24,19 +29,19 @@ float32 form splits both operands, ``x = x_hi + x_lo`` with ``x_hi`` exact in TF
 accumulates ``a_hi W_hi + a_hi W_lo + a_lo W_hi`` in three ``wgmma``: about 2^-21
 relative error per product, float32's own order (the scan path's 1e-5 contract).
 
-Registers, per thread of the warpgroup: a `(64, H)` float32 array is ``H / 2`` of them.
-The accumulator is live across the ``wgmma`` (and the forward's ``xw_t`` being loaded);
-the state too with ``lengths`` (a padded step keeps it), the mask for the whole call. A
-thread has 255. An earlier form loaded the next step's operands during the ``wgmma``,
-which kept two steps' operands live at once; ptxas (12.9, sm_90a) then spilled in 16 of
-the 22 builds of ``benchmarks/gpu_compile.py``, now in 12: the float32 adjoint with
-``lengths`` or a mask, float32 with both, and bfloat16 at ``H = 256`` (the table:
-``benchmarks/RESULTS-gpu-compile.md``). Those spill to local memory: correct, slower by
-an amount no GPU has measured yet.
+Registers, as ptxas (12.9, sm_90a, compile-only) reports them for every case of
+``benchmarks/gpu_compile.py`` (the limits, each option, odd and large batches): 128-254
+a thread, no spill. A `(64, n)` float32 array is ``n / 2`` registers a thread: with one
+warpgroup for all of ``H = 128`` float32 or ``H = 256`` bfloat16, the accumulator, the
+kept state (``lengths``), the mask and the step's operands passed a thread's 255, and
+ptxas spilled up to ~2.5 KB a thread (16 of 22 builds); with the columns split, none do.
+The forward loads ``xw_t`` during its own ``wgmma`` (an earlier form loaded the next
+step's, which kept two steps' operands live), except bfloat16 with both lengths and a
+mask, which loads it after (96 B of spills otherwise).
 
 SMEM (of Hopper's 227 KiB per CTA): bfloat16 ``H <= 256``: ``W`` 128 KiB (``wgmma``'s
-``N`` is at most 256); float32 ``H <= 128``: ``W_hi``, ``W_lo`` 128 KiB + the two state
-operands 64 KiB.
+``N`` is at most 256) + the shared state operand 32 KiB; float32 ``H <= 128``: ``W_hi``,
+``W_lo`` 128 KiB + the two state operands 64 KiB.
 These are :data:`.common.MAX_HIDDEN`. ``H`` is padded to a multiple of 128 bytes
 (the swizzle), ``B`` to a multiple of 64.
 
@@ -45,7 +50,8 @@ kernel runs on CPU with three differences its emulator needs: the streamed array
 read with a plain load instead of ``plgpu.load(..., layout=WGMMA)``; float32's ``W`` is
 given untransposed instead of K-major through ``plgpu.transpose_ref`` (TF32 ``wgmma``
 takes no transposed operand; the interpreter takes no transposed ref); and bfloat16's
-state operand goes through SMEM (the interpreter's ``wgmma`` reads no registers). Its
+state operand goes through SMEM with one warpgroup too (the interpreter's ``wgmma`` reads
+no registers; compiled, one warpgroup gives it from registers). Its
 ``wgmma`` is a float32 matmul, so the TF32 split's accuracy is tested apart, by
 emulating TF32.
 """
@@ -93,11 +99,18 @@ class _Kernel:
         unroll: steps per iteration of the time loop.
         interpret: ``None`` to compile, else the Mosaic GPU interpret params.
         split: float32 operands, split in two for three TF32 ``wgmma``.
+        groups: warpgroups per CTA; each holds ``width`` of the ``H`` columns.
+        width: the columns of the state, the accumulator and the streamed rows that one
+            warpgroup holds.
     """
 
-    def __init__(self, act: Any, reverse: bool, unroll: int, interpret: Any, split: bool):
+    def __init__(
+        self, act: Any, reverse: bool, unroll: int, interpret: Any, split: bool,
+        groups: int, width: int,
+    ):  # fmt: skip
         self.act, self.reverse, self.unroll = act, reverse, unroll
         self.interpret, self.split = interpret, split
+        self.groups, self.width = groups, width
         # a custom_jvp's primal function (jax.nn.relu): the kernels are never
         # differentiated, and Mosaic GPU's lowering takes no custom_jvp_call
         self.fn = getattr(act.fn, "fun", act.fn)
@@ -106,6 +119,24 @@ class _Kernel:
     def rows() -> Any:
         """This CTA's 64 rows."""
         return pl.ds(lax.axis_index("rows") * ROWS, ROWS)
+
+    def cols(self) -> Any:
+        """This warpgroup's columns."""
+        if self.groups == 1:
+            return pl.ds(0, self.width)
+        return pl.ds(lax.axis_index("wg") * self.width, self.width)
+
+    def tile(self, ref: Any, t: Any = None) -> Any:
+        """This warpgroup's part of a `(B, H)` ref (or of step ``t`` of a `(T, B, H)` one)."""
+        return (
+            ref.at[self.rows(), self.cols()] if t is None else ref.at[t, self.rows(), self.cols()]
+        )
+
+    def sync(self, barrier: Any) -> None:
+        """Every warpgroup of the CTA waits for the others here (none with one)."""
+        if self.groups > 1:
+            plgpu.barrier_arrive(barrier)
+            plgpu.barrier_wait(barrier)
 
     def load(self, ref: Any, layout: Any = None) -> jax.Array:
         """``ref[...]`` (in GMEM) into registers in the ``wgmma`` accumulator layout (or
@@ -123,15 +154,20 @@ class _Kernel:
         lengths = self.load(len_ref.at[self.rows()], plgpu.Layout.WGMMA.reduce(1))
         return lambda t: t < lax.broadcast_in_dim(lengths, (ROWS, width), (0,))
 
-    def matmul(self, w_smem: list[Any], a_smem: list[Any]) -> Callable[..., Any]:
-        """``(a, during) -> (a @ W, during())``: gives ``a`` `(64, H)` float32 to the
-        ``wgmma`` (float32: split and stored to SMEM; bfloat16: from registers, compiled,
-        or SMEM, interpreted), issues it, runs ``during()`` (the loads that overlap it) and
-        waits for the product; float32 accumulation."""
+    def matmul(self, w_smem: list[Any], a_smem: list[Any], syncs: Any) -> Callable[..., Any]:
+        """``(a, during) -> (a @ W, during())``: gives this warpgroup's columns ``a`` of the
+        `(64, H)` float32 state to the ``wgmma`` (float32: split and stored to SMEM;
+        bfloat16: SMEM with several warpgroups or interpreted, else from registers), waits
+        for every warpgroup's part, issues the ``wgmma`` of its columns of the product,
+        runs ``during()`` (the loads that overlap it) and waits for the product; float32
+        accumulation. ``syncs``: two barriers of the warpgroups (operand written, read)."""
+        cols = self.cols()
         if self.interpret is not None:  # W given untransposed (see the module docstring)
-            ws = list(w_smem)
+            ws = [w.at[:, cols] for w in w_smem]
+        elif self.split:  # stored K-major: this warpgroup's columns are rows of the store
+            ws = [plgpu.transpose_ref(w.at[cols, :], (1, 0)) for w in w_smem]
         else:
-            ws = [plgpu.transpose_ref(w, (1, 0)) if self.split else w for w in w_smem]
+            ws = [w.at[:, cols] for w in w_smem]
         # the two small products first: they accumulate before the large one joins
         pairs = [(0, 1), (1, 0), (0, 0)] if self.split else [(0, 0)]
 
@@ -139,14 +175,15 @@ class _Kernel:
             operands: list[Any] = list(a_smem)
             if self.split:
                 hi = tf32_hi(a)
-                a_smem[0][...] = hi
-                a_smem[1][...] = a - hi
-            elif a_smem:  # interpreted: its wgmma reads operands from SMEM only
-                a_smem[0][...] = a.astype(a_smem[0].dtype)
+                a_smem[0][:, cols] = hi
+                a_smem[1][:, cols] = a - hi
+            elif a_smem:  # several warpgroups, or interpreted (its wgmma reads SMEM only)
+                a_smem[0][:, cols] = a.astype(a_smem[0].dtype)
             else:  # bfloat16 from registers: no store, no fence, no barrier
                 operands = [a.astype(w_smem[0].dtype)]
             if a_smem:
                 plgpu.commit_smem()  # the stores are visible to the tensor cores
+                self.sync(syncs.at[0])  # ... and every warpgroup's part is there
 
             def scoped(acc_ref):
                 for i, j in pairs:
@@ -154,7 +191,10 @@ class _Kernel:
                 loaded = during()
                 return plgpu.wgmma_accumulator_load(acc_ref), loaded
 
-            return pl.run_scoped(scoped, plgpu.ACC((ROWS, a.shape[1]), jnp.float32))
+            out = pl.run_scoped(scoped, plgpu.ACC((ROWS, self.width), jnp.float32))
+            if a_smem:
+                self.sync(syncs.at[1])  # every wgmma read the operand: it may be rewritten
+            return out
 
         return run
 
@@ -163,26 +203,35 @@ class _Kernel:
         returns the final state; ``load()`` reads the ``streams``' rows at step ``t`` (in
         their dtype), for the step to call where it needs them: the forward while its
         ``wgmma`` runs, the adjoint before it (its operand is made of them)."""
-        rows = self.rows()
 
         def at(j, state):
             t = n - 1 - j if self.reverse else j
-            return step(t, state, lambda: tuple(self.load(ref.at[t, rows]) for ref in streams))
+            return step(t, state, lambda: tuple(self.load(self.tile(ref, t)) for ref in streams))
 
         return unrolled_loop(at, state, n, self.unroll)
 
 
-def _prologue(k: _Kernel, w_refs, scratch, len_ref, mask_ref, width: int):
-    """Loads the weights into SMEM (TMA, every copy in flight at once) and the tile's
-    lengths and mask into registers; returns ``(valid_at, mask, matmul)``."""
+def _prologue(k: _Kernel, w_refs, scratch, len_ref, mask_ref):
+    """Loads the weights into SMEM (TMA, every copy in flight at once, issued by the first
+    warpgroup) and this warpgroup's lengths and mask into registers; returns
+    ``(valid_at, mask, matmul)``."""
     nw = len(w_refs)
-    w_smem, a_smem, barriers = scratch[:nw], scratch[nw:-1], scratch[-1]
-    for i, (src, dst) in enumerate(zip(w_refs, w_smem, strict=True)):
-        plgpu.copy_gmem_to_smem(src, dst, barriers.at[i])
+    w_smem, a_smem, (barriers, syncs) = scratch[:nw], scratch[nw:-2], scratch[-2:]
+
+    def copy():
+        for i, (src, dst) in enumerate(zip(w_refs, w_smem, strict=True)):
+            plgpu.copy_gmem_to_smem(src, dst, barriers.at[i])
+
+    if k.groups == 1:
+        copy()
+    else:
+        pl.when(lax.axis_index("wg") == 0)(copy)
     for i in range(nw):
         plgpu.barrier_wait(barriers.at[i])
-    mask = None if mask_ref is None else k.load(mask_ref.at[k.rows()]).astype(jnp.float32)
-    return k.valid_fn(len_ref, width), mask, k.matmul(w_smem, a_smem)
+    # the mask in its own dtype (the operands': bfloat16 holds it in half the registers),
+    # made float32 where it multiplies
+    mask = None if mask_ref is None else k.load(k.tile(mask_ref))
+    return k.valid_fn(len_ref, k.width), mask, k.matmul(w_smem, a_smem, syncs)
 
 
 def _forward_kernel(*refs, k: _Kernel, has_lengths: bool, has_mask: bool, nw: int) -> None:
@@ -191,24 +240,31 @@ def _forward_kernel(*refs, k: _Kernel, has_lengths: bool, has_mask: bool, nw: in
     w_refs, (h0_ref, *rest) = rest[:nw], rest[nw:]
     mask_ref, *rest = rest if has_mask else [None, *rest]
     hs_ref, h_last_ref, *scratch = rest
-    num_steps, _, width = hs_ref.shape
-    rows = k.rows()
-    valid_at, mask, matmul = _prologue(k, w_refs, scratch, len_ref, mask_ref, width)
+    num_steps = hs_ref.shape[0]
+    valid_at, mask, matmul = _prologue(k, w_refs, scratch, len_ref, mask_ref)
+
+    # this step's xw is loaded while its wgmma runs (no earlier: a prefetched next step's
+    # operand would be live across the wgmma too, and pass the registers); bfloat16 with
+    # lengths and a mask loads it after (during, it made ptxas spill 96 B)
+    overlap = not (valid_at is not None and mask is not None and not k.split)
 
     def step(t, h, load):
-        # this step's xw is loaded while its wgmma runs (no earlier: a prefetched next
-        # step's operand would be live across the wgmma too, and pass the registers)
-        product, (xw,) = matmul(h if mask is None else h * mask, load)
+        h_in = h if mask is None else h * mask.astype(jnp.float32)
+        if overlap:
+            product, (xw,) = matmul(h_in, load)
+        else:  # the registers hold no xw beside the kept state and the mask
+            product, _ = matmul(h_in, lambda: None)
+            (xw,) = load()
         h_new = k.fn(product + xw.astype(jnp.float32))
         if valid_at is None:  # every step valid: the old state is not kept
-            hs_ref[t, rows] = h_new.astype(hs_ref.dtype)
+            k.tile(hs_ref, t)[...] = h_new.astype(hs_ref.dtype)
             return h_new
         valid = valid_at(t)
-        hs_ref[t, rows] = jnp.where(valid, h_new, 0).astype(hs_ref.dtype)
+        k.tile(hs_ref, t)[...] = jnp.where(valid, h_new, 0).astype(hs_ref.dtype)
         return jnp.where(valid, h_new, h)
 
-    h0 = k.load(h0_ref.at[rows]).astype(jnp.float32)
-    h_last_ref[rows] = k.time_loop(step, h0, [xw_ref], num_steps)
+    h0 = k.load(k.tile(h0_ref)).astype(jnp.float32)
+    k.tile(h_last_ref)[...] = k.time_loop(step, h0, [xw_ref], num_steps)
 
 
 def _adjoint_kernel(
@@ -220,9 +276,8 @@ def _adjoint_kernel(
     w_refs, (dh_last_ref, *rest) = rest[:nw], rest[nw:]
     mask_ref, *rest = rest if has_mask else [None, *rest]
     das_ref, dh0_ref, *scratch = rest
-    num_steps, _, width = das_ref.shape
-    rows = k.rows()
-    valid_at, mask, matmul = _prologue(k, w_refs, scratch, len_ref, mask_ref, width)
+    num_steps = das_ref.shape[0]
+    valid_at, mask, matmul = _prologue(k, w_refs, scratch, len_ref, mask_ref)
     act_grad = k.act.grad_from_output
     streams = ([] if act_grad is None else [hs_ref]) + ([] if dhs_ref is None else [dhs_ref])
 
@@ -235,14 +290,21 @@ def _adjoint_kernel(
         da = g if valid is None else jnp.where(valid, g, 0)
         if h is not None:
             da = da * act_grad(h)
-        das_ref[t, rows] = da.astype(das_ref.dtype)
+        k.tile(das_ref, t)[...] = da.astype(das_ref.dtype)
         c_new, _ = matmul(da, lambda: None)
         if mask is not None:
-            c_new = c_new * mask
+            c_new = c_new * mask.astype(jnp.float32)
         return c_new if valid is None else jnp.where(valid, c_new, c)
 
-    dh_last = k.load(dh_last_ref.at[rows]).astype(jnp.float32)
-    dh0_ref[rows] = k.time_loop(step, dh_last, streams, num_steps)
+    dh_last = k.load(k.tile(dh_last_ref)).astype(jnp.float32)
+    k.tile(dh0_ref)[...] = k.time_loop(step, dh_last, streams, num_steps)
+
+
+def _groups(hp: int, dtype: Any) -> int:
+    """Warpgroups per CTA: each holds 64 columns (float32) or 128 (bfloat16) of the
+    state, the accumulator and the streamed rows, so that their registers fit a thread's
+    255 (one warpgroup holding all of ``H = 128`` float32 or ``H = 256`` bfloat16 spilled)."""
+    return max(1, hp // (64 if jnp.dtype(dtype) == jnp.float32 else 128))
 
 
 def _sequential_call(
@@ -276,8 +338,12 @@ def _sequential_call(
             w_parts = [w.T for w in w_parts]
     else:
         w_parts = [weight]
-    k = _Kernel(call.act, call.reverse, call.unroll, interpret, split)
+    groups = _groups(hp, dtype)
+    k = _Kernel(call.act, call.reverse, call.unroll, interpret, split, groups, hp // groups)
     operand = plgpu.SMEM((ROWS, hp), dtype, transforms=_swizzled(dtype.itemsize))
+    # the wgmma's state operand: float32 split in two; bfloat16: registers, unless several
+    # warpgroups share it (or interpreted)
+    operands = 2 if split else 0 if interpret is None and groups == 1 else 1
     seq_out, row_out = plgpu.kernel(
         partial(kernel, k=k, has_lengths=lengths is not None, nw=len(w_parts)),
         out_type=(
@@ -286,12 +352,14 @@ def _sequential_call(
         ),
         scratch_types=[
             *[plgpu.SMEM((hp, hp), dtype, transforms=_swizzled(dtype.itemsize))] * len(w_parts),
-            # the wgmma's state operand: float32 split in two; bfloat16 compiled: registers
-            *[operand] * (2 if split else 0 if interpret is None else 1),
+            *[operand] * operands,
             plgpu.Barrier(num_barriers=len(w_parts)),
+            plgpu.Barrier(num_arrivals=groups, num_barriers=2),  # the warpgroups' syncs
         ],
         grid=(bp // ROWS,),
         grid_names=("rows",),
+        num_threads=groups,
+        thread_name="wg",
         # Lane semantics, the form verified here (jax 0.11 defaults to Warpgroup)
         compiler_params=plgpu.CompilerParams(lowering_semantics=plgpu.LoweringSemantics.Lane),
         interpret=interpret,
@@ -310,7 +378,7 @@ def forward(
 ) -> tuple[jax.Array, jax.Array]:
     """The forward recurrence on Hopper; contract of :func:`.common.launch_forward`."""
     kernel = partial(_forward_kernel, has_mask=mask is not None)
-    per_row = [h0.astype(jnp.float32)] + ([] if mask is None else [mask.astype(jnp.float32)])
+    per_row = [h0.astype(jnp.float32)] + ([] if mask is None else [mask.astype(xw.dtype)])
     return _sequential_call("forward", kernel, call, lengths, [xw], w_h, per_row)
 
 
@@ -327,6 +395,6 @@ def adjoint(
     kernel = partial(_adjoint_kernel, has_mask=mask is not None, has_dhs=dhs is not None)
     streamed = [hs] if dhs is None else [hs, dhs]
     per_row = [dh_last.astype(jnp.float32)]
-    per_row += [] if mask is None else [mask.astype(jnp.float32)]
+    per_row += [] if mask is None else [mask.astype(hs.dtype)]
     back = call._replace(reverse=not call.reverse)
     return _sequential_call("adjoint", kernel, back, lengths, streamed, w_h.T, per_row)
