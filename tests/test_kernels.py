@@ -317,6 +317,10 @@ def test_the_gpu_kernels_choice(monkeypatch):
     assert forms.gpu_kernels() == "triton"
     monkeypatch.setenv(forms.GPU_KERNELS_VAR, "mosaic")  # the earlier name
     assert forms.gpu_kernels() == "mosaic_gpu"
+    # the rule for real devices: Hopper alone runs wgmma; any other (or unknown) is Triton's
+    assert forms.form_for(["9.0"]) == forms.form_for(["9.0", "9.0"]) == "mosaic_gpu"
+    for other in (["8.0"], ["8.9"], ["10.0"], ["12.0"], ["9.0", "8.6"], [""]):
+        assert forms.form_for(other) == "triton", other
     monkeypatch.setenv(forms.GPU_KERNELS_VAR, "cudnn")
     with pytest.raises(ValueError, match="JRNN_GPU_KERNELS must be one of mosaic_gpu, triton"):
         forms.gpu_kernels()

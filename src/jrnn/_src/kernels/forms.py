@@ -24,6 +24,7 @@ __all__ = [
     "GPU_KERNELS",
     "GPU_KERNELS_VAR",
     "PLATFORMS",
+    "form_for",
     "gpu_kernels",
     "kernel_forms",
 ]
@@ -69,9 +70,17 @@ def gpu_kernels() -> str:
     try:
         devices = jax.local_devices(backend="cuda")
     except RuntimeError:  # no CUDA backend in this process
-        return "mosaic_gpu"
-    hopper_only = all(getattr(d, "compute_capability", "") == "9.0" for d in devices)
-    return "mosaic_gpu" if hopper_only else "triton"
+        devices = []
+    return form_for([getattr(d, "compute_capability", "") for d in devices])
+
+
+def form_for(capabilities: list[str]) -> str:
+    """The CUDA form for local devices of these compute capabilities: ``"mosaic_gpu"`` when
+    every one is ``"9.0"`` (Hopper's ``wgmma``, which no other generation runs: Blackwell's
+    tensor cores take other instructions) or there is none (a lowering without a GPU
+    targets Hopper), else ``"triton"`` (Ampere, Ada, Blackwell, or a capability not known
+    here: the form that compiles on any of them)."""
+    return "mosaic_gpu" if all(c == "9.0" for c in capabilities) else "triton"
 
 
 DEFAULT_TUNING = Tuning()
