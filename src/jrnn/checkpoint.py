@@ -172,7 +172,9 @@ def _retrieve_abandoned_orbax_errors() -> None:
     """Marks the errors of orbax's finished writer tasks as retrieved (asyncio logs a task's
     unretrieved error when the task is collected, which may be at the interpreter's exit)."""
     for obj in gc.get_objects():
-        if not isinstance(obj, asyncio.Task) or not obj.done() or obj.cancelled():
+        # type(), not isinstance(): that would read __class__ of every object, lazy modules'
+        # proxies included (torch warns when one of its is touched)
+        if type(obj) is not asyncio.Task or not obj.done() or obj.cancelled():
             continue
         code = getattr(obj.get_coro(), "cr_code", None)
         if "orbax" in getattr(code, "co_filename", ""):
