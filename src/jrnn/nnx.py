@@ -35,7 +35,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jrnn._src.adapters import activation_name, check_impl, run_module, step_shape
+from jrnn._src.adapters import activation_name, run_module, step_shape
+from jrnn._src.options import check_impl
 
 __all__ = ["SimpleRNN"]
 

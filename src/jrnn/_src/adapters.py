@@ -13,11 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax.linen.recurrent import flip_sequences
 
-from jrnn._src.options import check_impl
 from jrnn._src.rnn import rnn
 from jrnn.params import RNNParams
 
-__all__ = ["activation_name", "check_flags", "check_impl", "run_module", "step_shape"]
+__all__ = ["activation_name", "run_module", "step_shape"]
 
 # flax's activation callables jrnn runs, by identity (nn.tanh is jnp.tanh, nn.relu is
 # jax.nn.relu, nnx.identity is jax.nn.identity)
@@ -58,7 +57,7 @@ def activation_name(fn: Any, caller: str) -> str:
     )
 
 
-def check_flags(caller: str, **flags: Any) -> None:
+def _check_flags(caller: str, **flags: Any) -> None:
     """Checks that each of ``flags`` is a Python bool (they select code paths at trace time)."""
     for name, value in flags.items():
         if not isinstance(value, bool | np.bool_):
@@ -134,7 +133,7 @@ def _run(
         ``outputs`` `(*batch, T, H)` (`(T, *batch, H)` if ``time_major``), or
         ``(carry (*batch, H), outputs)`` if ``return_carry``.
     """
-    check_flags(
+    _check_flags(
         caller,
         return_carry=return_carry,
         time_major=time_major,

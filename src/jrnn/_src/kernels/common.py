@@ -37,7 +37,6 @@ from jrnn.activations import Activation
 __all__ = [
     "ADJOINT_REFS",
     "DTYPES",
-    "FORMS",
     "FORWARD_REFS",
     "MAX_HIDDEN",
     "Call",
@@ -50,6 +49,7 @@ __all__ = [
     "launch_adjoint",
     "launch_forward",
     "lengths_or_all",
+    "load_mask",
     "pad",
     "round_up",
     "split_refs",
@@ -62,9 +62,6 @@ DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
 """The dtypes the kernels take (operands, ``W_h`` and the streamed arrays)."""
 MAX_HIDDEN = {jnp.dtype(jnp.float32): 128, jnp.dtype(jnp.bfloat16): 256}
 """The largest hidden size whose ``W_h`` the kernels hold on chip, per dtype."""
-FORMS = ("tpu", "triton", "mosaic_gpu")
-"""The kernel forms, each the module of this package that holds it: Mosaic TPU, Triton
-and Mosaic GPU (Hopper's ``wgmma``)."""
 
 
 class Tuning(NamedTuple):
@@ -85,7 +82,8 @@ class Form(NamedTuple):
     """One kernel form and how it runs.
 
     Attributes:
-        name: one of :data:`FORMS`.
+        name: ``"tpu"`` (Mosaic TPU), ``"triton"`` or ``"mosaic_gpu"``: the module of
+            this package that holds the form.
         interpret: ``False`` to compile, else the Pallas interpret mode (``True``, a
             ``pltpu.InterpretParams`` or, for ``"mosaic_gpu"``, the Mosaic GPU interpret
             params).
@@ -165,6 +163,11 @@ def pad(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     if tuple(x.shape) == tuple(shape):
         return x
     return jnp.pad(x, [(0, n - s) for s, n in zip(x.shape, shape, strict=True)])
+
+
+def load_mask(ref: Any) -> jax.Array | None:
+    """A mask ref's block as float32, or ``None`` without a mask."""
+    return None if ref is None else ref[...].astype(jnp.float32)
 
 
 def lengths_or_all(lengths: jax.Array | None, shape: tuple[int, ...]) -> jax.Array:

@@ -1,6 +1,6 @@
 """Which kernel form ``impl="pallas"`` runs on each platform: the one place it is chosen.
 
-The forms are named as the modules that hold them (:data:`.common.FORMS`): ``"tpu"``
+The forms are named as the modules that hold them (:class:`.common.Form`): ``"tpu"``
 (Mosaic TPU) on TPU; on CUDA ``"mosaic_gpu"`` for Hopper GPUs and ``"triton"`` for the
 others (:func:`gpu_kernels`, the one reader of ``$JRNN_GPU_KERNELS``); ``"triton"`` on
 ROCm; and on CPU the ``"tpu"`` form in Pallas' interpret mode. :func:`kernel_forms` is

@@ -70,7 +70,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
-from jrnn._src.kernels.common import Call, pad, round_up, split_tf32, tf32_hi, unrolled_loop
+from jrnn._src.kernels.common import Call, pad, round_up, split_tf32, unrolled_loop
 
 __all__ = ["ROWS", "adjoint", "forward"]
 
@@ -162,9 +162,8 @@ class _Kernel:
         runs ``during()`` (the loads that overlap it) and waits for the product; float32
         accumulation. ``syncs``: two barriers of the warpgroups (operand written, read)."""
         cols = self.cols()
-        if self.interpret is not None:  # W given untransposed (see the module docstring)
-            ws = [w.at[:, cols] for w in w_smem]
-        elif self.split:  # stored K-major: this warpgroup's columns are rows of the store
+        if self.split and self.interpret is None:
+            # stored K-major (see the module docstring): this warpgroup's columns are rows
             ws = [plgpu.transpose_ref(w.at[cols, :], (1, 0)) for w in w_smem]
         else:
             ws = [w.at[:, cols] for w in w_smem]
@@ -174,9 +173,7 @@ class _Kernel:
         def run(a: jax.Array, during: Callable[[], Any]) -> tuple[jax.Array, Any]:
             operands: list[Any] = list(a_smem)
             if self.split:
-                hi = tf32_hi(a)
-                a_smem[0][:, cols] = hi
-                a_smem[1][:, cols] = a - hi
+                a_smem[0][:, cols], a_smem[1][:, cols] = split_tf32(a)
             elif a_smem:  # several warpgroups, or interpreted (its wgmma reads SMEM only)
                 a_smem[0][:, cols] = a.astype(a_smem[0].dtype)
             else:  # bfloat16 from registers: no store, no fence, no barrier

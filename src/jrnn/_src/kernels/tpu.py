@@ -34,6 +34,7 @@ from jrnn._src.kernels.common import (
     forward_step,
     launch_adjoint,
     launch_forward,
+    load_mask,
     pad,
     round_up,
     split_refs,
@@ -91,10 +92,6 @@ def _block_start(tc: int, call: Call) -> jax.Array:
     return (num_blocks - 1 - block if call.reverse else block) * tc
 
 
-def _mask(ref: Any) -> jax.Array | None:
-    return None if ref is None else ref[...].astype(jnp.float32)
-
-
 # W_h is read from VMEM at each step: a vector load per use is cheap there, and a
 # loop-long value of up to 64 vregs would spill.
 def _forward_kernel(*refs, call: Call, tc: int, has_mask: bool) -> None:
@@ -105,7 +102,7 @@ def _forward_kernel(*refs, call: Call, tc: int, has_mask: bool) -> None:
         r["hs"],
         lambda a: dot(a, w[...]),
         r["lengths"][...],
-        _mask(r["mask"]),
+        load_mask(r["mask"]),
         start,
         call.act.fn,
     )
@@ -117,7 +114,7 @@ def _adjoint_kernel(*refs, call: Call, tc: int, has_mask: bool, has_dhs: bool) -
     start, w_t = _block_start(tc, call), r["w_t"]
     step = adjoint_step(
         r["hs"], r["dhs"], r["das"], lambda a: dot(a, w_t[...]), r["lengths"][...],
-        _mask(r["mask"]), start, call.act.grad_from_output,
+        load_mask(r["mask"]), start, call.act.grad_from_output,
     )  # fmt: skip
     _time_blocks(step, r["dh_last"], r["dh0"], r["scratch"][0], tc, call)
 

@@ -35,6 +35,7 @@ from jrnn._src.kernels.common import (
     forward_step,
     launch_adjoint,
     launch_forward,
+    load_mask,
     pad,
     round_up,
     split_refs,
@@ -72,10 +73,6 @@ def _all_steps(step, state_in, state_out, t: int, call: Call) -> None:
     state_out[...] = h.astype(state_out.dtype)
 
 
-def _mask(ref: Any) -> jax.Array | None:
-    return None if ref is None else ref[...].astype(jnp.float32)
-
-
 def _matmul(w: jax.Array) -> Matmul:
     """``a -> a @ w`` on the tensor cores, ``w`` loaded once, before the loop, into
     registers. float32 as three TF32 products of the split operands
@@ -98,7 +95,7 @@ def _forward_kernel(*refs, call: Call, t: int, has_mask: bool) -> None:
     r = split_refs(refs, FORWARD_REFS, {"mask": has_mask})
     matmul, start = _matmul(r["w"][...]), jnp.int32(0)
     step = forward_step(
-        r["xw"], r["hs"], matmul, r["lengths"][...], _mask(r["mask"]), start, call.act.fn
+        r["xw"], r["hs"], matmul, r["lengths"][...], load_mask(r["mask"]), start, call.act.fn
     )
     _all_steps(step, r["h0"], r["h_last"], t, call)
 
@@ -107,7 +104,7 @@ def _adjoint_kernel(*refs, call: Call, t: int, has_mask: bool, has_dhs: bool) ->
     r = split_refs(refs, ADJOINT_REFS, {"mask": has_mask, "dhs": has_dhs})
     matmul, start = _matmul(r["w_t"][...]), jnp.int32(0)
     step = adjoint_step(
-        r["hs"], r["dhs"], r["das"], matmul, r["lengths"][...], _mask(r["mask"]), start,
+        r["hs"], r["dhs"], r["das"], matmul, r["lengths"][...], load_mask(r["mask"]), start,
         call.act.grad_from_output,
     )  # fmt: skip
     _all_steps(step, r["dh_last"], r["dh0"], t, call)
