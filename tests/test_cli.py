@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -198,9 +199,11 @@ def test_a_checkpoint_of_another_shape_is_reported(tmp_path, capsys):
     assert _digest(out) == before
 
 
-def test_resume_needs_a_checkpoint(tmp_path, capsys):
+def test_resume_needs_a_run(tmp_path, capsys):
     assert _run(tmp_path / "empty", "--resume") == 2
-    assert "no checkpoint" in capsys.readouterr().err
+    assert "holds no run to resume (no config.json); start one without --resume" in (
+        capsys.readouterr().err
+    )
     assert main(["train", *SMALL, "--resume"]) == 2
     assert "--resume needs --out" in capsys.readouterr().err
     (tmp_path / "file").write_text("x")
@@ -209,7 +212,55 @@ def test_resume_needs_a_checkpoint(tmp_path, capsys):
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     assert _run(tmp_path / "other") == 2
-    assert "exists and is not empty" in capsys.readouterr().err
+    assert "exists and holds files that are not a jrnn run (notes.txt)" in capsys.readouterr().err
+
+
+def _interrupted_start(out: Path, *, checkpoint_tmp: bool = True) -> None:
+    """What a start stopped before its first checkpoint leaves (a Ctrl-C at set-up, a
+    second Ctrl-C, a kill): config.json, the step-0 test row, an empty checkpoints/ or an
+    unfinished one, a temporary file of an atomic write, the lock file."""
+    assert _run(out, "--steps", "20") == 0
+    shutil.rmtree(out / "checkpoints" / "20")
+    (out / "result.json").unlink()
+    if checkpoint_tmp:
+        (out / "checkpoints" / "20.orbax-checkpoint-tmp-1234").mkdir()
+    (out / ".config.json.tmp").write_text("{")
+    rows = _rows(out)
+    (out / "metrics.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    assert latest_step(out) is None
+
+
+def test_a_start_interrupted_before_its_first_checkpoint_never_blocks(tmp_path, capsys):
+    """Run again, the same command starts it anew; --resume starts it at step 0 with its
+    config; either way what interrupted writes left is gone, and the run is the one an
+    uninterrupted start makes, bit for bit."""
+    reference = tmp_path / "reference"
+    assert _run(reference, "--steps", "20") == 0
+    again, resumed = tmp_path / "again", tmp_path / "resumed"
+    for out in (again, resumed):
+        _interrupted_start(out)
+    capsys.readouterr()
+    assert _run(again, "--steps", "20") == 0
+    assert "stopped before its first checkpoint; starting it anew" in capsys.readouterr().err
+    assert main(["train", "--out", str(resumed), "--resume"]) == 0
+    for out in (again, resumed):
+        assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["20"]
+        assert not list(out.glob(".*.tmp"))
+        assert [(r["step"], r["split"]) for r in _rows(out)] == [
+            (r["step"], r["split"]) for r in _rows(reference)
+        ]
+        _assert_same_state(out, reference)
+
+
+def test_a_new_start_cleans_what_an_unfinished_save_left(tmp_path):
+    out = tmp_path / "run"
+    assert _run(out, "--steps", "20") == 0
+    tmp = out / "checkpoints" / "40.orbax-checkpoint-tmp-99"
+    tmp.mkdir()
+    (out / ".result.json.tmp").write_text("")
+    assert _run(out, "--steps", "40", "--resume") == 0
+    assert not tmp.exists() and not (out / ".result.json.tmp").exists()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["20", "40"]
 
 
 def test_resume_survives_a_cut_metrics_line(tmp_path):
@@ -551,12 +602,14 @@ def test_the_plot_names_its_loss_and_shows_the_schedule(task):
     ]
     if task == "sine":
         rows = [{k: v for k, v in r.items() if k != "accuracy"} for r in rows]
+    else:
+        rows[2]["recall_accuracy"] = 0.4
     fig = figure(rows, config, 10)
     labels = [ax.get_ylabel() for ax in fig.axes]
     loss = "MSE" if task == "sine" else "cross-entropy"
     expected = [loss, "learning rate", "gradient norm (before clipping)"]
     if task == "copy":
-        expected.insert(1, "accuracy")
+        expected[1:1] = ["accuracy", "accuracy on the last 10 steps (recall)"]
     assert labels == expected
     title = fig._suptitle.get_text()
     assert "cosine schedule" in title and "warm-up 5" in title and "step 10 of 40" in title
@@ -565,6 +618,10 @@ def test_the_plot_names_its_loss_and_shows_the_schedule(task):
             line.get_ydata()[0] for line in fig.axes[1].get_lines() if line.get_linestyle() == "--"
         ]
         assert levels == [pytest.approx(jrnn.tasks.get_task("copy").baseline_accuracy(10))]
+        chance = [
+            line.get_ydata()[0] for line in fig.axes[2].get_lines() if line.get_linestyle() == "--"
+        ]
+        assert chance == [pytest.approx(1 / 8)]  # the recall panel: chance, 1/8
 
 
 def test_impl_pallas_trains_as_the_scan_path_and_refuses_data_parallel(tmp_path, capsys):
@@ -581,3 +638,54 @@ def test_impl_pallas_trains_as_the_scan_path_and_refuses_data_parallel(tmp_path,
     with pytest.raises(SystemExit):
         _run(tmp_path / "bad", "--impl", "cuda")
     assert "--impl: invalid choice: 'cuda' (choose from" in capsys.readouterr().err
+
+
+# the messages a Ctrl-C may print, by where it lands: outside the loop (one line) or in it
+# (the loop's note, then its checkpoint line)
+_CTRL_C_LINES = (
+    "jrnn train: interrupted before training started; nothing was saved",
+    "jrnn train: interrupted; continue with --out ",
+    "jrnn train: Ctrl-C: saving a checkpoint after the running chunk",
+)
+
+
+@pytest.mark.parametrize("delay", [0.1, 0.5, 1.0, 1.5, 2.0, 2.5, 3.5, 5.0])
+def test_ctrl_c_at_any_moment_exits_130_and_leaves_a_usable_folder(tmp_path, delay):
+    """SIGINT while Python starts, jax imports, the folder is set up, the first chunk
+    compiles or trains: exit 130, one line (two in the loop: its note and the checkpoint's),
+    no traceback, no "Exception ignored" and no training to the end; and the folder then
+    resumes (or, without a checkpoint, starts anew with the same command)."""
+    out = tmp_path / "run"
+    env = {**os.environ, **xla_cache_env()}
+    command = [
+        sys.executable,
+        "-m",
+        "jrnn",
+        "train",
+        *SMALL,
+        "--steps",
+        "100000",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 130, (stdout, stderr)
+    said = [line for line in (stdout + stderr).splitlines() if line.strip()]
+    said = [line for line in said if not line.startswith("jrnn train: adding")]  # the title
+    assert said and "Traceback" not in stderr and "Exception ignored" not in stderr, said
+    if any(line.startswith(_CTRL_C_LINES[2]) for line in said):  # in the loop: it saved
+        assert len(said) == 2, said
+        assert any("interrupted; checkpoint saved at step" in line for line in said), said
+    else:
+        assert len(said) == 1 and said[0].startswith(_CTRL_C_LINES[:2]), said
+    assert "done, step" not in stdout
+    if (out / "config.json").exists():
+        steps = str((latest_step(out) or 0) + 20)
+        assert main(["train", "--out", str(out), "--resume", "--steps", steps]) == 0
+    elif latest_step(out) is None:
+        assert main(["train", *SMALL, "--steps", "20", "--out", str(out)]) == 0

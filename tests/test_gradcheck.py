@@ -145,3 +145,82 @@ def test_bad_eps_and_fd_entries():
             jrnn.check_grads(params, xs, h0, eps=eps)
     with pytest.raises(TypeError, match="fd_entries must be a non-negative int; got float"):
         jrnn.check_grads(params, xs, h0, fd_entries=2.0)
+
+
+# The model form: any params pytree, any objective built on jrnn.rnn.
+
+
+def _model_problem(key):
+    k1, k2 = jax.random.split(key)
+    return jrnn.init_model(k1, 3, 6, 2, num_layers=2), jax.random.normal(k2, (2, 7, 3))
+
+
+@pytest.mark.parametrize("kind", ["model", "stack", "bidirectional"])
+def test_a_whole_model_checks_leaf_by_leaf(kind):
+    key = jax.random.PRNGKey(4)
+    model, xs = _model_problem(key)
+    params = {
+        "model": model,
+        "stack": jrnn.init_stack(key, 3, 5, num_layers=2, bidirectional=True),
+        "bidirectional": jrnn.init_stack(key, 3, 5, bidirectional=True)[0],
+    }[kind]
+    report = jrnn.check_grads(params, xs, fd_entries=12, lengths=jnp.array([7, 4]))
+    assert report.ok(), report.table()
+    names = [r.name for r in report.rows]
+    assert names[-1] == "xs" and len(names) == len(jax.tree.leaves(params)) + 1
+    if kind == "model":
+        assert names[:3] == ["params.layers[0].w_x", "params.layers[0].w_h", "params.layers[0].b"]
+        assert "params.head.w" in names
+    # two computations, not one: BPTT and the autodiff reference differ by rounding only
+    assert 0 < report.max_bptt_autodiff_rel <= 1e-12
+    assert "agree" in report.table().splitlines()[-1]
+
+
+def test_the_model_form_catches_a_wrong_bptt(x64, monkeypatch):
+    """The notebook's derivative in the BPTT of every layer: the model form fails loudly,
+    also for an objective jitted (and traced) before the check."""
+    model, xs = _model_problem(jax.random.PRNGKey(5))
+
+    @jax.jit
+    def objective(p, xs):
+        outputs, _ = jrnn.model.apply(p, xs)
+        return jnp.sum(jnp.sin(outputs))
+
+    objective(model, xs)  # a trace with the real BPTT in the jit cache
+    wrong = jrnn.activations.Activation("tanh", jnp.tanh, lambda h: 1 - jnp.tanh(h) ** 2)
+    monkeypatch.setitem(jrnn.activations.ACTIVATIONS, "tanh", wrong)
+    report = jrnn.check_grads(model, xs, objective=lambda p, xs: objective.__wrapped__(p, xs))
+    assert not report.ok() and report.max_bptt_autodiff_rel > 1e-3
+    assert report.max_autodiff_fd_rel <= 1e-8
+    assert report.diagnosis().startswith("BPTT disagrees with autodiff")
+
+
+def test_a_non_smooth_loss_is_explained():
+    params = jrnn.init_params(jax.random.PRNGKey(6), 3, 4)
+    xs = jax.random.normal(jax.random.PRNGKey(7), (2, 6, 3))
+
+    def objective(p, xs):  # |b| at b = 0 (the default init): a kink under every b entry
+        return jnp.sum(jnp.abs(jrnn.rnn(p, xs)[1])) + jnp.sum(jnp.abs(p.b))
+
+    report = jrnn.check_grads(params, xs, objective=objective)
+    assert not report.ok() and report.max_bptt_autodiff_rel <= 1e-12
+    row = {r.name: r for r in report.rows}["params.b"]
+    assert row.bptt_fd_rel > 0.1
+    assert "not smooth" in report.diagnosis() and report.table().endswith(report.diagnosis())
+
+
+def test_the_model_form_refuses_what_it_cannot_use():
+    model, xs = _model_problem(jax.random.PRNGKey(8))
+    with pytest.raises(TypeError, match="takes no h0 or loss"):
+        jrnn.check_grads(model, xs, jnp.zeros((2, 6)))
+    with pytest.raises(TypeError, match="with an objective takes no model options"):
+        jrnn.check_grads(model, xs, objective=lambda p, x: 0.0, activation="relu")
+    with pytest.raises(TypeError, match=r"pass objective=.params, xs. -> scalar; got dict"):
+        jrnn.check_grads({"w": jnp.ones(3)}, xs)
+    report = jrnn.check_grads(
+        {"w": jnp.ones((3, 4))},
+        xs,
+        objective=lambda p, x: jnp.sum(jnp.tanh(x @ p["w"])),
+        fd_entries=4,
+    )
+    assert report.ok() and [r.name for r in report.rows] == ["params['w']", "xs"]

@@ -383,3 +383,127 @@ def test_to_keras_refuses_keras_on_another_backend(tmp_path, backend):
     assert run.returncode == 0, run.stderr[-3000:]
     assert f"refused: keras runs on the {backend!r} backend" in run.stdout
     assert "Set KERAS_BACKEND=jax before keras is first imported" in run.stdout
+
+
+# Field by field: every field of the source layer is carried, or refused in words.
+
+
+def test_keras_go_backwards_is_carried():
+    keras.utils.set_random_seed(7)
+    layer = keras.layers.SimpleRNN(5, go_backwards=True, return_sequences=True, return_state=True)
+    xs = jax.random.normal(jax.random.PRNGKey(8), (3, 6, 4))
+    layer.build(xs.shape)
+    conv = from_keras(layer)
+    assert conv.reverse and conv.options()["reverse"] is True
+    out_k, h_k = layer(xs)
+    out, (h,) = jrnn.stack(conv.layers, xs, **conv.options())
+    assert rel_err(h, h_k) <= 1e-5  # the final state (it differed by 1.85 when dropped)
+    assert rel_err(out[:, ::-1], out_k) <= 1e-5  # Keras returns them in reading order
+
+
+def test_keras_dropout_rates_are_carried_and_act_in_training():
+    keras.utils.set_random_seed(9)
+    layer = keras.layers.SimpleRNN(6, dropout=0.3, recurrent_dropout=0.2, return_sequences=True)
+    xs = jax.random.normal(jax.random.PRNGKey(10), (64, 5, 4))
+    layer.build(xs.shape)
+    conv = from_keras(layer)
+    assert (conv.dropout, conv.recurrent_dropout) == (0.3, 0.2)
+    options = conv.options()
+    assert (options["dropout"], options["recurrent_dropout"]) == (0.3, 0.2)
+    # off outside training, as Keras' layer(xs) is: the same outputs
+    out, _ = jrnn.stack(conv.layers, xs, **options)
+    assert rel_err(out, layer(xs)) <= 1e-5
+    trained, _ = jrnn.stack(conv.layers, xs, **options, training=True, key=jax.random.PRNGKey(0))
+    assert rel_err(trained, out) > 0.05  # the masks act
+    unmasked, _ = jrnn.stack(conv.layers, xs, training=True, key=jax.random.PRNGKey(0))
+    assert rel_err(unmasked, out) <= 1e-6
+
+
+def test_keras_fields_jrnn_cannot_carry_warn():
+    layer = keras.layers.SimpleRNN(4, stateful=True, kernel_regularizer="l2")
+    layer.build((2, 3, 2))
+    with pytest.warns(UserWarning) as caught:
+        from_keras(layer)
+    said = " ".join(str(w.message) for w in caught)
+    assert "stateful=True is not carried" in said and "kernel_regularizer" in said
+
+
+def test_every_keras_simplernn_field_is_classified():
+    """A field Keras adds in a later release is a clear error, never a silent drop."""
+    from jrnn._src import keras_config
+
+    layer = keras.layers.SimpleRNN(4)
+    layer.build((2, 3, 2))
+    known = (
+        keras_config.CARRIED_BY_WEIGHTS
+        | set(keras_config.CARRIED)
+        | set(keras_config.TRAINING_ONLY)
+        | {"stateful"}
+    )
+    assert set(layer.get_config()) <= known
+
+    class Later:  # a SimpleRNN of a future Keras with one more field
+        activation = keras.activations.tanh
+
+        def get_weights(self):
+            return layer.get_weights()
+
+        def get_config(self):
+            return {**layer.get_config(), "time_warp": 2}
+
+    Later.__name__ = "SimpleRNN"
+    with pytest.raises(ValueError, match=r"does not know the SimpleRNN field\(s\) \['time_warp'\]"):
+        from_keras(Later())
+
+
+def test_keras_bidirectional_carries_its_layers_fields():
+    keras.utils.set_random_seed(11)
+    layer = keras.layers.Bidirectional(
+        keras.layers.SimpleRNN(5, dropout=0.25, return_sequences=True)
+    )
+    xs = jax.random.normal(jax.random.PRNGKey(12), (2, 7, 3))
+    layer.build(xs.shape)
+    conv = from_keras(layer)
+    assert conv.dropout == 0.25 and not conv.reverse
+    out, _ = jrnn.stack(conv.layers, xs, **conv.options())
+    assert rel_err(out, layer(xs)) <= 1e-5
+
+
+def test_torch_dropout_between_layers_is_carried():
+    torch.manual_seed(0)
+    module = torch.nn.RNN(4, 6, num_layers=3, dropout=0.4, batch_first=True)
+    conv = from_torch(module)
+    assert conv.layer_dropout == 0.4 and conv.options()["layer_dropout"] == 0.4
+    x = torch.randn(200, 5, 4)
+    xs = jnp.asarray(x.numpy())
+    module.eval()
+    out, _ = jrnn.stack(conv.layers, xs, **conv.options())
+    assert rel_err(out, module(x)[0].detach().numpy()) <= 1e-5  # off outside training
+    # in training: each element of layers 0 and 1's outputs dropped with rate 0.4 (the
+    # first layer's input and the last layer's output never are), as PyTorch does
+    trained, _ = jrnn.stack(
+        conv.layers, xs, **conv.options(), training=True, key=jax.random.PRNGKey(1)
+    )
+    assert rel_err(trained, out) > 0.05
+    one = from_torch(torch.nn.RNN(4, 6, num_layers=1, batch_first=True))
+    assert one.layer_dropout == 0.0
+    h1, _ = jrnn.stack(
+        conv.layers[:1], xs, training=True, layer_dropout=0.9, key=jax.random.PRNGKey(1)
+    )
+    np.testing.assert_array_equal(h1, jrnn.stack(conv.layers[:1], xs)[0])  # one layer: none
+
+
+def test_torch_layer_dropout_keeps_a_fraction_and_scales():
+    layers = jrnn.init_stack(jax.random.PRNGKey(3), 3, 64, num_layers=2)
+    # layer 2 reads layer 1's output; a linear second layer with identity weights shows
+    # the mask: the output is the dropped-out input to it
+    eye = jrnn.RNNParams(jnp.eye(64), jnp.zeros((64, 64)), jnp.zeros(64))
+    xs = jax.random.normal(jax.random.PRNGKey(4), (16, 8, 3))
+    out, _ = jrnn.stack(
+        (layers[0], eye), xs, activation="linear", layer_dropout=0.25, training=True,
+        key=jax.random.PRNGKey(5),
+    )  # fmt: skip
+    first, _ = jrnn.rnn(layers[0], xs, activation="linear")
+    kept = np.asarray(out != 0)
+    assert abs(kept.mean() - 0.75) < 0.02
+    np.testing.assert_allclose(np.asarray(out)[kept], np.asarray(first / 0.75)[kept], rtol=1e-5)

@@ -14,21 +14,52 @@ The public face: the names below and the documented submodules; the machinery li
 """
 
 import importlib
-from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from jrnn._src.bptt import backward
-from jrnn._src.options import ScanOptions
-from jrnn._src.rnn import rnn
-from jrnn._src.scan import forward
 from jrnn._version import __version__ as __version__
-from jrnn.activations import ACTIVATIONS
-from jrnn.batch import Batch
-from jrnn.gradcheck import GradCheckReport, check_grads
-from jrnn.layers import BiRNNParams, bidirectional, init_stack, stack, zero_state
-from jrnn.model import ModelParams, init_model
-from jrnn.params import INITIALIZERS, RNNParams, init_params
-from jrnn.runs import Run, load_run
-from jrnn.train import evaluate, make_train_step, truncated_bptt
+
+if TYPE_CHECKING:  # the names below, for type checkers and the docs; imported on first use
+    from jrnn._src.bptt import backward
+    from jrnn._src.options import ScanOptions
+    from jrnn._src.rnn import rnn
+    from jrnn._src.scan import forward
+    from jrnn.activations import ACTIVATIONS
+    from jrnn.batch import Batch
+    from jrnn.gradcheck import GradCheckReport, check_grads
+    from jrnn.layers import BiRNNParams, bidirectional, init_stack, stack, zero_state
+    from jrnn.model import ModelParams, init_model
+    from jrnn.params import INITIALIZERS, RNNParams, init_params
+    from jrnn.runs import Run, load_run
+    from jrnn.train import evaluate, make_train_step, truncated_bptt
+
+# each public name -> the module that defines it: ``import jrnn`` imports nothing heavy
+# (not even jax) until a name is used, so the ``jrnn`` program can take Ctrl-C from its
+# first moment (jrnn.__main__)
+_NAMES = {
+    "backward": "jrnn._src.bptt",
+    "ScanOptions": "jrnn._src.options",
+    "rnn": "jrnn._src.rnn",
+    "forward": "jrnn._src.scan",
+    "ACTIVATIONS": "jrnn.activations",
+    "Batch": "jrnn.batch",
+    "GradCheckReport": "jrnn.gradcheck",
+    "check_grads": "jrnn.gradcheck",
+    "BiRNNParams": "jrnn.layers",
+    "bidirectional": "jrnn.layers",
+    "init_stack": "jrnn.layers",
+    "stack": "jrnn.layers",
+    "zero_state": "jrnn.layers",
+    "ModelParams": "jrnn.model",
+    "init_model": "jrnn.model",
+    "INITIALIZERS": "jrnn.params",
+    "RNNParams": "jrnn.params",
+    "init_params": "jrnn.params",
+    "Run": "jrnn.runs",
+    "load_run": "jrnn.runs",
+    "evaluate": "jrnn.train",
+    "make_train_step": "jrnn.train",
+    "truncated_bptt": "jrnn.train",
+}
 
 __all__ = [
     "ACTIVATIONS",
@@ -57,7 +88,7 @@ __all__ = [
 ]
 
 # Submodules reachable as attributes (``jrnn.tasks``, ``jrnn.parallel``, ...), imported on
-# first use so that ``import jrnn`` stays light (no orbax, matplotlib, scikit-learn or CLI).
+# first use so that ``import jrnn`` stays light.
 _SUBMODULES = (
     "activations",
     "batch",
@@ -83,11 +114,15 @@ _SUBMODULES = (
 )
 
 
-def __getattr__(name: str) -> ModuleType:
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        value = getattr(importlib.import_module(_NAMES[name]), name)
+        globals()[name] = value  # once: later lookups do not come here
+        return value
     if name in _SUBMODULES:
         return importlib.import_module(f"jrnn.{name}")
     raise AttributeError(f"module 'jrnn' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_SUBMODULES})
+    return sorted({*globals(), *_NAMES, *_SUBMODULES})

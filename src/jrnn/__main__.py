@@ -1,4 +1,5 @@
-"""The ``jrnn`` command (also ``python -m jrnn``): ``jrnn train`` and ``jrnn check``.
+"""The ``jrnn`` command (also ``python -m jrnn``): ``jrnn train``, ``jrnn launch`` and
+``jrnn check``.
 
 ``jrnn`` alone, or with only ``jrnn check``'s options, runs ``jrnn check``: the seed
 notebook's example and the gradient checks. See :mod:`jrnn.cli` and ``jrnn --help``.
@@ -8,19 +9,27 @@ from __future__ import annotations
 
 import sys
 
-from jrnn import cli
-from jrnn.checkpoint import drop_abandoned_writes_for_the_process
-from jrnn.cli import check
+from jrnn._src.interrupts import ctrl_c_exits, interrupted_means
 
-__all__ = ["check", "main"]
+__all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
     """The ``jrnn`` program: :func:`jrnn.cli.main` in a process of its own, which it may
-    configure (after a failed save, already reported in one line, orbax's abandoned writer
-    tasks are not logged when they are collected, which can be at the interpreter's exit)."""
-    drop_abandoned_writes_for_the_process()
-    return cli.main(argv)
+    configure. Ctrl-C at any moment stops it with one line and exit status 130 (in the
+    training loop, the first Ctrl-C saves a checkpoint first): the handler is installed
+    before jax is imported. After a failed save, already reported in one line, orbax's
+    abandoned writer tasks are not logged when they are collected, which can be at the
+    interpreter's exit."""
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "train":
+        interrupted_means("jrnn train: interrupted before training started; nothing was saved")
+    with ctrl_c_exits():
+        from jrnn import cli
+        from jrnn.checkpoint import drop_abandoned_writes_for_the_process
+
+        drop_abandoned_writes_for_the_process()
+        return cli.main(argv)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jrnn._src.extras import missing_extra
+
 __all__ = [
     "CheckpointError",
     "TrainState",
@@ -36,6 +38,7 @@ __all__ = [
     "latest_step",
     "open_manager",
     "read_config",
+    "remove_unfinished",
     "restore",
     "save",
     "write_config",
@@ -67,6 +70,15 @@ class TrainState(NamedTuple):
     key: jax.Array
 
 
+def _orbax() -> Any:
+    """``orbax.checkpoint``, or the one-line error naming the extra that installs it."""
+    try:
+        import orbax.checkpoint as ocp
+    except ModuleNotFoundError as err:
+        raise missing_extra(err, "jrnn's checkpoints (jrnn train, jrnn.load_run)") from None
+    return ocp
+
+
 def _checkpoint_dir(run_dir: Path) -> Path:
     return Path(run_dir).absolute() / CHECKPOINT_DIR
 
@@ -86,19 +98,24 @@ def latest_step(run_dir: str | Path) -> int | None:
 
 def open_manager(run_dir: str | Path, keep: int = 3, *, create: bool = True):
     """An ``orbax.checkpoint.CheckpointManager`` for ``run_dir/checkpoints``."""
-    import orbax.checkpoint as ocp
+    ocp = _orbax()
 
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create)
     with quiet_orbax():  # it reads the existing checkpoints' metadata, and logs what fails
         return ocp.CheckpointManager(_checkpoint_dir(Path(run_dir)), options=options)
 
 
-def _remove_unfinished(run_dir: Path) -> None:
-    """Removes the temporary folders of saves that never finished (orbax leaves them when a
-    write fails, e.g. on a full disk); committed steps are never touched."""
+def remove_unfinished(run_dir: str | Path) -> None:
+    """Removes what writes that never finished left in ``run_dir``: the temporary folders of
+    checkpoints (orbax leaves them when a write fails, e.g. on a full disk, or the process
+    is killed) and :func:`write_json`'s temporary files; committed steps are never
+    touched."""
+    run_dir = Path(run_dir)
     ckpt = _checkpoint_dir(run_dir)
     for p in ckpt.glob(f"*{TMP_SUFFIX}*") if ckpt.is_dir() else ():
         shutil.rmtree(p, ignore_errors=True)
+    for p in run_dir.glob(".*.tmp") if run_dir.is_dir() else ():
+        p.unlink(missing_ok=True)
 
 
 def save(manager, state: TrainState, run_dir: str | Path) -> int:
@@ -109,7 +126,7 @@ def save(manager, state: TrainState, run_dir: str | Path) -> int:
             folder); its unfinished folder is removed and the previous checkpoints are
             left as they are.
     """
-    import orbax.checkpoint as ocp
+    ocp = _orbax()
 
     step = int(state.step)
     if step in manager.all_steps():
@@ -120,7 +137,7 @@ def save(manager, state: TrainState, run_dir: str | Path) -> int:
             manager.wait_until_finished()
     except Exception as err:  # orbax and tensorstore raise many types around an OSError
         if jax.process_index() == 0:  # the shared folder is process 0's to tidy
-            _remove_unfinished(Path(run_dir))
+            remove_unfinished(run_dir)
         last = latest_step(run_dir)
         kept = f"the last good one (step {last}) is kept" if last is not None else "none kept"
         raise CheckpointError(
@@ -260,13 +277,20 @@ def close(manager) -> None:
         manager.close()
 
 
-def restore(manager, template: TrainState, run_dir: str | Path) -> TrainState:
-    """Restores the newest checkpoint into the structure, shapes and dtypes of ``template``.
+def restore(
+    manager,
+    template: TrainState,
+    run_dir: str | Path,
+    *,
+    advice: str = " (move it away or pass another --out)",
+) -> TrainState:
+    """Restores the newest checkpoint into the structure, shapes and dtypes of ``template``;
+    ``advice`` ends the message of one that cannot be read.
 
     Raises:
         CheckpointError: no checkpoint, an unreadable one, or arrays that do not match.
     """
-    import orbax.checkpoint as ocp
+    ocp = _orbax()
 
     step = latest_step(run_dir)
     if step is None:
@@ -279,8 +303,7 @@ def restore(manager, template: TrainState, run_dir: str | Path) -> TrainState:
     except Exception as err:  # orbax raises many types (ValueError, OSError, tensorstore's)
         raise CheckpointError(
             f"cannot restore checkpoint {where}: {type(err).__name__}: {err}. It is corrupt or "
-            "was written by an incompatible run; it was left as it is (move it away or pass "
-            "another --out)"
+            f"was written by an incompatible run; it was left as it is{advice}"
         ) from err
     state = TrainState(**restored)
     for (path, got), want in zip(
@@ -297,8 +320,8 @@ def restore(manager, template: TrainState, run_dir: str | Path) -> TrainState:
     return state
 
 
-def read_config(run_dir: str | Path) -> dict[str, Any]:
-    """The run's ``config.json`` as a dict.
+def read_config(run_dir: str | Path, *, advice: str = " (pass another --out)") -> dict[str, Any]:
+    """The run's ``config.json`` as a dict; ``advice`` ends the message of a missing one.
 
     Raises:
         CheckpointError: the file is missing, unreadable or not a JSON object.
@@ -309,7 +332,7 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise CheckpointError(
             f"{path} is missing: {run_dir} holds checkpoints of an unknown run; "
-            "it was left as it is (pass another --out)"
+            f"it was left as it is{advice}"
         ) from None
     except (OSError, ValueError) as err:
         raise CheckpointError(f"cannot read {path}: {err}; it was left as it is") from err

@@ -30,10 +30,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jrnn._src.extras import missing_extra
+
+try:
+    import equinox as eqx
+except ModuleNotFoundError as err:
+    raise missing_extra(err, "jrnn.equinox") from None
 
 from jrnn._src.options import check_impl, check_params
 from jrnn._src.rnn import rnn

@@ -33,10 +33,16 @@ Unlike ``nn.RNN``, any number of batch axes works with ``seq_lengths`` and
 
 from __future__ import annotations
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from flax.linen.dtypes import promote_dtype
+
+from jrnn._src.extras import missing_extra
+
+try:
+    import flax.linen as nn
+    from flax.linen.dtypes import promote_dtype
+except ModuleNotFoundError as err:
+    raise missing_extra(err, "jrnn.flax") from None
 
 from jrnn._src.adapters import activation_name, run_module, step_shape
 from jrnn._src.options import check_impl

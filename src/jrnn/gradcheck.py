@@ -25,7 +25,7 @@ far below ``G`` is thus measured against the whole gradient's scale.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple, Unpack
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,9 +33,12 @@ import numpy as np
 from jaxtyping import ArrayLike, Float
 
 from jrnn._src.bptt import backward
-from jrnn._src.options import ScanOptions, prepare
+from jrnn._src.options import prepare
+from jrnn._src.rnn import autodiff_reference
 from jrnn._src.scan import forward
 from jrnn._src.validate import positive_float
+from jrnn.layers import BiRNNParams, bidirectional, stack
+from jrnn.model import ModelParams, apply
 from jrnn.params import RNNParams
 
 __all__ = ["GradCheckReport", "GradCheckRow", "check_grads", "default_loss"]
@@ -53,7 +56,8 @@ class GradCheckRow(NamedTuple):
     """Errors for one differentiated array.
 
     Attributes:
-        name: ``"w_x"``, ``"w_h"``, ``"b"``, ``"xs"`` or ``"h0"``.
+        name: ``"w_x"``, ``"w_h"``, ``"b"``, ``"xs"`` or ``"h0"``; for a model, the leaf's
+            path in the params (``"params.layers[0].w_x"``) or ``"xs"``.
         shape: the array's shape.
         scale: ``max |dL/d(array)|`` by autodiff.
         bptt_autodiff_abs: BPTT vs ``jax.grad(forward)``, all entries.
@@ -127,6 +131,23 @@ class GradCheckReport(NamedTuple):
             return ad_ok
         return ad_ok and self.max_bptt_fd_rel <= fd_rtol and self.max_autodiff_fd_rel <= fd_rtol
 
+    def diagnosis(self, autodiff_rtol: float = 1e-10, fd_rtol: float = 1e-7) -> str:
+        """What the errors say, in a sentence (the tolerances as :meth:`ok`)."""
+        if self.ok(autodiff_rtol, fd_rtol):
+            return "BPTT, autodiff and the finite differences agree."
+        if self.max_bptt_autodiff_rel > autodiff_rtol:
+            return (
+                "BPTT disagrees with autodiff: the hand-written gradient is wrong for these "
+                "options (please report it, with this table)."
+            )
+        return (
+            "BPTT agrees with autodiff but not with the finite differences, so the derivation "
+            "is right and the finite differences are not measuring a derivative: the loss or "
+            "the activation is not smooth within eps of this point (abs, max, a relu or a "
+            "clip at its kink, a hard threshold), or eps is too large for its curvature. "
+            "Try a smaller eps, another point, or a smooth loss."
+        )
+
     def table(self) -> str:
         """A plain-text table of the errors."""
         head = (
@@ -140,14 +161,17 @@ class GradCheckReport(NamedTuple):
             f"{self.grad_scale:.3e}",
             head,
         ]
+        width = max(6, *(len(r.name) + 2 for r in self.rows))
+        lines[-1] = f"{'array':<{width}}" + head[6:]
         for r in self.rows:
             checked = f"{r.fd_entries}/{int(np.prod(r.shape))}"
             lines.append(
-                f"{r.name:<6}{r.shape!s:<14}{r.scale:>11.3e}"
+                f"{r.name:<{width}}{r.shape!s:<14}{r.scale:>11.3e}"
                 f"{r.bptt_autodiff_abs:>15.2e}{r.bptt_autodiff_rel:>10.2e}"
                 f"{r.bptt_fd_abs:>11.2e}{r.bptt_fd_rel:>10.2e}"
                 f"{r.autodiff_fd_rel:>13.2e}{checked:>12}"
             )
+        lines.append(self.diagnosis())
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -233,7 +257,7 @@ def _compare(
     rows, fds = [], {}
     # the floor of every relative error: the whole gradient's scale (see the module doc)
     floor = max((float(np.max(np.abs(g))) for g in flat_ad.values() if g.size), default=0.0)
-    for name in _NAMES:
+    for name in inputs:
         size = flat_ad[name].size
         idx = np.sort(
             np.arange(size) if size <= fd_entries else rng.choice(size, fd_entries, replace=False)
@@ -249,37 +273,64 @@ def _compare(
 
 
 def check_grads(
-    params: RNNParams,
+    params: Any,
     xs: Float[ArrayLike, "*lead features"],
     h0: Float[ArrayLike, "*batch hidden"] | None = None,
     *,
     loss: Loss | None = None,
+    objective: Callable[[Any, jax.Array], jax.Array] | None = None,
     eps: float = 1e-3,
     fd_entries: int = 256,
     seed: int = 0,
     verbose: bool = False,
-    **options: Unpack[ScanOptions],
+    **options: Any,
 ) -> GradCheckReport:
     """Cross-checks the hand-written BPTT against autodiff and finite differences in float64.
 
+    Two forms. With an :class:`~jrnn.RNNParams` (and no ``objective``), one layer:
+    :func:`jrnn.backward` against ``jax.grad`` of :func:`jrnn.forward` for ``w_x``, ``w_h``,
+    ``b``, ``xs`` and ``h0``. With any other params pytree, or an ``objective``, a whole
+    model built on :func:`jrnn.rnn` (a stack, a bidirectional layer, a
+    :class:`~jrnn.ModelParams` with its readout, your own function): ``jax.grad`` of
+    ``objective(params, xs)``, which runs the BPTT through ``rnn``'s ``custom_vjp``, against
+    the same function differentiated by plain autodiff of the forward loop, for every leaf
+    of ``params`` and ``xs``; both against finite differences.
+
     Args:
-        params: the model, as for :func:`jrnn.forward` (cast to float64).
+        params: an ``RNNParams``, or any pytree of float arrays (cast to float64).
         xs: the inputs, as for :func:`jrnn.forward` (cast to float64).
-        h0: the initial state, as for :func:`jrnn.forward` (cast to float64); ``None``
-            checks the gradient at ``h0 = 0``.
-        loss: ``loss(hs, h_last) -> scalar``; defaults to :func:`default_loss`
-            ``0.5 * (sum(hs**2) + sum(h_last**2))``.
+        h0: the initial state of the one-layer form (cast to float64); ``None`` checks the
+            gradient at ``h0 = 0``.
+        loss: the one-layer form's ``loss(hs, h_last) -> scalar``; defaults to
+            :func:`default_loss` ``0.5 * (sum(hs**2) + sum(h_last**2))``.
+        objective: the model form's ``objective(params, xs) -> scalar``, any function
+            built on :func:`jrnn.rnn`. ``None`` picks one for the params' kind:
+            ``0.5 * sum(outputs**2)`` of :func:`jrnn.model.apply` (a ``ModelParams``),
+            :func:`jrnn.bidirectional` (a ``BiRNNParams``) or :func:`jrnn.stack` (a tuple
+            or list of layers), each called with ``**options``.
         eps: relative finite-difference step (``h = eps * max(1, |x|)``), a positive number.
         fd_entries: at most this many entries of each array are checked by finite
             differences, drawn at random without replacement (all when fewer).
         seed: seeds the choice of entries.
         verbose: print the table.
-        **options: the keyword options of :func:`jrnn.forward` (``activation``,
-            ``reverse``, ``lengths``, ``unroll``, ``time_major``, ``recurrent_mask``).
+        **options: the one-layer form: the keyword options of :func:`jrnn.forward`
+            (``activation``, ``reverse``, ``lengths``, ``unroll``, ``time_major``,
+            ``recurrent_mask``); the model form without ``objective``: those of the
+            function picked (``activation``, ``lengths``, ``return_sequences``, ...).
 
     Returns:
-        A :class:`GradCheckReport` (``print(report)`` shows the table).
+        A :class:`GradCheckReport` (``print(report)`` shows the table and what it says:
+        :meth:`GradCheckReport.diagnosis`). When BPTT agrees with autodiff but not with
+        the finite differences, the derivation is right and the loss is not smooth where
+        it was checked (``abs`` or a relu at its kink, say): the diagnosis says so.
+
+    Raises:
+        TypeError: params of no kind it knows without an ``objective``; ``h0`` or
+            ``loss`` with the model form, ``objective`` with options.
     """
+    if objective is not None or not isinstance(params, RNNParams):
+        return _check_model(params, xs, h0, loss, objective, eps, fd_entries, seed, verbose,
+                            options)  # fmt: skip
     loss = _check_settings(loss, eps, fd_entries)
     with jax.enable_x64(True):
         # Validate in the caller's dtypes first, so errors name the caller's arguments.
@@ -314,6 +365,86 @@ def check_grads(
         f"activation={options.get('activation', 'tanh')}, reverse={options.get('reverse', False)}, "
         f"lengths={'given' if p.lengths is not None else 'none'}, xs {tuple(np.shape(xs))}"
     )
+    report = GradCheckReport(tuple(rows), value, flat_bp, flat_ad, fds, desc)
+    if verbose:
+        print(report.table())
+    return report
+
+
+def _model_objective(params: Any, options: dict[str, Any]) -> Callable[[Any, jax.Array], Any]:
+    """The default objective of :func:`check_grads`' model form for the params' kind."""
+    if isinstance(params, ModelParams):
+        run: Callable[..., Any] = apply
+    elif isinstance(params, BiRNNParams):
+        run = bidirectional
+    elif isinstance(params, tuple | list) and params:
+        run = stack
+    else:
+        raise TypeError(
+            "check_grads takes an RNNParams, a ModelParams, a BiRNNParams or a stack (tuple "
+            "of layers); for other params pass objective=(params, xs) -> scalar; got "
+            f"{type(params).__name__}"
+        )
+
+    def objective(p: Any, xs: jax.Array) -> jax.Array:
+        outputs, _ = run(p, xs, **options)
+        return 0.5 * sum((jnp.sum(o * o) for o in jax.tree.leaves(outputs)), jnp.zeros(()))
+
+    objective.__name__ = f"0.5 * sum(outputs**2) of jrnn.{run.__name__}"
+    return objective
+
+
+def _check_model(
+    params: Any,
+    xs: Any,
+    h0: Any,
+    loss: Any,
+    objective: Any,
+    eps: float,
+    fd_entries: int,
+    seed: int,
+    verbose: bool,
+    options: dict[str, Any],
+) -> GradCheckReport:
+    """:func:`check_grads`' model form: BPTT through ``rnn``'s ``custom_vjp`` against plain
+    autodiff of the same function, and both against finite differences, per leaf."""
+    if h0 is not None or loss is not None:
+        raise TypeError(
+            "check_grads of a model takes no h0 or loss (those are the one-layer form's, for "
+            "an RNNParams): put them in objective=(params, xs) -> scalar"
+        )
+    if objective is None:
+        objective = _model_objective(params, options)
+    elif options:
+        raise TypeError(
+            f"check_grads with an objective takes no model options ({sorted(options)}): "
+            "the objective calls the model with its own"
+        )
+    if not callable(objective):
+        raise TypeError(f"objective must be callable; got {type(objective).__name__}")
+    _check_settings(None, eps, fd_entries)
+    with jax.enable_x64(True):
+        leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+        names = ["params" + jax.tree_util.keystr(path) for path, _ in leaves]
+        f64 = lambda a: jnp.asarray(np.asarray(a, np.float64))
+        inputs = {name: f64(leaf) for name, (_, leaf) in zip(names, leaves, strict=True)}
+        inputs["xs"] = f64(xs)
+
+        def total(a: dict[str, jax.Array]) -> jax.Array:
+            model = jax.tree_util.tree_unflatten(treedef, [a[n] for n in names])
+            return jnp.asarray(objective(model, a["xs"]), jnp.float64)
+
+        value = float(jax.jit(total)(inputs))
+        if not np.isfinite(value):
+            raise ValueError(f"the objective is not finite at the given point ({value})")
+        flat_bp = jax.device_get(jax.jit(jax.grad(total))(inputs))
+        # the reference: rnn traced as the plain loop, nothing reused from a jitted trace
+        with autodiff_reference(), jax.disable_jit():
+            flat_ad = jax.device_get(jax.grad(total)(inputs))
+        rows, fds = _compare(total, inputs, flat_bp, flat_ad, eps, fd_entries, seed)
+    kind = type(params).__name__
+    what = getattr(objective, "__name__", "objective")
+    desc = f"{kind} ({len(names)} arrays), {what}, xs {tuple(np.shape(xs))}"
     report = GradCheckReport(tuple(rows), value, flat_bp, flat_ad, fds, desc)
     if verbose:
         print(report.table())

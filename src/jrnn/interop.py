@@ -29,6 +29,8 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
+from jrnn._src.extras import missing_extra
+from jrnn._src.keras_config import keras_fields
 from jrnn.activations import ACTIVATIONS
 from jrnn.layers import MERGE_MODES, BiRNNParams
 from jrnn.params import RNNParams
@@ -37,7 +39,9 @@ __all__ = ["Converted", "from_keras", "from_torch", "to_keras", "to_torch"]
 
 
 class Converted(NamedTuple):
-    """Params read from another library, with the options that reproduce its model.
+    """Params read from another library, with every option of its layer that changes what
+    it computes: ``jrnn.stack(c.layers, xs, **c.options())`` runs that layer (add
+    ``training=True, key=...`` for its dropout).
 
     Attributes:
         layers: a tuple of :class:`~jrnn.RNNParams` / :class:`~jrnn.layers.BiRNNParams`,
@@ -45,12 +49,36 @@ class Converted(NamedTuple):
         activation: ``"tanh"``, ``"relu"`` or ``"linear"``.
         time_major: ``True`` for a PyTorch model with ``batch_first=False``.
         merge_mode: how bidirectional layers merge (``"concat"`` for PyTorch).
+        reverse: Keras ``go_backwards=True``: the layer reads the sequence from its end.
+            Keras then returns the output sequence in the order it was computed (reversed);
+            jrnn returns it at the input's positions: ``outputs[:, ::-1]`` is Keras'.
+        dropout: Keras' input dropout rate (``stack(dropout=)``).
+        recurrent_dropout: Keras' recurrent dropout rate (``stack(recurrent_dropout=)``).
+        layer_dropout: PyTorch's dropout between layers (``stack(layer_dropout=)``).
     """
 
     layers: tuple
     activation: str
     time_major: bool = False
     merge_mode: str = "concat"
+    reverse: bool = False
+    dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    layer_dropout: float = 0.0
+
+    def options(self) -> dict[str, Any]:
+        """The keyword options of :func:`jrnn.stack` that reproduce the source layer."""
+        options: dict[str, Any] = {
+            "activation": self.activation,
+            "time_major": self.time_major,
+            "merge_mode": self.merge_mode,
+            "dropout": self.dropout,
+            "recurrent_dropout": self.recurrent_dropout,
+            "layer_dropout": self.layer_dropout,
+        }
+        if self.reverse:
+            options["reverse"] = True
+        return options
 
 
 def _gate_hint(size: int, hidden: int, what: str) -> str:
@@ -110,8 +138,9 @@ _TORCH_KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)(_reverse
 
 def _torch_source(
     source: Any, nonlinearity: str | None, batch_first: bool | None
-) -> tuple[Mapping[str, Any], str, bool]:
-    """``(state_dict, nonlinearity, batch_first)`` of an ``nn.RNN`` module or state_dict."""
+) -> tuple[Mapping[str, Any], str, bool, float]:
+    """``(state_dict, nonlinearity, batch_first, dropout)`` of an ``nn.RNN`` module or
+    state_dict (which records no dropout: 0)."""
     if hasattr(source, "state_dict") and callable(source.state_dict):
         mode = getattr(source, "mode", None)
         if mode not in ("RNN_TANH", "RNN_RELU"):
@@ -123,9 +152,10 @@ def _torch_source(
         batch_first = source.batch_first if batch_first is None else batch_first
         if getattr(source, "proj_size", 0):
             raise ValueError("proj_size is an LSTM option; an nn.RNN has none")
+        dropout = float(getattr(source, "dropout", 0.0))
         state = source.state_dict()
     elif isinstance(source, Mapping):
-        state = source
+        state, dropout = source, 0.0
     else:
         raise TypeError(
             f"from_torch expects an nn.RNN module or its state_dict; got {type(source).__name__}"
@@ -135,13 +165,18 @@ def _torch_source(
         raise ValueError(f"nonlinearity must be 'tanh' or 'relu' (nn.RNN's); got {nonlinearity!r}")
     batch_first = True if batch_first is None else bool(batch_first)
 
-    return state, nonlinearity, batch_first
+    return state, nonlinearity, batch_first, dropout
 
 
 def from_torch(
     source: Any, *, nonlinearity: str | None = None, batch_first: bool | None = None
 ) -> Converted:
     """Reads a PyTorch ``nn.RNN`` (module or ``state_dict``) into jrnn params.
+
+    Every field of the module is carried: the sizes, layers, ``bias`` and
+    ``bidirectional`` by the weights, ``nonlinearity``, ``batch_first`` (``time_major``)
+    and ``dropout`` (``layer_dropout``, between layers, in training); ``proj_size`` (an
+    LSTM's) is refused.
 
     Args:
         source: an ``nn.RNN`` module, or its ``state_dict()`` (a mapping of names to
@@ -159,7 +194,7 @@ def from_torch(
         ValueError: missing or unexpected keys, inconsistent shapes, LSTM/GRU-shaped
             weights, an unsupported nonlinearity.
     """
-    state, nonlinearity, batch_first = _torch_source(source, nonlinearity, batch_first)
+    state, nonlinearity, batch_first, dropout = _torch_source(source, nonlinearity, batch_first)
     entries: dict[tuple[int, bool], dict[str, np.ndarray]] = {}
     for key, value in state.items():
         match = _TORCH_KEY.match(key)
@@ -207,7 +242,7 @@ def from_torch(
                 f"outputs {expected_in}"
             )
         layers.append(BiRNNParams(*dirs) if bidirectional else dirs[0])
-    return Converted(tuple(layers), nonlinearity, time_major=not batch_first)
+    return Converted(tuple(layers), nonlinearity, time_major=not batch_first, layer_dropout=dropout)
 
 
 def _layers(params: Any) -> tuple:
@@ -299,7 +334,10 @@ def to_torch(params: Any, *, activation: str = "tanh", batch_first: bool = True,
             (naming the layer), a nonzero ``b`` with ``bias=False``, an activation
             PyTorch lacks.
     """
-    import torch
+    try:
+        import torch
+    except ModuleNotFoundError as err:
+        raise missing_extra(err, "to_torch") from None
 
     layers = _layers(params)
     if activation not in ("tanh", "relu"):
@@ -356,11 +394,18 @@ def _import_keras():
     )
     try:
         import keras
-    except ImportError as e:
+    except ModuleNotFoundError as err:
+        if (err.name or "").split(".")[0] == "keras":
+            raise missing_extra(err, "to_keras") from None
         raise ImportError(
-            f"to_keras needs keras 3 (pip install 'keras>=3') on the JAX backend; importing "
-            f"it with KERAS_BACKEND={chosen!r} failed: {e}. {how}"
-        ) from e
+            f"to_keras needs keras 3 on the JAX backend; importing it with "
+            f"KERAS_BACKEND={chosen!r} failed: {err}. {how}"
+        ) from err
+    except ImportError as err:
+        raise ImportError(
+            f"to_keras needs keras 3 on the JAX backend; importing it with "
+            f"KERAS_BACKEND={chosen!r} failed: {err}. {how}"
+        ) from err
     backend = keras.backend.backend()
     if backend != "jax":
         raise RuntimeError(
@@ -371,11 +416,11 @@ def _import_keras():
     return keras
 
 
-def _keras_direction(layer: Any) -> tuple[RNNParams, str]:
+def _keras_direction(layer: Any) -> tuple[RNNParams, dict[str, Any]]:
     if type(layer).__name__ != "SimpleRNN":
         raise TypeError(f"expected a keras.layers.SimpleRNN; got {type(layer).__name__}")
     weights = layer.get_weights()
-    return _from_keras_arrays(weights), layer.activation.__name__
+    return _from_keras_arrays(weights), keras_fields(layer)
 
 
 def _from_keras_arrays(weights: Sequence[Any]) -> RNNParams:
@@ -397,8 +442,12 @@ def _from_keras_arrays(weights: Sequence[Any]) -> RNNParams:
 def from_keras(source: Any, *, activation: str | None = None) -> Converted:
     """Reads a Keras ``SimpleRNN`` or ``Bidirectional(SimpleRNN)`` (layer or weights).
 
-    Keras is never imported here: a layer's weights are read through ``get_weights()``,
-    so a layer built on any Keras backend is read alike.
+    Keras is never imported here: a layer's weights are read through ``get_weights()``
+    and its options through ``get_config()``, so a layer built on any Keras backend is read
+    alike. Every field of the layer is carried (``activation``, ``go_backwards`` as
+    ``reverse``, ``dropout``, ``recurrent_dropout``; the sizes and ``use_bias`` by the
+    weights) or refused: ``stateful`` and the regularisers and constraints (training only)
+    are not carried, with a warning, and a field jrnn does not know is a ``ValueError``.
 
     Args:
         source: a built ``keras.layers.SimpleRNN``, a ``keras.layers.Bidirectional`` of
@@ -411,15 +460,23 @@ def from_keras(source: Any, *, activation: str | None = None) -> Converted:
     """
     name = type(source).__name__
     if name == "Bidirectional":
-        fwd, act = _keras_direction(source.forward_layer)
-        bwd, act_b = _keras_direction(source.backward_layer)
-        if act_b != act:
-            raise ValueError(f"the two directions use different activations: {act}, {act_b}")
+        fwd, fields = _keras_direction(source.forward_layer)
+        bwd, fields_b = _keras_direction(source.backward_layer)
+        # Keras builds the backward layer with go_backwards=True: that is the direction
+        fields_b["reverse"] = not fields_b.get("reverse", True)
+        if fields_b != fields:
+            differ = sorted(k for k in fields if fields[k] != fields_b.get(k))
+            raise ValueError(
+                f"the two directions differ in {differ} ({fields} forward, {fields_b} "
+                "backward); jrnn's bidirectional layers run both with the same options"
+            )
+        if fields.pop("reverse", False):
+            raise ValueError("a Bidirectional layer over go_backwards=True: swap the directions")
         merge = source.merge_mode if source.merge_mode is not None else "none"
-        converted = Converted((BiRNNParams(fwd, bwd),), act, merge_mode=merge)
+        converted = Converted((BiRNNParams(fwd, bwd),), merge_mode=merge, **fields)
     elif name == "SimpleRNN":
-        p, act = _keras_direction(source)
-        converted = Converted((p,), act)
+        p, fields = _keras_direction(source)
+        converted = Converted((p,), **fields)
     elif hasattr(source, "get_weights"):
         raise TypeError(
             f"from_keras expects a SimpleRNN or Bidirectional(SimpleRNN) layer; got {name}"

@@ -345,6 +345,13 @@ def _recurrent_masks(
     )
 
 
+def _elementwise_dropout(key: jax.Array, out: Any, rate: float) -> Any:
+    """PyTorch's dropout between layers: every element kept with ``1 - rate``, scaled."""
+    if isinstance(out, tuple):  # merge_mode "none" feeds no further layer
+        raise ValueError("layer_dropout needs a merged layer output, not merge_mode='none'")
+    return out * dropout_mask(key, out.shape, rate, out.dtype)
+
+
 def stack(
     layers: Sequence[Layer],
     xs: Float[ArrayLike, "*lead features"],
@@ -353,6 +360,7 @@ def stack(
     merge_mode: str = "concat",
     dropout: float = 0.0,
     recurrent_dropout: float = 0.0,
+    layer_dropout: float = 0.0,
     key: PRNGKeyArray | None = None,
     training: bool = False,
     time_major: bool = False,
@@ -380,6 +388,8 @@ def stack(
         recurrent_dropout: Keras recurrent-dropout rate when ``training``: one `(B, H)`
             mask per sequence, layer and direction, applied to ``h_{t-1}`` before ``W_h``
             at every step (``rnn``'s ``recurrent_mask``).
+        layer_dropout: PyTorch ``nn.RNN(dropout=...)``'s rate when ``training``: an
+            independent mask on every element of each layer's output but the last's.
         key: the PRNG key for the dropout masks (split per layer and use); required when
             ``training`` and a rate is positive.
         training: apply dropout.
@@ -403,15 +413,24 @@ def stack(
         raise ValueError(f"h0 must hold one state per layer ({len(layers)}); got {len(h0)}")
     dropout = dropout_rate("dropout", dropout)
     recurrent_dropout = dropout_rate("recurrent_dropout", recurrent_dropout)
+    layer_dropout = dropout_rate("layer_dropout", layer_dropout)
     use_dropout = training and dropout > 0
     use_recurrent = training and recurrent_dropout > 0
-    if (use_dropout or use_recurrent) and key is None:
+    use_layer = training and layer_dropout > 0 and len(layers) > 1
+    if (use_dropout or use_recurrent or use_layer) and key is None:
         raise ValueError("stack(training=True) with a dropout rate needs a PRNG key: pass key=")
     keys: Any = jax.random.split(key, (len(layers), 3)) if key is not None else None
+    # their own stream: the Keras-style masks above stay what they were without it
+    layer_keys: Any = None
+    if use_layer:
+        assert key is not None  # refused above
+        layer_keys = jax.random.split(jax.random.fold_in(key, len(layers)), len(layers))
     batch_shape = () if out.ndim == 2 else (out.shape[1 if time_major else 0],)
     finals: list[Any] = []
     h: Any  # one direction's final state, or a bidirectional layer's pair
     for k, layer in enumerate(layers):
+        if use_layer and k > 0:
+            out = _elementwise_dropout(layer_keys[k], out, layer_dropout)
         if use_dropout:
             out = input_dropout(keys[k, 0], out, dropout, time_major=time_major)
         state: Any = None if h0 is None else h0[k]

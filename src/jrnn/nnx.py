@@ -33,7 +33,13 @@ from typing import cast
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
+
+from jrnn._src.extras import missing_extra
+
+try:
+    from flax import nnx
+except ModuleNotFoundError as err:
+    raise missing_extra(err, "jrnn.nnx") from None
 
 from jrnn._src.adapters import activation_name, run_module, step_shape
 from jrnn._src.options import check_impl

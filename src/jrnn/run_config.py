@@ -55,7 +55,7 @@ _TANH = {"activation": "tanh", "recurrent_init": "orthogonal", "kernel_init": "g
 # adding task's, the IRNN of Le, Jaitly & Hinton (2015).
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "adding": {},
-    "copy": {**_TANH, "seq_len": 10, "hidden": 128, "lr": 3e-3, "batch": 64, "steps": 6000},
+    "copy": {**_TANH, "seq_len": 10, "hidden": 256, "lr": 1e-3, "batch": 64, "steps": 8000},
     "sine": {**_TANH, "hidden": 32, "lr": 3e-3, "steps": 2000, "eval_every": 250},
     "digits": {**_TANH, "seq_len": 8, "hidden": 128, "lr": 3e-3, "batch": 64, "steps": 3000},
 }

@@ -25,11 +25,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jrnn._src.extras import missing_extra
 from jrnn.batch import Batch
 from jrnn.checkpoint import (
+    CONFIG_FILE,
     CheckpointError,
     TrainState,
     close,
+    latest_step,
     open_manager,
     read_config,
     restore,
@@ -136,7 +139,10 @@ def lock_run_dir(run_dir: str | Path):
     Raises:
         RunDirError: the folder cannot be created or written, or another process holds it.
     """
-    from filelock import FileLock, Timeout
+    try:
+        from filelock import FileLock, Timeout
+    except ModuleNotFoundError as err:
+        raise missing_extra(err, "jrnn train's run folders") from None
 
     run_dir = Path(run_dir)
     _create(run_dir, exist_ok=True)
@@ -200,6 +206,7 @@ class Run:
             activation=self.config.activation,
             return_sequences=self.task.return_sequences,
             impl=self.config.impl,
+            recall_steps=self.task.recall_steps,
         )
         return {k: float(v) for k, v in metrics.items()}
 
@@ -211,7 +218,18 @@ def load_run(path: str | Path) -> Run:
         CheckpointError: no readable config or checkpoint, or one that does not match it.
     """
     path = Path(path)
-    saved = read_config(path)
+    if not path.exists():
+        raise CheckpointError(f"load_run: {path} does not exist")
+    if not path.is_dir():
+        raise CheckpointError(f"load_run: {path} is a file, not a run folder")
+    if latest_step(path) is None:
+        what = (
+            "a run stopped before its first checkpoint"
+            if (path / CONFIG_FILE).is_file()
+            else f"no run (no {CONFIG_FILE}, no checkpoints)"
+        )
+        raise CheckpointError(f"load_run: {path} holds {what}: nothing to load")
+    saved = read_config(path, advice="")
     try:
         config = RunConfig.from_dict(saved)
     except (TypeError, ValueError) as err:
@@ -219,7 +237,7 @@ def load_run(path: str | Path) -> Run:
     _, template = initial_state(config)
     manager = open_manager(path, create=False)
     try:
-        state = restore(manager, template, path)
+        state = restore(manager, template, path, advice="")
     finally:
         close(manager)
     return Run(state.params, config, int(state.step), path)

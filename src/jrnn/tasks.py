@@ -14,8 +14,9 @@ copy bundled with scikit-learn.
   steps, the ten symbols. The memoryless baseline (blanks, then a uniform guess among the
   8 symbols) scores cross-entropy ``10 log(8) / (T + 20)``. Accuracy counts every step,
   blanks included, so that baseline already scores ``(T + 10 + 10/8) / (T + 20)``
-  (0.93 at T = 100, ``task.baseline_accuracy``): judge the copy task by its loss, or by
-  its accuracy beside that baseline's.
+  (0.93 at T = 100, ``task.baseline_accuracy``). What measures memory is the accuracy
+  over the last ten steps alone, ``recall_accuracy`` (chance 1/8): ``jrnn train`` reports
+  it.
 * ``sine``: forecasting a sine wave one step ahead (many-to-many regression): random
   amplitude in ``[0.5, 1.5]``, angular frequency in ``[0.1, 0.5]`` per step and phase.
   Predicting 0 scores ``E[A^2] / 2 = 13/24 ~ 0.542``.
@@ -35,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jrnn._src.extras import missing_extra
 from jrnn._src.validate import positive_int
 from jrnn.batch import Batch
 
@@ -134,8 +136,8 @@ def load_digits_sequences(split: str = "train") -> tuple[np.ndarray, np.ndarray]
         raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
     try:
         from sklearn.datasets import load_digits
-    except ImportError as err:  # pragma: no cover - scikit-learn is a dependency
-        raise ImportError("the digits task needs scikit-learn: pip install scikit-learn") from err
+    except ModuleNotFoundError as err:
+        raise missing_extra(err, "the digits task") from None
     data = load_digits()
     images = (data.images / 16.0).astype(np.float32)
     labels = data.target.astype(np.int32)
@@ -200,6 +202,9 @@ class Task(NamedTuple):
         baseline_name: what that baseline predicts.
         baseline_accuracy: ``baseline_accuracy(seq_len)``, that baseline's accuracy, for
             classification tasks (``None`` for regression).
+        recall_steps: the last steps whose targets are the remembered symbols (the copy
+            task's ten), scored alone as ``"recall_accuracy"``; else ``None``.
+        recall_chance: the recall accuracy of a guess (1/8 for the copy task).
     """
 
     name: str
@@ -214,6 +219,8 @@ class Task(NamedTuple):
     baseline: Callable[[int], float]
     baseline_name: str
     baseline_accuracy: Callable[[int], float] | None = None
+    recall_steps: int | None = None
+    recall_chance: float | None = None
 
 
 def _synthetic(name: str, sample: Callable[[jax.Array, int, int], Batch], **fields) -> Task:
@@ -244,6 +251,8 @@ TASKS: dict[str, Task] = {
         baseline=lambda t: COPY_SYMBOLS * math.log(8) / (t + 2 * COPY_SYMBOLS),
         baseline_name="blanks, then uniform",
         baseline_accuracy=lambda t: (t + COPY_SYMBOLS + COPY_SYMBOLS / 8) / (t + 2 * COPY_SYMBOLS),
+        recall_steps=COPY_SYMBOLS,
+        recall_chance=1 / 8,
     ),
     "sine": _synthetic(
         "sine",

@@ -216,20 +216,44 @@ def evaluate(
     activation: str = "tanh",
     return_sequences: bool = False,
     impl: str = "auto",
+    recall_steps: int | None = None,
 ) -> Metrics:
     """Metrics of ``params`` on ``batch`` (no gradient): ``"loss"`` and, for
-    cross-entropy, ``"accuracy"``; arguments as :func:`loss_and_metrics`. Jitted."""
+    cross-entropy, ``"accuracy"``; arguments as :func:`loss_and_metrics`. Jitted.
+
+    ``recall_steps``: with ``return_sequences`` and cross-entropy, also
+    ``"recall_accuracy"``, the accuracy over the last ``recall_steps`` steps alone (the copy
+    task's recalled symbols: what measures memory, where ``"accuracy"`` counts the blanks
+    too).
+    """
     loss = _check_loss(loss)
     batch = _check_batch(batch)
-    return _evaluate(params, batch, loss, activation, bool(return_sequences), impl)
+    if recall_steps is not None:
+        recall_steps = positive_int("recall_steps", recall_steps)
+        if loss != "cross_entropy" or not return_sequences:
+            raise ValueError(
+                "recall_steps needs loss='cross_entropy' and return_sequences=True (a label "
+                f"per step); got loss={loss!r}, return_sequences={return_sequences!r}"
+            )
+    return _evaluate(params, batch, loss, activation, bool(return_sequences), impl, recall_steps)
 
 
-@partial(jax.jit, static_argnums=(2, 3, 4, 5))
-def _evaluate(params, batch, loss, activation, return_sequences, impl):
-    _, (metrics, _) = _loss_and_metrics(
-        params, batch, None, loss, activation, return_sequences, None, impl
-    )
-    return metrics
+@partial(jax.jit, static_argnums=(2, 3, 4, 5, 6))
+def _evaluate(params, batch, loss, activation, return_sequences, impl, recall_steps):
+    if recall_steps is None:
+        _, (metrics, _) = _loss_and_metrics(
+            params, batch, None, loss, activation, return_sequences, None, impl
+        )
+        return metrics
+    outputs, _ = apply(params, batch.inputs, activation=activation, return_sequences=True,
+                       lengths=batch.lengths, impl=impl)  # fmt: skip
+    value = LOSSES[loss](outputs, batch.targets, batch.lengths)
+    tail = slice(-recall_steps, None)
+    return {
+        "loss": value,
+        "accuracy": accuracy(outputs, batch.targets, batch.lengths),
+        "recall_accuracy": accuracy(outputs[:, tail], batch.targets[:, tail]),
+    }
 
 
 def _split_chunks(batch: Batch, chunk: int) -> list[Batch]:

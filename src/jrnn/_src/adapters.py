@@ -11,7 +11,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax.linen.recurrent import flip_sequences
+
+from jrnn._src.extras import missing_extra
+
+try:
+    from flax.linen.recurrent import flip_sequences
+except ModuleNotFoundError as err:
+    raise missing_extra(err, "jrnn.flax and jrnn.nnx") from None
 
 from jrnn._src.rnn import rnn
 from jrnn.params import RNNParams

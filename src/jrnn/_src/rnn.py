@@ -8,6 +8,8 @@ built on :func:`rnn` runs the hand-written BPTT.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Unpack
 
 from jaxtyping import Array, ArrayLike, Float
@@ -20,7 +22,23 @@ from jrnn._src.scan import forward_loop
 from jrnn._src.validate import positive_int
 from jrnn.params import RNNParams
 
-__all__ = ["rnn", "rnn_core"]
+__all__ = ["autodiff_reference", "rnn", "rnn_core"]
+
+# set only inside autodiff_reference(), while check_grads traces its reference
+_REFERENCE = [False]
+
+
+@contextlib.contextmanager
+def autodiff_reference() -> Iterator[None]:
+    """Within it, :func:`rnn` traces as the plain forward loop, which ``jax.grad``
+    differentiates by autodiff instead of the BPTT: :func:`jrnn.check_grads`' reference for
+    a whole model built on ``rnn``. Read at trace time: trace (and run) inside it, with
+    ``jax.disable_jit()`` so that no earlier trace of a jitted caller is reused."""
+    _REFERENCE[0] = True
+    try:
+        yield
+    finally:
+        _REFERENCE[0] = False
 
 
 def _forward(ops: Operands, opts: Options):
@@ -82,7 +100,9 @@ def rnn(
     if remat is not None:
         remat = positive_int("remat", remat, "None or the segment length")
     p = prepare(params, xs, h0, options, caller="rnn")
-    if remat is None:
+    if _REFERENCE[0]:
+        hs, h_last = forward_loop(p.ops, p.opts)
+    elif remat is None:
         hs, h_last = rnn_core(p.ops, p.opts)
     else:
         hs, h_last = remat_rnn(p.ops, p.opts, remat)

@@ -24,19 +24,52 @@ The training loop runs ``--log-every`` steps per jitted call (data drawn on the 
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import sys
+from typing import Any
 
-from jrnn.checkpoint import CheckpointError, abandoned_writes_dropped
+from jrnn._src.extras import EXTRAS, MissingExtraError, install_command
+from jrnn._src.interrupts import interrupted_means
 from jrnn.cli.check import check
-from jrnn.cli.loop import train
 from jrnn.cli.parse import parser
-from jrnn.cli.plot import PLOT_EVERY_S, figure
-from jrnn.cli.rundir import TrainError
-from jrnn.distributed import cluster_processes, initialize
-from jrnn.launch import launch
-from jrnn.runs import RunDirError
 
 __all__ = ["PLOT_EVERY_S", "TrainError", "check", "figure", "main", "parser", "train"]
+
+# the training stack, imported when first used (``jrnn check`` needs none of it)
+_LAZY = {
+    "train": "jrnn.cli.loop",
+    "figure": "jrnn.cli.plot",
+    "PLOT_EVERY_S": "jrnn.cli.plot",
+    "TrainError": "jrnn.cli.rundir",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'jrnn.cli' has no attribute {name!r}")
+
+
+def missing_train_extra(command: str) -> str | None:
+    """The one-line error for ``command`` when the ``train`` extra's packages are not all
+    installed, else ``None``."""
+    missing = [m for m, extra in EXTRAS.items() if extra == "train" and not _installed(m)]
+    if not missing:
+        return None
+    return (
+        f"{command} needs {', '.join(missing)}, which "
+        f"{'is' if len(missing) == 1 else 'are'} not installed: {install_command('train')}"
+    )
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a finder that refuses it
+        return False
+    except ValueError:  # a module without a spec (set up by hand): it is there
+        return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,26 +87,43 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "check":
         return check(args.batch, args.steps, args.features, args.hidden, args.seed)
+    missing = missing_train_extra(f"jrnn {args.command}")
+    if missing is not None:
+        print(f"jrnn {args.command}: error: {missing}", file=sys.stderr)
+        return 2
     if args.command == "launch":
+        from jrnn.launch import launch
+
         try:
             return launch(rest, args.processes, args.devices_per_process)
         except ValueError as err:
             print(f"jrnn launch: error: {err}", file=sys.stderr)
             return 2
+    return _train(args)
+
+
+def _train(args: Any) -> int:
+    """``jrnn train`` from its parsed arguments; the exit code."""
+    from jrnn.checkpoint import CheckpointError, abandoned_writes_dropped
+    from jrnn.cli.loop import train
+    from jrnn.cli.rundir import TrainError
+    from jrnn.runs import RunDirError
+
     job = ("coordinator", "num_processes", "process_id", "heartbeat_timeout")
     given = {
         k: v
         for k, v in vars(args).items()
         if k not in ("command", "out", "resume", "progress", *job)
     }
+    interrupted_means("jrnn train: interrupted before training started; nothing was saved")
     try:
         _join_job(*(getattr(args, k) for k in job))
         with abandoned_writes_dropped():
             return train(given, args.out, resume=args.resume, progress=args.progress)
-    except (TrainError, CheckpointError, RunDirError) as err:
+    except (TrainError, CheckpointError, RunDirError, MissingExtraError) as err:
         print(f"jrnn train: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C before the loop: nothing to save
+    except KeyboardInterrupt:  # Ctrl-C before the loop (a library call): nothing to save
         print("\njrnn train: interrupted before training started", file=sys.stderr)
         return 130
 
@@ -83,6 +133,9 @@ def _join_job(
 ) -> None:
     """Joins a multi-process job (:func:`jrnn.distributed.initialize`) when told to, or when
     JAX detects a cluster job of several processes; else does nothing."""
+    from jrnn.cli.rundir import TrainError
+    from jrnn.distributed import cluster_processes, initialize
+
     given = {"--coordinator": coordinator, "--num-processes": num_processes,
              "--process-id": process_id}  # fmt: skip
     if num_processes == 1:  # one process, even inside a cluster job (a sweep of runs)

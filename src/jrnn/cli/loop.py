@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jrnn._src.interrupts import interrupted_means
 from jrnn.checkpoint import TrainState, close, latest_step, save, write_json
 from jrnn.cli.plot import title, try_plot
 from jrnn.cli.rundir import (
@@ -80,6 +81,9 @@ def train(
             run = open_run(run_dir, config, given, resume, stream)
             if run is None:
                 return 0
+            # the jrnn program's Ctrl-C outside the loop (jrnn._src.interrupts): with its
+            # config.json written, the folder resumes (at step 0 if nothing was saved yet)
+            interrupted_means(f"jrnn train: interrupted; continue with --out {run_dir} --resume")
             try:
                 code = _train_loop(run, progress)
             except BaseException:
@@ -133,7 +137,9 @@ def _chunk_fn(run: ActiveRun) -> Any:
 
 
 def _test_row(run: ActiveRun, test_set: Any, step: int) -> dict[str, Any]:
-    metrics = evaluate(run.state.params, test_set, **model_options(run.config))
+    metrics = evaluate(
+        run.state.params, test_set, recall_steps=run.task.recall_steps, **model_options(run.config)
+    )
     return {"step": step, "split": "test", **{k: float(v) for k, v in metrics.items()}}
 
 
@@ -216,6 +222,8 @@ def _shown(run: ActiveRun, metrics: Mapping[str, Any]) -> str:
         text += f", accuracy {metrics['accuracy']:.4g}"
         if run.task.baseline_accuracy is not None:
             text += f" (baseline {run.task.baseline_accuracy(run.config.seq_len):.4g})"
+    if "recall_accuracy" in metrics:
+        text += f", recall {metrics['recall_accuracy']:.4g} (chance {run.task.recall_chance:.3g})"
     return text
 
 
@@ -229,11 +237,16 @@ def _train_loop(run: ActiveRun, progress: bool) -> int:
         f"jrnn train: {title(config, start)}; out {run.run_dir}"
         + (f" (resumed at step {start})" if run.resumed else "")
     )
+    if config.impl == "pallas" and jax.devices()[0].platform == "cpu":
+        run.say(
+            "jrnn train: note: --impl pallas on the CPU runs the Pallas kernels in interpret "
+            "mode: slow, for testing them (--impl scan is the CPU's fast path)"
+        )
     display = _Progress(run, start, progress and run.primary)
     code, t_start, stop = 0, time.perf_counter(), False
     with _ctrl_c() as ctrl_c:
         try:
-            if start == 0 and not run.resumed:
+            if start == 0 and not run.rows:  # a new run, or one resumed before a checkpoint
                 run.log(_test_row(run, test_set, 0))
             every = (config.log_every, config.eval_every, config.checkpoint_every)
             for end in _boundaries(start, config.steps, *every):
@@ -324,11 +337,14 @@ def _report(run: ActiveRun) -> None:
     baseline = {"loss": task.baseline(run.config.seq_len), "predicts": task.baseline_name}
     if task.baseline_accuracy is not None:
         baseline["accuracy"] = task.baseline_accuracy(run.config.seq_len)
+    if task.recall_chance is not None:
+        baseline["recall_accuracy"] = task.recall_chance
     test = {k: v for k, v in final.items() if k not in ("step", "split")}
     result = {"step": step, "test": test, "baseline": baseline, "seconds": _seconds(run)}
     if run.primary:
         write_json(run.run_dir / "result.json", result)
-    shown = ", ".join(f"{k} {v:.4g}" for k, v in baseline.items() if k != "predicts")
+    named = {"recall_accuracy": "recall"}
+    shown = ", ".join(f"{named.get(k, k)} {v:.4g}" for k, v in baseline.items() if k != "predicts")
     run.say(
         f"jrnn train: done, step {step}: test {_shown(run, test)}; baseline {shown} "
         f"({task.baseline_name}); {run.run_dir}"

@@ -5,12 +5,37 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any
+import difflib
+from typing import Any, NoReturn
 
 from jrnn._version import __version__
 from jrnn.run_config import RunConfig, field_type, option_help
 
 __all__ = ["parser"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with errors a person reads at a glance: one line and a hint (not the whole
+    usage), and an unknown option reported by the command it was given to, with the
+    option it most likely meant."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n  ({self.prog} --help lists the options)\n")
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        known, extra = super().parse_known_args(args, namespace)
+        if extra and self.prog != "jrnn":  # a command's own parser: report them here
+            self.error(f"unrecognized arguments: {' '.join(extra)}{self._did_you_mean(extra)}")
+        return known, extra
+
+    def _did_you_mean(self, extra: list[str]) -> str:
+        flags = [f for action in self._actions for f in action.option_strings]
+        for word in extra:
+            if word.startswith("--"):
+                close = difflib.get_close_matches(word.split("=")[0], flags, n=1, cutoff=0.6)
+                if close:
+                    return f" (did you mean {close[0]}?)"
+        return ""
 
 
 def _value_type(field: dataclasses.Field) -> Any:
@@ -155,7 +180,7 @@ def _add_check(sub: Any) -> None:
 
 def parser() -> argparse.ArgumentParser:
     """The ``jrnn`` parser, with the ``train``, ``launch`` and ``check`` subcommands."""
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="jrnn",
         description="The simple (Elman) RNN in JAX: train models, check the hand-written BPTT.",
     )

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any
 
-from matplotlib.figure import Figure
+from jrnn._src.extras import missing_extra
+
+try:
+    from matplotlib.figure import Figure
+except ModuleNotFoundError as err:
+    raise missing_extra(err, "jrnn train") from None
 
 from jrnn.cli.rundir import ActiveRun
 from jrnn.run_config import RunConfig
@@ -35,21 +41,26 @@ def figure(rows: list[dict[str, Any]], config: RunConfig, step: int) -> Any:
     task = get_task(config.task)
     train_rows = [r for r in rows if r["split"] == "train"]
     test_rows = [r for r in rows if r["split"] == "test"]
-    panels = ["loss", "accuracy", "lr", "grad_norm"]
+    panels = ["loss", "accuracy", "recall_accuracy", "lr", "grad_norm"]
     if task.loss != "cross_entropy":
         panels.remove("accuracy")
+    if task.recall_steps is None:
+        panels.remove("recall_accuracy")
     # matplotlib's object API: no pyplot state, no backend switched for the process
     fig = Figure(figsize=(4.2 * len(panels), 3.8))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     labels = {
         "loss": "MSE" if task.loss == "mse" else "cross-entropy",
         "accuracy": "accuracy",
+        "recall_accuracy": f"accuracy on the last {task.recall_steps} steps (recall)",
         "lr": "learning rate",
         "grad_norm": "gradient norm (before clipping)",
     }
     baselines = {"loss": task.baseline(config.seq_len)}
     if task.baseline_accuracy is not None:
         baselines["accuracy"] = task.baseline_accuracy(config.seq_len)
+    if task.recall_chance is not None:
+        baselines["recall_accuracy"] = task.recall_chance
     for ax, key in zip(axes, panels, strict=True):
         for split, data, style in (("train", train_rows, "-"), ("test", test_rows, "o-")):
             pts = [(r["step"], r[key]) for r in data if key in r]
@@ -57,13 +68,14 @@ def figure(rows: list[dict[str, Any]], config: RunConfig, step: int) -> Any:
                 ax.plot(*zip(*pts, strict=True), style, label=split, ms=3, lw=1)
         if key in baselines:
             ax.axhline(baselines[key], color="gray", ls="--", lw=1,
-                       label=f"baseline ({task.baseline_name})")  # fmt: skip
+                       label="chance" if key == "recall_accuracy"
+                       else f"baseline ({task.baseline_name})")  # fmt: skip
         if key in ("loss", "grad_norm"):
             ax.set_yscale("log")
         ax.set_xlabel("step")
         ax.set_ylabel(labels[key])
         ax.grid(alpha=0.3, which="both")
-        if key in ("loss", "accuracy"):
+        if key in ("loss", "accuracy", "recall_accuracy"):
             ax.legend(fontsize=8)
     fig.suptitle(title(config, step), fontsize=10)
     fig.tight_layout()
@@ -84,7 +96,10 @@ def try_plot(run: ActiveRun, *, final: bool = False) -> None:
         return
     try:
         fig = figure(run.rows, run.config, int(run.state.step))
-        fig.savefig(run.run_dir / "metrics.png", dpi=110)
+        # drawn beside it, then moved in: an interrupted drawing never leaves half a PNG
+        tmp = run.run_dir / ".metrics.png.tmp"
+        fig.savefig(tmp, dpi=110, format="png")
+        os.replace(tmp, run.run_dir / "metrics.png")
     except Exception as err:  # a plot must never end or mask a training run
         print(f"jrnn train: warning: could not draw metrics.png: {err}", file=sys.stderr)
     run.plotted_rows, run.plotted_at = len(run.rows), time.monotonic()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ import optax
 
 from jrnn._version import __version__
 from jrnn.checkpoint import (
+    CHECKPOINT_DIR,
     CONFIG_FILE,
     CheckpointError,
     TrainState,
@@ -27,6 +29,7 @@ from jrnn.checkpoint import (
     latest_step,
     open_manager,
     read_config,
+    remove_unfinished,
     restore,
     write_config,
 )
@@ -142,7 +145,8 @@ def claim_run_dir(
             lock = lock_run_dir(run_dir)
             try:
                 with write_errors(run_dir):
-                    _check_run_dir(run_dir, resume)  # again, now that no other run can change it
+                    # again, now that no other run can change it
+                    _check_run_dir(run_dir, resume, locked=True)
             except BaseException:
                 lock.release()
                 raise
@@ -189,21 +193,49 @@ def write_errors(run_dir: Path) -> Iterator[None]:
         ) from err
 
 
-def _check_run_dir(run_dir: Path, resume: bool) -> None:
-    """Never touch a folder that holds another run unless told to resume it."""
+# what jrnn train writes in a run folder: a folder holding only these and no checkpoint is
+# a start that was interrupted (or killed) before its first checkpoint
+RUN_FILES = frozenset({CONFIG_FILE, "metrics.jsonl", "metrics.png", CHECKPOINT_DIR, LOCK_FILE})
+
+
+def _check_run_dir(run_dir: Path, resume: bool, *, locked: bool = False) -> None:
+    """Never touch a folder that holds another run unless told to resume it. A run that
+    never saved a checkpoint is no loss: ``--resume`` starts it at step 0 with its config,
+    and a new run takes its place. Once ``locked``, what interrupted writes left (temporary
+    checkpoints and files) is removed."""
     if run_dir.exists() and not run_dir.is_dir():
         raise TrainError(f"--out {run_dir} is a file, not a directory")
+    if locked:
+        remove_unfinished(run_dir)
     existing = latest_step(run_dir)
     if resume:
-        if existing is None:
-            raise TrainError(f"--resume: no checkpoint in {run_dir}/checkpoints to resume from")
-    elif existing is not None:
+        if existing is None and not (run_dir / CONFIG_FILE).is_file():
+            raise TrainError(
+                f"--resume: {run_dir} holds no run to resume (no {CONFIG_FILE}); start one "
+                "without --resume"
+            )
+        return
+    if existing is not None:
         raise TrainError(
             f"--out {run_dir} already holds a run (checkpoint at step {existing}); pass "
             "--resume to continue it, or choose another --out (nothing was overwritten)"
         )
-    elif run_dir.is_dir() and any(p.name != LOCK_FILE for p in run_dir.iterdir()):
-        raise TrainError(f"--out {run_dir} exists and is not empty; choose another --out")
+    held = {p.name for p in run_dir.iterdir()} - {LOCK_FILE} if run_dir.is_dir() else set()
+    if held - RUN_FILES:
+        shown = ", ".join(sorted(held - RUN_FILES)[:3])
+        raise TrainError(
+            f"--out {run_dir} exists and holds files that are not a jrnn run ({shown}); "
+            "choose another --out"
+        )
+    if held and locked:  # a start interrupted before its first checkpoint: start it anew
+        print(
+            f"jrnn train: {run_dir} held a run stopped before its first checkpoint; "
+            "starting it anew",
+            file=sys.stderr,
+        )
+        for name in held:
+            path = run_dir / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def _resume_config(
@@ -225,8 +257,7 @@ def _resume_config(
             f"{run_dir} holds an incompatible run (its checkpoint was left as it is); "
             "differing options:\n  " + "\n  ".join(map(line, changes[STRUCTURAL]))
         )
-    step = latest_step(run_dir)
-    assert step is not None  # _check_run_dir found a checkpoint to resume from
+    step = latest_step(run_dir) or 0  # no checkpoint yet: the run starts again at step 0
     if step > config.steps:
         raise TrainError(f"--steps {config.steps} is below the checkpoint's step {step}")
     changed = {name: [old, new] for kind in changes.values() for name, old, new in kind}
@@ -287,7 +318,7 @@ def open_run(
     run = ActiveRun(
         config, run_dir, resume, optimizer, state, manager, mesh, step_fn, [], stream, primary
     )
-    if resume:
+    if resume and latest_step(run_dir) is not None:
         try:
             run.state = restore(manager, state, run_dir)
         except CheckpointError:
