@@ -87,3 +87,44 @@ def test_python_dash_m_runs():
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "0.79494228" in proc.stdout
+
+
+def test_a_bad_value_is_one_line_and_a_hint(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--hidden", "x"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "jrnn train: error: argument --hidden: expected an int; got 'x'",
+        "  (jrnn train --help lists the options)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "meant"),
+    [
+        (["train", "--hiden", "3"], "--hidden"),
+        (["train", "--learning-rate", "1e-3"], None),
+        (["train", "--seq_len", "5"], "--seq-len"),
+        (["check", "--batchs", "2"], "--batch"),
+    ],
+)
+def test_an_unknown_option_is_reported_by_its_command(capsys, argv, meant):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and "usage:" not in lines[0]
+    suggestion = f" (did you mean {meant}?)" if meant else ""
+    assert lines[0] == (
+        f"jrnn {argv[0]}: error: unrecognized arguments: {' '.join(argv[1:])}{suggestion}"
+    )
+    assert lines[1] == f"  (jrnn {argv[0]} --help lists the options)"
+
+
+def test_pallas_on_the_cpu_says_it_interprets(tmp_path, capsys):
+    argv = ["train", "--steps", "2", "--log-every", "1", "--eval-size", "4", "--batch", "2",
+            "--seq-len", "4", "--hidden", "4", "--no-progress", "--impl", "pallas",
+            "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("--impl pallas on the CPU runs the Pallas kernels in interpret mode") == 1

@@ -341,8 +341,11 @@ def test_each_launched_process_gets_its_own_devices():
 def test_num_processes_1_is_a_run_of_its_own_even_in_a_cluster_job(monkeypatch):
     """A sweep of separate runs inside one Slurm step: --num-processes 1 does not join."""
     joined = []
-    monkeypatch.setattr(cli, "cluster_processes", lambda: 4)
-    monkeypatch.setattr(cli, "initialize", lambda *a, **k: joined.append((a, k)))
+    import jrnn.distributed
+
+    # cli imports them when it joins (jrnn check needs no distributed runtime)
+    monkeypatch.setattr(jrnn.distributed, "cluster_processes", lambda: 4)
+    monkeypatch.setattr(jrnn.distributed, "initialize", lambda *a, **k: joined.append((a, k)))
     cli._join_job(None, 1, None, 30)
     assert joined == []
     cli._join_job(None, None, None, 30)  # no option: the detected cluster job is joined

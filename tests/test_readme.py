@@ -57,5 +57,5 @@ def test_ci_runs_the_readme_test_command():
     command = "python -m pip install -e '.[test]' && python -m pytest"
     assert command in readme
     assert command in ci
-    main_job = "python -m pip install -e . && jrnn train"
+    main_job = "python -m pip install -e '.[train]' && jrnn train"
     assert main_job in readme  # the set-up's main job, on the defaults

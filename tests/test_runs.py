@@ -67,6 +67,21 @@ def test_load_run_carries_every_option(tmp_path):
     assert set(run.evaluate(batch)) == {"loss"}
 
 
-def test_load_run_refuses_a_folder_without_a_run(tmp_path):
-    with pytest.raises(CheckpointError, match=r"config\.json is missing"):
-        jrnn.load_run(tmp_path)
+def test_load_run_says_what_the_folder_lacks(tmp_path):
+    """Phrased for the library: no CLI option named, the path and what is missing said."""
+    cases = {
+        tmp_path / "nowhere": "does not exist",
+        tmp_path / "file": "is a file, not a run folder",
+        tmp_path / "empty": "holds no run (no config.json, no checkpoints): nothing to load",
+        tmp_path / "started": "holds a run stopped before its first checkpoint: nothing to load",
+        tmp_path / "orphan": "config.json is missing",
+    }
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "started").mkdir()
+    (tmp_path / "started" / "config.json").write_text("{}")
+    (tmp_path / "orphan" / "checkpoints" / "10").mkdir(parents=True)
+    for path, said in cases.items():
+        with pytest.raises(CheckpointError) as info:
+            jrnn.load_run(path)
+        assert said in str(info.value) and "--out" not in str(info.value), str(info.value)
