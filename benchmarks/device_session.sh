@@ -7,9 +7,10 @@
 #      the card's own numbers (benchmarks/RESULTS-gpu-compile.md);
 #   1. benchmarks/kernel_check.py: the compiled kernels (both CUDA forms) equal the scan
 #      path: the first run of the kernels on a GPU ever, so a compile error shows here;
-#   2. benchmarks/accelerator.py on the issue's target region first (T >= 1000, B <= 64,
-#      H <= 256), within a time budget;
-#   3. benchmarks/compare.py (jrnn against flax, haiku, Keras, PyTorch on cuDNN);
+#   2. jrnn bench --preset full: jrnn's implementations (scan, the Pallas kernels, remat,
+#      DEER) against flax, haiku, Keras and PyTorch on cuDNN, float32 and bfloat16, within
+#      a time budget a shape: the table, the JSON lines, the Markdown report and the plot;
+#   3. jrnn bench --tune: the dispatch table for impl="auto" on this card;
 #   4. benchmarks/parallel.py (parallel-in-time evaluation).
 #
 # Each step writes into $OUT (the device tool brings that folder back) and has its own
@@ -17,8 +18,8 @@
 #
 #   run(command="bash benchmarks/device_session.sh", timeout_s=600)
 #
-# then copy $OUT/RESULTS-gpu.md to benchmarks/ and fold compare-gpu.md and
-# parallel-gpu.md into it, naming the card (device.txt). SMOKE=1 runs every step on tiny
+# then copy $OUT/RESULTS-gpu.md (jrnn bench's report, which names the card; device.txt has
+# the driver and cuDNN) and bench.png to benchmarks/, and fold parallel-gpu.md into it. SMOKE=1 runs every step on tiny
 # shapes (any backend: a dry run of this script on a CPU).
 set -u
 cd "$(dirname "$0")/.."
@@ -38,15 +39,16 @@ step() {  # step NAME SECONDS COMMAND...: run with a timeout, log to $OUT/NAME.l
 
 if [ "${SMOKE:-0}" = 1 ]; then
     CHECK=(--smoke --dtype float32 --options plain)
-    ACCEL=(--smoke --peers pallas scan)
-    COMPARE=(--shape 2,5,3,4 --peers plain-scan --repeats 2 --warmup 1 --skip-remat)
+    BENCH=(--shape 2,5,3,4 --shape 2,10,3,4 --repeats 2 --warmup 1)
+    TUNE=(--shape 2,5,3,4 --dtype float32 --repeats 2 --warmup 1)
     PARALLEL=(--hidden 4 --steps 8 --repeats 1 --warmup 0)
 else
     CHECK=(--options plain lengths+mask "reverse relu")
-    ACCEL=(--steps 1000 10000 --batch 8 64 1 --hidden 128 256 64 --repeats 10 --budget-s 200)
-    COMPARE=(--skip-remat)
+    BENCH=(--preset full --budget-s 12)
+    TUNE=()
     PARALLEL=()
 fi
+export KERAS_BACKEND=jax
 
 {
     nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv 2>&1
@@ -55,6 +57,7 @@ fi
 } >"$OUT/device.txt"
 step gpu_compile 60 "$PY" benchmarks/gpu_compile.py --quick --markdown "$OUT/gpu-compile.md"
 step kernel_check 150 "$PY" benchmarks/kernel_check.py "${CHECK[@]}"
-step accelerator 270 "$PY" benchmarks/accelerator.py "${ACCEL[@]}" --out "$OUT/RESULTS-gpu.md"
-step compare 100 "$PY" benchmarks/compare.py "${COMPARE[@]}" --out "$OUT/compare-gpu.md"
+step bench 300 "$PY" -m jrnn bench "${BENCH[@]}" --no-progress --json "$OUT/bench.jsonl" \
+    --markdown "$OUT/RESULTS-gpu.md" --plot "$OUT/bench.png"
+step tune 90 "$PY" -m jrnn bench --tune "$OUT/tuning.json" "${TUNE[@]}" --no-progress
 step parallel 60 "$PY" benchmarks/parallel.py "${PARALLEL[@]}" --out "$OUT/parallel-gpu.md"

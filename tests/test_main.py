@@ -47,7 +47,7 @@ def test_a_mistyped_command_gets_the_list(capsys):
         main(["trian"])
     assert info.value.code == 2
     assert (
-        "invalid choice: 'trian' (choose from 'train', 'launch', 'check')"
+        "invalid choice: 'trian' (choose from 'train', 'launch', 'check', 'bench')"
         in capsys.readouterr().err
     )
 

@@ -92,6 +92,7 @@ __all__ = [
 _SUBMODULES = (
     "activations",
     "batch",
+    "bench",
     "checkpoint",
     "cli",
     "distributed",

@@ -85,7 +85,13 @@ class ScanOptions(TypedDict, total=False):
             derivatives are the scan loop's (:func:`jrnn.rnn` runs the adjoint kernel for
             ``jax.grad``). ``"auto"`` is ``"scan"`` on every backend until a measurement
             on an accelerator shows the kernels winning (the one statement of this
-            status; the accelerators guide links here).
+            status; the accelerators guide links here), unless a ``tuning`` table says
+            otherwise.
+        tuning: ``None`` (default) or a dispatch table measured on your device by
+            ``jrnn bench --tune OUT.json`` and read by :func:`jrnn.bench.load_tuning`:
+            ``impl="auto"`` then runs what the table chose for the call's dtype and shape
+            bucket, decided when the call is traced (the scan loop where it holds no
+            such bucket, or the kernels cannot hold the call). Used only where passed.
     """
 
     activation: str
@@ -95,6 +101,7 @@ class ScanOptions(TypedDict, total=False):
     time_major: bool
     recurrent_mask: Float[ArrayLike, "*batch hidden"] | None
     impl: str
+    tuning: Any
 
 
 class ParallelOptions(TypedDict, total=False):
@@ -114,6 +121,7 @@ DEFAULTS: ScanOptions = {
     "time_major": False,
     "recurrent_mask": None,
     "impl": "auto",
+    "tuning": None,
 }
 SCAN_KEYS = tuple(DEFAULTS)
 """The options every sequential entry point takes."""
@@ -342,11 +350,17 @@ def check_impl(impl: Any) -> str:
     return impl
 
 
-def _resolve_impl(impl: str, dtype: Any, hidden: int) -> str:
-    """``"scan"`` or ``"pallas"`` (``"auto"``: :data:`AUTO`); a shape or dtype the kernels
-    cannot hold is a ValueError."""
+def _resolve_impl(impl: str, dtype: Any, shape: tuple[int, int, int], tuning: Any) -> str:
+    """``"scan"`` or ``"pallas"`` for a call of ``dtype`` and ``shape`` `(B, T, H)`: ``"auto"``
+    is :data:`AUTO`, or the ``tuning`` table's choice (the scan loop where the kernels cannot
+    hold the call); a shape or dtype the kernels cannot hold for ``"pallas"`` is a
+    ValueError."""
+    batch, steps, hidden = shape
     if impl == "auto":
-        impl = AUTO
+        if tuning is None or tuning.choose(dtype, batch, steps, hidden) != "pallas":
+            return AUTO
+        fits = jnp.dtype(dtype) in DTYPES and hidden <= MAX_HIDDEN[jnp.dtype(dtype)]
+        return "pallas" if fits else "scan"
     if impl != "pallas":
         return "scan"
     dtype = jnp.dtype(dtype)
@@ -458,7 +472,15 @@ def prepare(
     )
     if mask is not None:
         mask = jnp.reshape(jnp.asarray(mask, dtype), (batch, h))
-    impl = _resolve_impl(o["impl"], dtype, h) if "impl" in accepted else "scan"
+    tuning = o["tuning"]
+    if tuning is not None and not callable(getattr(tuning, "choose", None)):
+        raise TypeError(
+            "tuning must be None or a table from jrnn.bench.load_tuning; got "
+            f"{type(tuning).__name__}"
+        )
+    impl = (
+        _resolve_impl(o["impl"], dtype, (batch, steps, h), tuning) if "impl" in accepted else "scan"
+    )
     forms = kernel_forms() if impl == "pallas" else None
     opts = Options(act, bool(o["reverse"]), o["unroll"], layout, impl, forms)
     return Prepared(Operands(params, xs, h0, lengths, mask), opts, batched, time_major)

@@ -87,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "check":
         return check(args.batch, args.steps, args.features, args.hidden, args.seed)
+    if args.command == "bench":
+        from jrnn.cli.bench import bench
+
+        return bench(args, argv[1:])
     missing = missing_train_extra(f"jrnn {args.command}")
     if missing is not None:
         print(f"jrnn {args.command}: error: {missing}", file=sys.stderr)

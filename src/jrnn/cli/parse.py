@@ -9,6 +9,7 @@ import difflib
 from typing import Any, NoReturn
 
 from jrnn._version import __version__
+from jrnn.cli.bench import add_bench
 from jrnn.run_config import RunConfig, field_type, option_help
 
 __all__ = ["parser"]
@@ -186,8 +187,9 @@ def parser() -> argparse.ArgumentParser:
     )
 
     p.add_argument("--version", action="version", version=f"jrnn {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="{train,launch,check}", title="commands")
+    sub = p.add_subparsers(dest="command", metavar="{train,launch,check,bench}", title="commands")
     _add_train(sub)
     _add_launch(sub)
     _add_check(sub)
+    add_bench(sub)
     return p

@@ -1,41 +1,25 @@
-"""Side-by-side speed of jrnn and the RNNs researchers would use instead, in one process.
+"""benchmarks/RESULTS.md: ``jrnn bench`` over the CPU grid, and the maintainers' section
+below it: what bounds jrnn's train step (a reference step cut down to a BPTT step's core,
+timed in the same interleaved runs, the forward loop's GFLOP/s, page faults), the targets
+of the performance issue judged from this run, XLA's temporary memory at a long shape and
+the rematerialisation trade-off.
 
-For each shape ``(batch, time, features, hidden)`` (float32) it times the forward
-pass and the train step (forward + backward of ``0.5 * sum(hs**2)`` with respect
-to the params) of:
+The tables of the first part are ``jrnn.bench``'s (``jrnn bench --shape ... --dtype
+float32`` on the same grid writes them); this script adds what only a maintainer asks
+for, so that a user's ``jrnn bench`` stays the one benchmark.
 
-1. ``jrnn.rnn`` (hand-written BPTT through ``custom_vjp``),
-2. ``jax.grad`` through a plain ``lax.scan`` cell (what a user writes by hand),
-3. flax linen ``nn.RNN(nn.SimpleCell)``,
-4. dm-haiku ``VanillaRNN`` with ``hk.dynamic_unroll``,
-5. Keras 3 ``SimpleRNN`` on the JAX backend (jitted ``stateless_call``),
-6. PyTorch ``nn.RNN`` (CPU; cuDNN on a GPU).
-
-Every figure is the median of ``--repeats`` runs after warm-up, each ended with
-``block_until_ready`` (``torch.cuda.synchronize`` for PyTorch on a GPU). Compile
-time and XLA's temporary memory come from ``jax.jit(f).lower(...).compile()``.
-Peers come from ``pip install -e '.[bench]'``; a peer that fails to import is
-reported as missing. Results go to ``benchmarks/RESULTS.md``.
-
-    python benchmarks/compare.py                       # the default grid, writes RESULTS.md
-    python benchmarks/compare.py --shape 8,512,32,128  # your own shape(s)
+    python -m pip install -e '.[bench]' && KERAS_BACKEND=jax python benchmarks/limits.py
+    python benchmarks/limits.py --shape 8,512,32,128 --no-write    # your own shape(s)
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
-import statistics
 import sys
-import time
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
-from typing import Any
-
-os.environ.setdefault("KERAS_BACKEND", "jax")
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +27,9 @@ import numpy as np
 from jax import lax
 
 import jrnn
+import jrnn.bench as jb
+from jrnn.bench import report
+from jrnn.bench.measure import compile_ahead, interleaved
 
 GRID = [(1, 1000, 8, 32), (16, 256, 32, 64), (32, 128, 64, 128), (64, 256, 256, 512)]
 MEMORY_SHAPES = [(32, 4096, 64, 256)]
@@ -50,144 +37,18 @@ REMAT_SHAPE, REMAT_KS = (32, 4096, 64, 256), (None, 16, 64, 256)
 PEERS = ["plain-scan", "flax", "haiku", "keras", "torch"]
 
 
-class Impl:
-    """One implementation at one shape: jitted forward and train-step callables."""
+class Impl(NamedTuple):
+    """The reference step: forward and train-step callables and their arguments."""
 
-    def __init__(self, name: str, fwd: Callable, train: Callable, args: tuple, jax_based: bool):
-        self.name, self.fwd, self.train, self.args, self.jax_based = (
-            name,
-            fwd,
-            train,
-            args,
-            jax_based,
-        )
-
-
-def _loss_of(apply: Callable) -> Callable:
-    # summed in float32 whatever the outputs' dtype (accelerator.py times bfloat16 too)
-    return lambda params, xs: 0.5 * jnp.sum(apply(params, xs).astype(jnp.float32) ** 2)
-
-
-def make_jrnn(key, xs, hidden):
-    params = jrnn.init_params(key, xs.shape[-1], hidden)
-    apply = lambda p, x: jrnn.rnn(p, x)[0]
-    return Impl("jrnn", apply, jax.grad(_loss_of(apply)), (params, xs), True)
-
-
-def make_plain_scan(key, xs, hidden):
-    params = jrnn.init_params(key, xs.shape[-1], hidden)
-
-    def apply(p, x):
-        def cell(h, x_t):
-            h = jnp.tanh(x_t @ p.w_x + h @ p.w_h + p.b)
-            return h, h
-
-        h0 = jnp.zeros((x.shape[0], hidden), x.dtype)
-        _, hs = lax.scan(cell, h0, jnp.swapaxes(x, 0, 1))
-        return jnp.swapaxes(hs, 0, 1)
-
-    return Impl("plain-scan", apply, jax.grad(_loss_of(apply)), (params, xs), True)
-
-
-def make_flax(key, xs, hidden):
-    import flax.linen as nn
-
-    model = nn.RNN(nn.SimpleCell(features=hidden))
-    variables = model.init(key, xs)
-    apply = lambda v, x: model.apply(v, x)
-    return Impl("flax", apply, jax.grad(_loss_of(apply)), (variables, xs), True)
-
-
-def make_haiku(key, xs, hidden):
-    import haiku as hk
-
-    def unroll(x):
-        core = hk.VanillaRNN(hidden)
-        hs, _ = hk.dynamic_unroll(core, x, core.initial_state(x.shape[0]), time_major=False)
-        return hs
-
-    model = hk.without_apply_rng(hk.transform(unroll))
-    params = model.init(key, xs)
-    return Impl("haiku", model.apply, jax.grad(_loss_of(model.apply)), (params, xs), True)
-
-
-def make_keras(key, xs, hidden):
-    import keras
-
-    keras.utils.set_random_seed(int(jax.random.randint(key, (), 0, 2**30)))
-    layer = keras.layers.SimpleRNN(hidden, return_sequences=True)
-    layer.build(xs.shape)
-    trainable = [v.value for v in layer.trainable_variables]
-    fixed = [v.value for v in layer.non_trainable_variables]
-
-    def apply(tv, x):
-        out, _ = layer.stateless_call(tv, fixed, x)
-        return out
-
-    return Impl("keras", apply, jax.grad(_loss_of(apply)), (trainable, xs), True)
-
-
-def make_torch(key, xs, hidden):
-    import torch
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = getattr(torch, str(xs.dtype))  # float32, bfloat16, ...
-    torch.manual_seed(0)
-    rnn = torch.nn.RNN(xs.shape[-1], hidden, batch_first=True).to(device=device, dtype=dtype)
-    x = torch.from_numpy(np.array(xs, np.float32)).to(device=device, dtype=dtype)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-
-    def fwd():
-        with torch.no_grad():
-            out, _ = rnn(x)
-        sync()
-        return out
-
-    def train():
-        rnn.zero_grad(set_to_none=True)
-        out, _ = rnn(x)
-        (0.5 * (out.float() ** 2).sum()).backward()
-        sync()
-        return rnn.weight_hh_l0.grad
-
-    return Impl(f"torch ({device})", fwd, train, (), False)
-
-
-MAKERS = {
-    "jrnn": make_jrnn,
-    "plain-scan": make_plain_scan,
-    "flax": make_flax,
-    "haiku": make_haiku,
-    "keras": make_keras,
-    "torch": make_torch,
-}
+    name: str
+    fwd: Callable
+    train: Callable
+    args: tuple
 
 
 def median_ms(fn: Callable, args: tuple, repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
-        jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
-
-
-def compile_jax(fn: Callable, args: tuple, compiles: int = 1) -> tuple[Any, float, int]:
-    """(compiled, compile seconds, XLA temporary bytes).
-
-    The seconds are the fastest of ``compiles`` full lowerings and compilations: compiling is
-    deterministic work, so the machine's noise only ever adds to it.
-    """
-    seconds = float("inf")
-    for _ in range(max(1, compiles)):
-        jax.clear_caches()  # else a repeat is answered from JAX's cache of traces and executables
-        start = time.perf_counter()
-        compiled = jax.jit(fn).lower(*args).compile()
-        seconds = min(seconds, time.perf_counter() - start)
-    mem = compiled.memory_analysis()
-    return compiled, seconds, int(mem.temp_size_in_bytes) if mem is not None else -1
+    compiled = compile_ahead(fn, args)
+    return 1e3 * interleaved({"f": compiled}, repeats, warmup)["f"].median
 
 
 def matmul_gflops(repeats: int) -> float:
@@ -202,85 +63,42 @@ def flops(shape: tuple[int, int, int, int], train: bool) -> float:
     return (6 if train else 2) * b * t * (f * h + h * h)
 
 
-def _one_ms(fn: Callable, args: tuple) -> float:
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    return 1e3 * (time.perf_counter() - start)
+def results_from_rows(rows: list[dict[str, Any]]) -> list[tuple[tuple, dict[str, dict]]]:
+    """jrnn bench's float32 rows as ``[(shape, {impl: {"fwd_ms", "train_ms", "train_temp",
+    "train_compile_s", "label"} or {"missing": why}})]``, jrnn and the peers only."""
+    out: dict[tuple, dict[str, dict]] = {}
+    for r in rows:
+        name = "torch" if r["impl"].startswith("torch") else r["impl"]
+        if r["dtype"] != "float32" or name not in ("jrnn", *PEERS):
+            continue
+        shape = (r["B"], r["T"], r["F"], r["H"])
+        cell = out.setdefault(shape, {}).setdefault(name, {"label": r["impl"]})
+        if r["status"] != "ok":
+            out[shape][name] = {"missing": r["reason"]}
+            continue
+        cell["fwd_ms" if r["work"] == "forward" else "train_ms"] = 1e3 * r["median_s"]
+        if r["work"] == "train" and r["compile_s"] is not None:
+            cell["train_compile_s"], cell["train_temp"] = r["compile_s"], r["temp_bytes"]
+    return list(out.items())
 
 
-def run_shape(
-    shape, names, repeats, warmup, log, compiles: int = 1, with_limits: bool = False
-) -> dict[str, dict]:
-    """Builds and compiles every implementation, then times them interleaved.
-
-    Each repeat runs every JAX implementation once in turn, so a slow spell of this
-    shared machine hits them all alike; the medians are taken after. ``with_limits`` times
-    the reference step of ``make_reference`` in the same interleaved runs and adds jrnn's
-    ``limits`` (page faults are counted after the timings).
-    """
+def time_reference(shape, repeats: int, warmup: int) -> dict[str, float | None]:
+    """The reference step of ``make_reference`` and jrnn's train step, interleaved, then
+    jrnn's ``limits`` at ``shape``."""
     b, t, f, h = shape
     key_p, key_x = jax.random.split(jax.random.PRNGKey(0))
     xs = jax.random.normal(key_x, (b, t, f), jnp.float32)
-    rows: dict[str, dict] = {}
-    runnable: dict[str, tuple[Callable, Callable, tuple]] = {}
-    for name in names:
-        try:
-            impl = MAKERS[name](key_p, xs, h)
-        except ImportError as e:
-            rows[name] = {"missing": f"not installed ({e.name or e})"}
-            log(f"  {name}: missing ({e})")
-            continue
-        except Exception as e:  # a peer that breaks is reported, never silently skipped
-            rows[name] = {"missing": f"failed: {type(e).__name__}: {e}"[:160]}
-            log(f"  {name}: failed ({type(e).__name__}: {e})")
-            continue
-        row: dict[str, Any] = {"label": impl.name}
-        if impl.jax_based:
-            fwd, row["fwd_compile_s"], _ = compile_jax(impl.fwd, impl.args)
-            train, row["train_compile_s"], row["train_temp"] = compile_jax(
-                impl.train, impl.args, compiles
-            )
-        else:
-            fwd, train = impl.fwd, impl.train
-        rows[name] = row
-        runnable[name] = (fwd, train, impl.args)
-    if with_limits and "jrnn" in runnable:
-        ref = make_reference(key_p, xs, h)
-        rows[REFERENCE] = {"label": ref.name, "train_temp": 0}  # timed with the JAX group
-        runnable[REFERENCE] = (
-            compile_jax(ref.fwd, ref.args)[0],
-            compile_jax(ref.train, ref.args)[0],
-            ref.args,
-        )
-    # The JAX implementations share XLA's thread pool and are interleaved; PyTorch runs in a
-    # block of its own afterwards, since its OpenMP threads keep spinning after each call and
-    # would slow whatever ran next.
-    groups = [
-        [n for n in runnable if rows[n].get("train_temp") is not None],
-        [n for n in runnable if rows[n].get("train_temp") is None],
-    ]
-    for group in groups:
-        for kind, pick in (("fwd", 0), ("train", 1)):
-            times: dict[str, list[float]] = {n: [] for n in group}
-            for _ in range(warmup):
-                for n in group:
-                    fns = runnable[n]
-                    jax.block_until_ready(fns[pick](*fns[2]))
-            for _ in range(repeats):
-                for n in group:
-                    times[n].append(_one_ms(runnable[n][pick], runnable[n][2]))
-            for n, ts in times.items():
-                rows[n][f"{kind}_ms"] = statistics.median(ts)
-    for n in runnable:
-        r = rows[n]
-        log(f"  {r['label']:14s} fwd {r['fwd_ms']:9.3f} ms  train {r['train_ms']:9.3f} ms")
-    if REFERENCE in rows:
-        ref_row = rows.pop(REFERENCE)
-        _fwd, train, args = runnable["jrnn"]
-        rows["jrnn"]["limits"] = limits(
-            shape, ref_row["fwd_ms"], ref_row["train_ms"], train, args, repeats, warmup
-        )
-    return rows
+    ref = make_reference(key_p, xs, h)
+    mine = jb.impls.build("jrnn", key_p, xs, h)
+    calls = {
+        "ref_fwd": compile_ahead(ref.fwd, ref.args),
+        "ref_train": compile_ahead(ref.train, ref.args),
+        "jrnn_train": compile_ahead(mine.train, mine.args),
+    }
+    timed = interleaved(calls, repeats, warmup)
+    train = calls["jrnn_train"]
+    return limits(shape, 1e3 * timed["ref_fwd"].median, 1e3 * timed["ref_train"].median,
+                  train.call, train.args, repeats, warmup)  # fmt: skip
 
 
 def _bare_loop(w: jax.Array, xw: jax.Array, out: jax.Array | None = None) -> jax.Array:
@@ -339,7 +157,7 @@ def make_reference(key, xs, hidden) -> Impl:
         das = _bare_loop(w_h.T, hs, jnp.zeros_like(hs))
         return _gram(xs, das), _gram(hs, das)
 
-    return Impl("reference step", forward, train, (w_x, w_h, xs_tm), True)
+    return Impl("reference step", forward, train, (w_x, w_h, xs_tm))
 
 
 def limits(
@@ -391,8 +209,8 @@ def memory_only(shape) -> dict[str, float]:
     xs = jnp.zeros((b, t, f), jnp.float32)
     out = {}
     for name in ("jrnn", "plain-scan"):
-        impl = MAKERS[name](jax.random.PRNGKey(0), xs, h)
-        _, _, temp = compile_jax(impl.train, impl.args)
+        impl = jb.impls.build(name, jax.random.PRNGKey(0), xs, h)
+        temp = compile_ahead(impl.train, impl.args).temp_bytes or 0
         out[name] = temp / (t * b * h * 4)
     return out
 
@@ -411,32 +229,11 @@ def remat_tradeoff(shape, ks, repeats: int, warmup: int) -> list[tuple]:
     for loss_name, loss in losses.items():
         for k in ks:
             step = jax.grad(lambda p, x, k=k, loss=loss: loss(*jrnn.rnn(p, x, remat=k)))
-            compiled, _, temp = compile_jax(step, (params, xs))
-            ms = median_ms(compiled, (params, xs), repeats, warmup)
+            temp = compile_ahead(step, (params, xs)).temp_bytes or 0
+            ms = median_ms(step, (params, xs), repeats, warmup)
             out.append((loss_name, k, ms, temp / (t * b * h * 4)))
             print(f"  remat={k} {loss_name}: {ms:.1f} ms, temp {temp / (t * b * h * 4):.2f}x hs")
     return out
-
-
-def _versions() -> str:
-    names = ["jax", "jaxlib", "optax", "numpy", "flax", "dm-haiku", "keras", "torch"]
-    found = []
-    for n in names:
-        try:
-            found.append(f"{n} {metadata.version(n)}")
-        except metadata.PackageNotFoundError:
-            found.append(f"{n} (not installed)")
-    return ", ".join(found)
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _environment() -> str:
@@ -448,28 +245,6 @@ def _environment() -> str:
 
 def _fmt(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
-
-
-def summary_row(shape, rows: dict[str, dict], mm_gflops: float) -> str | None:
-    """One line of the summary table: jrnn against the fastest peer at this shape."""
-    j = rows.get("jrnn", {})
-    peers = {n: r for n, r in rows.items() if n != "jrnn" and "missing" not in r}
-    if "train_ms" not in j or not peers:
-        return None
-    b, t, _f, h = shape
-    hs_bytes = t * b * h * 4
-    best_t = min(peers, key=lambda n: peers[n]["train_ms"])
-    best_f = min(peers, key=lambda n: peers[n]["fwd_ms"])
-    gf = flops(shape, True) / (j["train_ms"] * 1e-3) / 1e9
-    plain = rows.get("plain-scan", {})
-    plain_temp = plain["train_temp"] / hs_bytes if "train_temp" in plain else None
-    return (
-        f"| {shape} | {peers[best_t]['train_ms'] / j['train_ms']:.2f}x ({best_t}) "
-        f"| {peers[best_f]['fwd_ms'] / j['fwd_ms']:.2f}x ({best_f}) "
-        f"| {gf:.1f} ({100 * gf / mm_gflops:.0f}%) "
-        f"| {j['train_temp'] / hs_bytes:.2f}, {_fmt(plain_temp, '.2f')} "
-        f"| {j['train_compile_s']:.2f}, {_fmt(plain.get('train_compile_s'), '.2f')} |"
-    )
 
 
 def _memory_main_buffers(shape) -> float:
@@ -625,117 +400,60 @@ def results_rows(results, shape) -> list[tuple[str, dict]]:
     return []
 
 
-def render(results, mm_gflops, memory, remat, args) -> str:
-    device = jax.devices()[0]
-    env = [f"{k}={os.environ[k]}" for k in ("GLIBC_TUNABLES", "XLA_FLAGS") if os.environ.get(k)]
-    command = " ".join([*env, "python benchmarks/compare.py", *args.argv])
-    header = [
-        "# Benchmark results",
-        "",
-        f"Generated by `{command}` on "
-        f"{datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}.",
-        "",
-        f"- Machine: {_cpu_model()}, {os.cpu_count()} cores, {platform.system()} "
-        f"{platform.machine()}; JAX device: {device.platform} ({device.device_kind})",
-        f"- Python {platform.python_version()}; {_versions()}",
-        f"- float32; each time is the median of {args.repeats} runs after {args.warmup} "
-        "warm-up runs. Train step = forward + backward of `0.5 * sum(hs**2)` w.r.t. the params; "
-        "GFLOP/s counts 6*B*T*(F*H + H*H) per train step (as if dxs were computed; no "
-        "implementation computes it when only the params' gradient is asked for).",
-        f"- 1024x1024 float32 matmul in the same run: **{mm_gflops:.1f} GFLOP/s**.",
-        f"- Compile times are the fastest of {args.compiles} compilations from cleared caches "
-        "(the train step; the forward's is compiled once and not reported).",
-        f"- Environment: {_environment()}.",
-        "",
-    ]
-    summary = [
-        "## Summary",
-        "",
-        "| shape (B, T, F, H) | train: fastest peer / jrnn | forward: fastest peer / jrnn "
-        "| jrnn train GFLOP/s (% of matmul) | train temp memory / hs bytes: jrnn, plain-scan "
-        "| train compile s: jrnn, plain-scan |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    details = []
-    for shape, rows in results:
-        b, t, _f, h = shape
-        hs_bytes = t * b * h * 4
-        details += [
-            f"## (B, T, F, H) = {shape}",
-            "",
-            "| implementation | forward ms | train ms | train GFLOP/s | train compile s "
-            "| train temp MiB (x hs bytes) |",
-            "| --- | --- | --- | --- | --- | --- |",
-        ]
-        for name, r in rows.items():
-            if "missing" in r:
-                details.append(f"| {name} | {r['missing']} | | | | |")
-                continue
-            gf = flops(shape, True) / (r["train_ms"] * 1e-3) / 1e9
-            temp = r.get("train_temp")
-            temp_s = "n/a" if temp is None else f"{temp / 2**20:.1f} ({temp / hs_bytes:.2f})"
-            details.append(
-                f"| {r['label']} | {r['fwd_ms']:.3f} | {r['train_ms']:.3f} | {gf:.1f} "
-                f"| {_fmt(r.get('train_compile_s'), '.2f')} | {temp_s} |"
-            )
-        details.append("")
-        row = summary_row(shape, rows, mm_gflops)
-        if row:
-            summary.append(row)
-    if memory:
-        summary += [
-            "",
-            "XLA temporary memory of the train step (compiled only, not run), in units of the "
-            "hidden states' bytes T*B*H*4:",
-            "",
-        ]
-        for shape, m in memory:
-            summary.append(f"- {shape}: jrnn {m['jrnn']:.2f}x, plain-scan {m['plain-scan']:.2f}x")
-    checks = targets(results, mm_gflops, memory)
-    if checks:
-        summary += ["", "Targets of the performance issue, judged from this run:", "", *checks]
-    summary += limits_table(results, mm_gflops)
-    if remat:
-        details += [
-            f"## Rematerialisation: `jrnn.rnn(..., remat=k)` at {REMAT_SHAPE}",
-            "",
-            "Train step (gradient w.r.t. the params), median of "
-            f"{max(3, args.repeats // 4)} runs; temporary memory in units of T*B*H*4 bytes.",
-            "",
-            "| loss | remat | train ms | temp memory (x hs bytes) |",
-            "| --- | --- | --- | --- |",
-        ]
-        for loss_name, k, ms, rel in remat:
-            details.append(f"| {loss_name} | {k} | {ms:.1f} | {rel:.2f} |")
-        details.append("")
-    return "\n".join([*header, *summary, "", *details])
-
-
+MARK = "<!-- benchmarks/limits.py writes below this line -->"
 PARALLEL_MARK = "<!-- benchmarks/parallel.py writes below this line -->"
 MULTIPROCESS_MARK = "<!-- benchmarks/multiprocess.py writes below this line -->"
 
 
+def section(results, limits_by_shape, mm_gflops, memory, remat, repeats: int) -> str:
+    """The maintainers' section, below jrnn bench's report."""
+    for shape, rows in results:
+        if shape in limits_by_shape and "missing" not in rows.get("jrnn", {"missing": 1}):
+            rows["jrnn"]["limits"] = limits_by_shape[shape]
+    lines = [
+        MARK,
+        "",
+        "# The maintainers' section (benchmarks/limits.py)",
+        "",
+        f"- 1024x1024 float32 matmul in the same run: **{mm_gflops:.1f} GFLOP/s**; GFLOP/s "
+        "count 6*B*T*(F*H + H*H) per train step.",
+        f"- Environment: {_environment()}.",
+    ]
+    if memory:
+        lines += ["", "XLA temporary memory of the train step (compiled only, not run), in "
+                  "units of the hidden states' bytes T*B*H*4:", ""]  # fmt: skip
+        lines += [f"- {s}: jrnn {m['jrnn']:.2f}x, plain-scan {m['plain-scan']:.2f}x"
+                  for s, m in memory]  # fmt: skip
+    checks = targets(results, mm_gflops, memory)
+    if checks:
+        lines += ["", "Targets of the performance issue, judged from this run:", "", *checks]
+    lines += limits_table(results, mm_gflops)
+    if remat:
+        lines += [
+            "",
+            f"## Rematerialisation: `jrnn.rnn(..., remat=k)` at {REMAT_SHAPE}",
+            "",
+            f"Train step (gradient w.r.t. the params), median of {max(3, repeats // 4)} runs; "
+            "temporary memory in units of T*B*H*4 bytes.",
+            "",
+            "| loss | remat | train ms | temp memory (x hs bytes) |",
+            "| --- | --- | --- | --- |",
+        ]
+        lines += [f"| {n} | {k} | {ms:.1f} | {rel:.2f} |" for n, k, ms, rel in remat]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--shape",
-        action="append",
-        default=None,
-        help="B,T,F,H; repeat for several (default: the grid)",
-    )
-    parser.add_argument(
-        "--peers", default=",".join(PEERS), help=f"comma-separated subset of {PEERS}"
-    )
+    parser.add_argument("--shape", action="append", default=None,
+                        help="B,T,F,H; repeat for several (default: the grid)")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument(
-        "--compiles", type=int, default=5, help="compile times are the fastest of this many"
-    )
     parser.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--skip-remat", action="store_true", help="skip the remat trade-off")
     args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     shapes = GRID
     if args.shape:
         try:
@@ -744,33 +462,26 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--shape takes B,T,F,H as four integers")
         if any(len(s) != 4 or min(s) <= 0 for s in shapes):
             parser.error("--shape takes B,T,F,H as four positive integers")
-    peers = [p.strip() for p in args.peers.split(",") if p.strip()]
-    unknown = sorted(set(peers) - set(PEERS))
-    if unknown:
-        parser.error(f"unknown peers {unknown}; choose from {PEERS}")
-    names = ["jrnn", *peers]
-
     mm = matmul_gflops(args.repeats)
     print(f"1024^2 float32 matmul: {mm:.1f} GFLOP/s", flush=True)
-    results = []
+    say = lambda i, n, what: print(f"jrnn bench {i}/{n}: {what}", flush=True)
+    impls = ("jrnn", "jrnn-remat", "jrnn-deer", *PEERS)
+    rows = jb.run(shapes, ("float32",), impls, repeats=args.repeats, warmup=args.warmup,
+                  budget_s=60.0, progress=say)  # fmt: skip
+    results = results_from_rows(rows)
+    limits_by_shape = {}
     for shape in shapes:
-        print(f"shape {shape}", flush=True)
-        rows = run_shape(
-            shape,
-            names,
-            args.repeats,
-            args.warmup,
-            lambda s: print(s, flush=True),
-            compiles=args.compiles,
-            with_limits=True,
-        )
-        results.append((shape, rows))
+        print(f"reference step at {shape}", flush=True)
+        limits_by_shape[shape] = time_reference(shape, args.repeats, args.warmup)
     memory = [(s, memory_only(s)) for s in MEMORY_SHAPES] if not args.shape else []
     remat = []
     if not args.shape and not args.skip_remat:
         print(f"remat trade-off at {REMAT_SHAPE}", flush=True)
         remat = remat_tradeoff(REMAT_SHAPE, REMAT_KS, max(3, args.repeats // 4), 1)
-    text = render(results, mm, memory, remat, args)
+    command = " ".join(["python benchmarks/limits.py", *argv])
+    text = report.markdown(rows, command, jb.now())
+    text = text.replace("# jrnn bench", "# Benchmark results", 1)
+    text += "\n" + section(results, limits_by_shape, mm, memory, remat, args.repeats)
     print(text)
     if not args.no_write:
         out = Path(args.out)
@@ -778,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         old = out.read_text() if out.exists() else ""
         starts = [old.index(m) for m in (PARALLEL_MARK, MULTIPROCESS_MARK) if m in old]
         kept = old[min(starts) :] if starts else ""
-        out.write_text(text + ("\n\n" + kept if kept else ""))
+        out.write_text(text + ("\n" + kept if kept else ""))
         print(f"wrote {args.out}")
     return 0
 
