@@ -180,3 +180,22 @@ def test_every_extra_of_pyproject_is_named_for_what_it_serves():
     extras = project["optional-dependencies"]
     assert set(EXTRAS.values()) <= set(extras)
     assert {"train", "flax", "equinox", "torch", "keras", "docs", "bench", "test"} <= set(extras)
+
+
+def test_jrnn_bench_runs_on_the_core_install_and_plot_names_the_extra(tmp_path):
+    done = _run(
+        f"""
+        from jrnn.__main__ import main
+        argv = ["bench", "--shape", "2,4,3,4", "--repeats", "1", "--warmup", "0",
+                "--impl", "jrnn", "--impl", "flax", "--no-progress"]
+        assert main(argv) == 0
+        sys.exit(main([*argv, "--plot", {str(tmp_path / "b.png")!r}]))
+        """
+    )
+    assert done.returncode == 2, done.stderr
+    assert "not installed (flax: pip install 'jrnn[flax]')" in done.stdout  # the peer's row
+    assert done.stderr.splitlines()[-1] == (
+        "jrnn bench: error: jrnn bench --plot needs matplotlib, which is not installed: "
+        "pip install 'jrnn[bench]' (from a clone of jrnn: pip install -e '.[bench]')"
+    )
+    assert not (tmp_path / "b.png").exists()

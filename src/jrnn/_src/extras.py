@@ -40,17 +40,19 @@ def install_command(extra: str) -> str:
     return f"pip install 'jrnn[{extra}]' (from a clone of jrnn: pip install -e '.[{extra}]')"
 
 
-def missing_extra(err: ModuleNotFoundError, needed_by: str) -> ModuleNotFoundError:
+def missing_extra(
+    err: ModuleNotFoundError, needed_by: str, extra: str | None = None
+) -> ModuleNotFoundError:
     """The error to raise for ``err``, a failed import in ``needed_by`` (e.g. ``"jrnn.flax"``
-    or ``"jrnn train"``): a :class:`MissingExtraError` naming the extra when the missing
-    module is an optional dependency, else ``err`` itself (a broken install is not a missing
-    extra)."""
+    or ``"jrnn train"``): a :class:`MissingExtraError` naming the extra (``extra``, or the
+    one that brings the module) when the missing module is an optional dependency, else
+    ``err`` itself (a broken install is not a missing extra)."""
     if isinstance(err, MissingExtraError):
         return err
     top = (err.name or "").split(".")[0]
-    extra = EXTRAS.get(top)
-    if extra is None:
+    if top not in EXTRAS:
         return err
+    extra = extra or EXTRAS[top]
     return MissingExtraError(
         f"{needed_by} needs {top}, which is not installed: {install_command(extra)}",
         name=err.name,

@@ -161,7 +161,7 @@ def plot(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
     try:
         from matplotlib.figure import Figure
     except ModuleNotFoundError as err:
-        raise missing_extra(err, "jrnn bench --plot") from None
+        raise missing_extra(err, "jrnn bench --plot", "bench") from None
     ok = [r for r in rows if r["work"] == "train" and r["status"] == "ok"]
     panels = []
     for dtype in sorted({r["dtype"] for r in ok}):

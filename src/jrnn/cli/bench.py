@@ -106,8 +106,15 @@ def bench(args: argparse.Namespace, argv: list[str]) -> int:
     import json
 
     import jrnn.bench as jb
+    from jrnn._src.extras import missing_extra
     from jrnn.bench import report
 
+    if args.plot:  # refused before the measuring, not after it
+        try:
+            import matplotlib  # noqa: F401
+        except ModuleNotFoundError as err:
+            print(f"jrnn bench: error: {missing_extra(err, 'jrnn bench --plot', 'bench')}", file=sys.stderr)
+            return 2
     progress = _Progress(args.progress)
     start = time.perf_counter()
     on_rows = None
