@@ -45,9 +45,14 @@ _LAZY = {
 }
 
 
+_SUBMODULES = ("bench", "check", "loop", "parse", "plot", "rundir")
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:  # jrnn.cli.rundir without importing it first, as before
+        return importlib.import_module(f"jrnn.cli.{name}")
     raise AttributeError(f"module 'jrnn.cli' has no attribute {name!r}")
 
 
