@@ -16,20 +16,40 @@ case with the largest relative error, and exits 1 if any case errs or misses its
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import time
 import traceback
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accelerator import _gpu_kernels, device_name
-
 import jrnn
 from jrnn._src.kernels import common as kernels
+from jrnn._src.kernels import forms
+from jrnn.bench import machine
+
+
+@contextlib.contextmanager
+def _gpu_kernels(form: str):
+    """``$JRNN_GPU_KERNELS`` set to ``form`` (unset if empty) for the duration."""
+    before = os.environ.pop(forms.GPU_KERNELS_VAR, None)
+    if form:
+        os.environ[forms.GPU_KERNELS_VAR] = form
+    try:
+        yield
+    finally:
+        os.environ.pop(forms.GPU_KERNELS_VAR, None)
+        if before is not None:
+            os.environ[forms.GPU_KERNELS_VAR] = before
+
+
+def device_name() -> str:
+    m = machine()
+    return f"{m['device_kind']} ({m['backend']})" if m["backend"] != "cpu" else f"CPU: {m['cpu']}"
+
 
 BOUND = {"float32": 1e-5, "bfloat16": 3e-2}
 # (B, T, H): several row tiles of every kernel form, H up to each dtype's limit

@@ -161,8 +161,11 @@ def measure_shape(
             ready[impl.name] = _compiled(impl)
         except Exception as err:  # a compile that fails is a row saying so
             missing[impl.name] = f"failed to compile: {type(err).__name__}: {err}"[:200]
-    jax_names = [n for n in ready if ready[n][1].compile_s is not None]
-    groups = [jax_names, [n for n in ready if n not in jax_names]]
+    # interleaved: the JAX implementations; apart: DEER (seconds a call on both cores, which
+    # would slow whatever ran after it) and PyTorch (its OpenMP threads spin after a call)
+    apart = [n for n in ready if n == "jrnn-deer"]
+    jax_names = [n for n in ready if ready[n][1].compile_s is not None and n not in apart]
+    groups = [jax_names, apart, [n for n in ready if n not in jax_names and n not in apart]]
     rows = [
         _row(base, shape, dtype, n, work, status="unavailable", reason=why)
         for n, why in missing.items() for work in ("forward", "train")

@@ -4,8 +4,9 @@ compile, then medians and spreads of interleaved runs.
 Every call is ended by ``jax.block_until_ready`` (PyTorch's callables synchronise
 themselves: ``torch.cuda.synchronize`` on a GPU). The JAX implementations of one shape run
 interleaved, one call of each in turn per repeat, so a slow spell of a shared machine hits
-them all alike; PyTorch runs in a block of its own afterwards, as its OpenMP threads keep
-spinning after a call and would slow whatever ran next.
+them all alike; DEER (seconds a call, on every core) and PyTorch (whose OpenMP threads keep
+spinning after a call) run in blocks of their own afterwards, as they would slow whatever
+ran next.
 """
 
 from __future__ import annotations

@@ -113,7 +113,8 @@ def bench(args: argparse.Namespace, argv: list[str]) -> int:
         try:
             import matplotlib  # noqa: F401
         except ModuleNotFoundError as err:
-            print(f"jrnn bench: error: {missing_extra(err, 'jrnn bench --plot', 'bench')}", file=sys.stderr)
+            why = missing_extra(err, "jrnn bench --plot", "bench")
+            print(f"jrnn bench: error: {why}", file=sys.stderr)
             return 2
     progress = _Progress(args.progress)
     start = time.perf_counter()
