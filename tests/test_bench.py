@@ -142,3 +142,20 @@ def test_buckets():
     assert table.choose(jnp.bfloat16, 40, 600, 128) == "pallas"
     assert table.choose(jnp.float32, 40, 600, 128) == "scan"
     assert hash(table) == hash(DispatchTable.from_choices({("bfloat16", 64, 1000, 100): "pallas"}))
+
+
+def test_a_call_that_fails_at_run_time_is_a_row_and_the_others_are_timed(monkeypatch):
+    from jrnn.bench import impls
+
+    def broken(key, xs, hidden):
+        def fails(*args):
+            raise RuntimeError("out of memory")
+
+        return impls.Impl("flax", fails, fails, (), jax_based=False)
+
+    monkeypatch.setitem(impls._BUILDERS, "flax", broken)
+    rows = jb.run([(2, 4, 3, 4)], ("float32",), ("jrnn", "flax"), repeats=2, warmup=1)
+    by = {(r["impl"], r["work"]): r for r in rows}
+    assert by[("flax", "train")]["status"] == "unavailable"
+    assert by[("flax", "train")]["reason"] == "failed to run: RuntimeError: out of memory"
+    assert by[("jrnn", "train")]["status"] == "ok"

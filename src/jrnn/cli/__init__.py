@@ -31,6 +31,7 @@ from typing import Any
 
 from jrnn._src.extras import EXTRAS, MissingExtraError, install_command
 from jrnn._src.interrupts import interrupted_means
+from jrnn.cli.bench import bench
 from jrnn.cli.check import check
 from jrnn.cli.parse import parser
 
@@ -93,8 +94,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         return check(args.batch, args.steps, args.features, args.hidden, args.seed)
     if args.command == "bench":
-        from jrnn.cli.bench import bench
-
         return bench(args, argv[1:])
     missing = missing_train_extra(f"jrnn {args.command}")
     if missing is not None:

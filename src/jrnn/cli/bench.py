@@ -5,10 +5,15 @@ table for ``impl="auto"``."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import jrnn.bench as jb
+from jrnn._src.extras import missing_extra
+from jrnn.bench import IMPLS, PRESETS, report
 
 __all__ = ["add_bench", "bench"]
 
@@ -26,8 +31,6 @@ def _shape(text: str) -> tuple[int, int, int, int]:
 
 
 def add_bench(sub: Any) -> None:
-    from jrnn.bench import IMPLS, PRESETS
-
     presets = "; ".join(f"{name}: {p.about}" for name, p in PRESETS.items())
     p = sub.add_parser(
         "bench",
@@ -103,12 +106,6 @@ def _write(path: str, text: str) -> None:
 
 def bench(args: argparse.Namespace, argv: list[str]) -> int:
     """``jrnn bench`` from its parsed arguments; the exit code."""
-    import json
-
-    import jrnn.bench as jb
-    from jrnn._src.extras import missing_extra
-    from jrnn.bench import report
-
     if args.plot:  # refused before the measuring, not after it
         try:
             import matplotlib  # noqa: F401
