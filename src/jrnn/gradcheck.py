@@ -206,6 +206,24 @@ def _finite_differences(
     return np.asarray(jax.jit(lambda ii: jax.lax.map(one, ii, batch_size=32))(jnp.asarray(idx)))
 
 
+def _f64(a: Any) -> jax.Array:
+    return jnp.asarray(np.asarray(a, np.float64))
+
+
+def _value(total: Callable[[dict], jax.Array], inputs: dict, what: str) -> float:
+    """The checked function's value, which must be finite."""
+    value = float(jax.jit(total)(inputs))
+    if not np.isfinite(value):
+        raise ValueError(f"the {what} is not finite at the given point ({value})")
+    return value
+
+
+def _report(report: GradCheckReport, verbose: bool) -> GradCheckReport:
+    if verbose:
+        print(report.table())
+    return report
+
+
 def _check_settings(loss: Any, eps: Any, fd_entries: Any) -> Loss:
     """Validates ``check_grads``' own arguments; returns the loss (the default if ``None``)."""
     loss = default_loss if loss is None else loss
@@ -335,13 +353,12 @@ def check_grads(
     with jax.enable_x64(True):
         # Validate in the caller's dtypes first, so errors name the caller's arguments.
         p = prepare(params, xs, h0, options, caller="check_grads")
-        f64 = lambda a: jnp.asarray(np.asarray(a, np.float64))
         arrays = (*p.params, p.xs_to_caller(p.xs), p.state_to_caller(p.h0))
-        inputs = {name: f64(a) for name, a in zip(_NAMES, arrays, strict=True)}
+        inputs = {name: _f64(a) for name, a in zip(_NAMES, arrays, strict=True)}
         if p.lengths is not None:
             options["lengths"] = np.asarray(options["lengths"])
         if options.get("recurrent_mask") is not None:
-            options["recurrent_mask"] = f64(options["recurrent_mask"])
+            options["recurrent_mask"] = _f64(options["recurrent_mask"])
 
         def total(a):
             hs, h_last = forward(RNNParams(a["w_x"], a["w_h"], a["b"]), a["xs"], a["h0"], **options)
@@ -354,9 +371,7 @@ def check_grads(
             dparams, dxs, dh0 = backward(*args, hs, dhs, dh_last, **options)
             return dict(zip(_NAMES, (*dparams, dxs, dh0), strict=True))
 
-        value = float(jax.jit(total)(inputs))
-        if not np.isfinite(value):
-            raise ValueError(f"the loss is not finite at the given point ({value})")
+        value = _value(total, inputs, "loss")
         flat_ad = jax.device_get(jax.jit(jax.grad(total))(inputs))
         flat_bp = jax.device_get(jax.jit(hand)(inputs))
         rows, fds = _compare(total, inputs, flat_bp, flat_ad, eps, fd_entries, seed)
@@ -365,10 +380,7 @@ def check_grads(
         f"activation={options.get('activation', 'tanh')}, reverse={options.get('reverse', False)}, "
         f"lengths={'given' if p.lengths is not None else 'none'}, xs {tuple(np.shape(xs))}"
     )
-    report = GradCheckReport(tuple(rows), value, flat_bp, flat_ad, fds, desc)
-    if verbose:
-        print(report.table())
-    return report
+    return _report(GradCheckReport(tuple(rows), value, flat_bp, flat_ad, fds, desc), verbose)
 
 
 def _model_objective(params: Any, options: dict[str, Any]) -> Callable[[Any, jax.Array], Any]:
@@ -426,17 +438,14 @@ def _check_model(
     with jax.enable_x64(True):
         leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
         names = ["params" + jax.tree_util.keystr(path) for path, _ in leaves]
-        f64 = lambda a: jnp.asarray(np.asarray(a, np.float64))
-        inputs = {name: f64(leaf) for name, (_, leaf) in zip(names, leaves, strict=True)}
-        inputs["xs"] = f64(xs)
+        inputs = {name: _f64(leaf) for name, (_, leaf) in zip(names, leaves, strict=True)}
+        inputs["xs"] = _f64(xs)
 
         def total(a: dict[str, jax.Array]) -> jax.Array:
             model = jax.tree_util.tree_unflatten(treedef, [a[n] for n in names])
             return jnp.asarray(objective(model, a["xs"]), jnp.float64)
 
-        value = float(jax.jit(total)(inputs))
-        if not np.isfinite(value):
-            raise ValueError(f"the objective is not finite at the given point ({value})")
+        value = _value(total, inputs, "objective")
         flat_bp = jax.device_get(jax.jit(jax.grad(total))(inputs))
         # the reference: rnn traced as the plain loop, nothing reused from a jitted trace
         with autodiff_reference(), jax.disable_jit():
@@ -445,7 +454,4 @@ def _check_model(
     kind = type(params).__name__
     what = getattr(objective, "__name__", "objective")
     desc = f"{kind} ({len(names)} arrays), {what}, xs {tuple(np.shape(xs))}"
-    report = GradCheckReport(tuple(rows), value, flat_bp, flat_ad, fds, desc)
-    if verbose:
-        print(report.table())
-    return report
+    return _report(GradCheckReport(tuple(rows), value, flat_bp, flat_ad, fds, desc), verbose)

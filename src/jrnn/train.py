@@ -112,6 +112,14 @@ def loss_and_metrics(
 
 def _loss_and_metrics(params, batch, h0, loss, activation, return_sequences, remat, impl):
     """:func:`loss_and_metrics` on a checked ``loss`` name."""
+    value, (metrics, finals), _ = _run(
+        params, batch, h0, loss, activation, return_sequences, remat, impl
+    )
+    return value, (metrics, finals)
+
+
+def _run(params, batch, h0, loss, activation, return_sequences, remat, impl):
+    """``(loss, (metrics, final states), outputs)`` of the model on ``batch``."""
     batch = _check_batch(batch)
     outputs, finals = apply(
         params,
@@ -127,7 +135,7 @@ def _loss_and_metrics(params, batch, h0, loss, activation, return_sequences, rem
     metrics = {"loss": value}
     if loss == "cross_entropy":
         metrics["accuracy"] = accuracy(outputs, batch.targets, batch.lengths)
-    return value, (metrics, finals)
+    return value, (metrics, finals), outputs
 
 
 def _check_optimizer(optimizer: Any) -> None:
@@ -240,20 +248,13 @@ def evaluate(
 
 @partial(jax.jit, static_argnums=(2, 3, 4, 5, 6))
 def _evaluate(params, batch, loss, activation, return_sequences, impl, recall_steps):
-    if recall_steps is None:
-        _, (metrics, _) = _loss_and_metrics(
-            params, batch, None, loss, activation, return_sequences, None, impl
-        )
-        return metrics
-    outputs, _ = apply(params, batch.inputs, activation=activation, return_sequences=True,
-                       lengths=batch.lengths, impl=impl)  # fmt: skip
-    value = LOSSES[loss](outputs, batch.targets, batch.lengths)
-    tail = slice(-recall_steps, None)
-    return {
-        "loss": value,
-        "accuracy": accuracy(outputs, batch.targets, batch.lengths),
-        "recall_accuracy": accuracy(outputs[:, tail], batch.targets[:, tail]),
-    }
+    _, (metrics, _), outputs = _run(
+        params, batch, None, loss, activation, return_sequences, None, impl
+    )
+    if recall_steps is not None:
+        tail = slice(-recall_steps, None)
+        metrics["recall_accuracy"] = accuracy(outputs[:, tail], batch.targets[:, tail])
+    return metrics
 
 
 def _split_chunks(batch: Batch, chunk: int) -> list[Batch]:

@@ -359,24 +359,31 @@ def _resolve_impl(impl: str, dtype: Any, shape: tuple[int, int, int], tuning: An
     if impl == "auto":
         if tuning is None or tuning.choose(dtype, batch, steps, hidden) != "pallas":
             return AUTO
-        fits = jnp.dtype(dtype) in DTYPES and hidden <= MAX_HIDDEN[jnp.dtype(dtype)]
-        return "pallas" if fits else "scan"
+        return "scan" if _kernels_refuse(dtype, hidden) else "pallas"
     if impl != "pallas":
         return "scan"
+    refused = _kernels_refuse(dtype, hidden)
+    if refused:
+        raise ValueError(refused)
+    return "pallas"
+
+
+def _kernels_refuse(dtype: Any, hidden: int) -> str | None:
+    """Why the kernels cannot hold a call of ``dtype`` and ``hidden`` units, or ``None``."""
     dtype = jnp.dtype(dtype)
     if dtype not in DTYPES:
         names = " or ".join(str(d) for d in DTYPES)
-        raise ValueError(
+        return (
             f"impl='pallas' computes in {names}; got {dtype} operands (use impl='scan', or "
             f"cast the params and xs)"
         )
     limit = MAX_HIDDEN[dtype]
     if hidden > limit:
-        raise ValueError(
+        return (
             f"impl='pallas' holds W_h on chip for hidden_size <= {limit} in {dtype}; got "
             f"hidden_size {hidden} (params.w_h shape ({hidden}, {hidden})): use impl='scan'"
         )
-    return "pallas"
+    return None
 
 
 def _resolve(options: Mapping[str, Any], caller: str, accepted: tuple[str, ...]) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from jrnn._version import __version__
 from jrnn.bench import report
 from jrnn.bench.impls import IMPLS, JRNN_IMPLS, PEERS, Impl, Unavailable, build
 from jrnn.bench.measure import Compiled, compile_ahead, interleaved
-from jrnn.bench.tuning import DispatchTable, load_tuning
+from jrnn.bench.tuning import DispatchTable, device_kind, load_tuning
 
 __all__ = [
     "IMPLS",
@@ -108,7 +108,7 @@ def machine() -> dict[str, Any]:
     versions |= {n: v for n in names if (v := _version(n)) is not None}
     return {
         "schema": report.SCHEMA,
-        "device_kind": str(jax.devices()[0].device_kind),
+        "device_kind": device_kind(),
         "backend": jax.default_backend(),
         "cpu": _cpu_model(),
         "versions": versions,

@@ -26,7 +26,6 @@ shape and dtype. The JSON fields (schema ``jrnn.bench/1``):
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -199,8 +198,3 @@ def plot(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
     path = Path(path)
     fig.savefig(path, dpi=110)
     return path
-
-
-def finite(value: float | None) -> float | None:
-    """``value`` if finite, else ``None`` (JSON has no NaN)."""
-    return value if value is not None and math.isfinite(value) else None

@@ -30,7 +30,6 @@ import sys
 from typing import Any
 
 from jrnn._src.extras import EXTRAS, MissingExtraError, install_command
-from jrnn._src.interrupts import interrupted_means
 from jrnn.cli.bench import bench
 from jrnn.cli.check import check
 from jrnn.cli.parse import parser
@@ -123,7 +122,6 @@ def _train(args: Any) -> int:
         for k, v in vars(args).items()
         if k not in ("command", "out", "resume", "progress", *job)
     }
-    interrupted_means("jrnn train: interrupted before training started; nothing was saved")
     try:
         _join_job(*(getattr(args, k) for k in job))
         with abandoned_writes_dropped():
