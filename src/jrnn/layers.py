@@ -364,6 +364,7 @@ def stack(
     key: PRNGKeyArray | None = None,
     training: bool = False,
     time_major: bool = False,
+    recurrent_mask: Sequence[Any] | None = None,
     **options: Any,
 ) -> tuple[
     Float[Array, "*lead _width"] | tuple[Float[Array, "*lead _h"], Float[Array, "*lead _h"]],
@@ -394,8 +395,11 @@ def stack(
             ``training`` and a rate is positive.
         training: apply dropout.
         time_major: the layout of ``xs`` and of the outputs.
-        **options: ``activation``, ``lengths``, ``unroll``, ``remat``, ``impl`` as for
-            :func:`jrnn.rnn`.
+        recurrent_mask: ``None`` or one entry per layer: ``None``, a mask as
+            :func:`jrnn.rnn` takes it, or for a bidirectional layer a pair of them (times
+            the recurrent-dropout mask when both apply).
+        **options: the other options of :func:`jrnn.rnn` (``activation``, ``lengths``,
+            ``unroll``, ``remat``, ``impl``, ``grad``, ``tuning``), for every layer.
 
     Returns:
         ``(outputs, final_states)``: the last layer's outputs and one final state per layer.
@@ -411,6 +415,13 @@ def stack(
     out: Any = as_array(xs, "xs")  # then each layer's outputs in turn
     if h0 is not None and len(h0) != len(layers):
         raise ValueError(f"h0 must hold one state per layer ({len(layers)}); got {len(h0)}")
+    if recurrent_mask is not None and (
+        not isinstance(recurrent_mask, Sequence) or len(recurrent_mask) != len(layers)
+    ):
+        raise ValueError(
+            f"recurrent_mask of a stack must hold one entry per layer ({len(layers)}, None "
+            f"where a layer has none); got {type(recurrent_mask).__name__}"
+        )
     dropout = dropout_rate("dropout", dropout)
     recurrent_dropout = dropout_rate("recurrent_dropout", recurrent_dropout)
     layer_dropout = dropout_rate("layer_dropout", layer_dropout)
@@ -437,6 +448,14 @@ def stack(
         masks: Any = None  # one mask per direction
         if use_recurrent:
             masks = _recurrent_masks(keys[k, 1:], layer, batch_shape, recurrent_dropout, out.dtype)
+        if recurrent_mask is not None and recurrent_mask[k] is not None:
+            given = recurrent_mask[k]
+            given = (
+                _pair(given, f"recurrent_mask[{k}]") if isinstance(layer, BiRNNParams) else (given,)
+            )
+            masks = (
+                given if masks is None else tuple(a * b for a, b in zip(masks, given, strict=True))
+            )
         if isinstance(layer, BiRNNParams):
             out, h = bidirectional(
                 layer, out, state, merge_mode=merge_mode, time_major=time_major,

@@ -9,13 +9,14 @@ layer differentiates with the hand-written BPTT of :func:`jrnn.rnn`), and a dens
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, Unpack, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike, DTypeLike, Float, Int, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, DTypeLike, Float, PRNGKeyArray
 
+from jrnn._src.options import ScanOptions
 from jrnn._src.validate import positive_int
 from jrnn.layers import init_stack, stack
 from jrnn.params import RNNParams, initializer, param_dtype
@@ -136,11 +137,9 @@ def apply(
     xs: Float[ArrayLike, "*batch time features"],
     h0: Sequence[Float[ArrayLike, "*batch _hidden"]] | None = None,
     *,
-    activation: str = "tanh",
     return_sequences: bool = False,
-    lengths: Int[ArrayLike, "*batch"] | None = None,
     remat: int | None = None,
-    impl: str = "auto",
+    **options: Unpack[ScanOptions],
 ) -> tuple[
     Float[Array, "*batch outputs"] | Float[Array, "*batch time outputs"],
     tuple[Float[Array, "*batch _hidden"], ...],
@@ -152,24 +151,28 @@ def apply(
         xs: `(B, T, F)` inputs (unbatched `(T, F)` runs as :func:`jrnn.forward` runs it:
             ``*batch`` in the annotations is `(B,)` or `()`).
         h0: ``None`` (zeros) or one `(B, H)` state per layer.
-        activation: the cell's nonlinearity, ``"tanh"``, ``"relu"`` or ``"linear"``.
         return_sequences: ``False``: the head reads the last state, outputs `(B, O)`
             (with ``lengths``, each sequence's state at its last valid step).
             ``True``: the head reads every state, outputs `(B, T, O)` (steps past a
             sequence's length are computed but meaningless: mask them, as the losses do).
-        lengths: optional `(B,)` valid steps per sequence.
         remat: as :func:`jrnn.rnn` (segment rematerialisation for long sequences).
-        impl: as :func:`jrnn.rnn`: ``"auto"``, ``"scan"`` or ``"pallas"`` (the fused kernels).
+        **options: every option of :class:`jrnn.ScanOptions` (``activation``, ``lengths``,
+            ``unroll``, ``impl``, ``grad``, ``tuning``, ...), for every layer, as
+            :func:`jrnn.layers.stack` takes them (``recurrent_mask``: one per layer;
+            ``reverse`` and ``time_major`` are not the model's: its layers read forward,
+            batch-first).
 
     Returns:
         ``(outputs, final_states)``: outputs `(B, O)` or `(B, T, O)`, and one `(B, H)`
         final state per layer (the ``h0`` to continue the stream with).
     """
     params = _check_model(params)
-    options: dict[str, Any] = {"activation": activation, "lengths": lengths, "impl": impl}
-    if remat is not None:
-        options["remat"] = remat
-    outputs, states = stack(params.layers, xs, h0, **options)
+    for name in ("reverse", "time_major"):
+        if name in options:
+            raise TypeError(
+                f"apply() takes no {name!r} option: the model reads forward, batch-first"
+            )
+    outputs, states = stack(params.layers, xs, h0, remat=remat, **options)
     # one direction per layer: one output sequence, one state per layer
     hs, finals = cast(jax.Array, outputs), cast(tuple[jax.Array, ...], states)
     top = hs if return_sequences else finals[-1]

@@ -50,7 +50,8 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, ArrayLike, Float
 
-from jrnn._src.bptt import adjoint_loop
+from jrnn._src.bptt import adjoint_loop, gram
+from jrnn._src.compat import reshard_like, vary, varying_axes
 from jrnn._src.custom import operands_vjp
 from jrnn._src.options import (
     PARALLEL_KEYS,
@@ -143,8 +144,9 @@ def _linearise(params, u, h0, hs, act, valid, diagonal):
     """``f(h_{t-1})`` and the Jacobians ``J_t`` at the guess ``hs`` `(T, B, H)`."""
     w_h = params.w_h
     h_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0)  # (T, B, H)
-    f = act.fn(u + h_prev @ w_h)  # (T, B, H)
-    d = jnp.ones_like(f) if act.grad_from_output is None else act.grad_from_output(f)
+    a = u + h_prev @ w_h  # (T, B, H)
+    f = act.fn(a)
+    d = _slope(act, a, f)
     if valid is not None:  # padded steps carry the state: f = h_{t-1}, J = I
         f = jnp.where(valid, f, h_prev)
     if diagonal:
@@ -157,6 +159,13 @@ def _linearise(params, u, h0, hs, act, valid, diagonal):
             eye = jnp.eye(w_h.shape[0], dtype=w_h.dtype)
             jac = jnp.where(valid[..., None], jac, eye)
     return f, jac, h_prev
+
+
+def _slope(act, a: jax.Array, h: jax.Array) -> jax.Array:
+    """``act'(a)``: from the output ``h = act(a)`` for a built-in, by JAX for a callable."""
+    if not act.builtin:
+        return act.slope(a)
+    return jnp.ones_like(h) if act.grad_from_output is None else act.grad_from_output(h)
 
 
 def _apply_jac(h: jax.Array, jac: jax.Array, diagonal: bool) -> jax.Array:
@@ -204,8 +213,9 @@ def _newton(ops: Operands, act, solver: _Solver):
         delta = jnp.where(jnp.isfinite(delta), delta, jnp.inf)
         return k + 1, new, delta, jnp.max(jnp.abs(new), initial=0)
 
-    inf = jnp.asarray(jnp.inf, u.dtype)
-    start = (jnp.asarray(0, jnp.int32), jnp.zeros_like(u), inf, jnp.asarray(0, u.dtype))
+    # the residuals vary as u does (inside shard_map): the loop's carry keeps one type
+    inf, zero = (vary(jnp.asarray(v, u.dtype), varying_axes(u)) for v in (jnp.inf, 0))
+    start = (jnp.asarray(0, jnp.int32), jnp.zeros_like(u), inf, zero)
     k, hs, delta, scale = lax.while_loop(cond, body, start)
     converged = jnp.isfinite(delta) & (delta <= tol * scale + atol) & jnp.all(jnp.isfinite(hs))
     return hs, k, converged, delta
@@ -284,7 +294,9 @@ def _adjoint_tm(ops: Operands, out_t, dhs_t, dh_last, opts: Options):
         xs_t, out_t = _gather_time(xs_t, order), _gather_time(out_t, order)
         dhs_t = None if dhs_t is None else _gather_time(dhs_t, order)
     valid = _valid_mask(lengths, steps, out_t.dtype)
-    d = jnp.ones_like(out_t) if act.grad_from_output is None else act.grad_from_output(out_t)
+    h_prev = jnp.concatenate([h0[None], out_t[:-1]], axis=0)  # (T, B, H), valid at valid t
+    pre = None if act.builtin else xs_t @ w_x + ops.params.b + h_prev @ w_h  # a_t, for a callable
+    d = _slope(act, pre, out_t)
     e = jnp.zeros_like(out_t) if dhs_t is None else dhs_t  # (T, B, H): dL/dhs_t
     if valid is not None:
         e = jnp.where(valid, e, 0)
@@ -299,11 +311,9 @@ def _adjoint_tm(ops: Operands, out_t, dhs_t, dh_last, opts: Options):
     g = solve_linear(n_rev, e[::-1], diagonal=False)[::-1]  # (T, B, H)
     da = g * d if valid is None else jnp.where(valid, g * d, 0)  # (T, B, H)
     dh0 = jnp.einsum("bi,bij->bj", g[0], n[0])  # (B, H)
-    h_prev = jnp.concatenate([h0[None], out_t[:-1]], axis=0)  # (T, B, H), valid at valid t
-    rows = da.reshape(-1, da.shape[-1])  # (T*B, H)
-    dw_x = xs_t.reshape(-1, xs_t.shape[-1]).T @ rows  # (F, H)
-    dw_h = h_prev.reshape(-1, h_prev.shape[-1]).T @ rows  # (H, H)
-    db = jnp.sum(rows, axis=0)  # (H,)
+    dw_x = gram(xs_t, da, w_x)  # (F, H)
+    dw_h = gram(h_prev, da, w_h)  # (H, H)
+    db = reshard_like(jnp.sum(da, axis=(0, 1)), ops.params.b)  # (H,)
     dxs_t = da @ w_x.T  # (T, B, F)
     if order is not None:
         dxs_t = _gather_time(dxs_t, order)

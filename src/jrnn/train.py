@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, ArrayLike, Float, Shaped
 
+from jrnn._src.options import SCAN_KEYS
 from jrnn._src.validate import positive_int
 from jrnn.batch import Batch
 from jrnn.layers import zero_state
@@ -76,16 +77,29 @@ def _check_batch(batch: Any) -> Batch:
     return batch
 
 
+def _check_options(options: dict[str, Any], caller: str) -> dict[str, Any]:
+    """The model's options (:class:`jrnn.ScanOptions` but ``lengths``, which the batch
+    holds); an unknown or misplaced one is a TypeError naming ``caller``."""
+    if "lengths" in options:
+        raise TypeError(f"{caller}() takes lengths from the batch (batch.lengths), not an option")
+    unknown = [k for k in options if k not in SCAN_KEYS]
+    if unknown:
+        raise TypeError(
+            f"{caller}() got an unexpected keyword argument {unknown[0]!r}; its model "
+            f"options are {', '.join(k for k in SCAN_KEYS if k != 'lengths')}"
+        )
+    return options
+
+
 def loss_and_metrics(
     params: ModelParams,
     batch: Batch,
     h0: Sequence[StateLike] | None = None,
     *,
     loss: str = "mse",
-    activation: str = "tanh",
     return_sequences: bool = False,
     remat: int | None = None,
-    impl: str = "auto",
+    **options: Any,
 ) -> tuple[Float[Array, ""], tuple[Metrics, tuple[State, ...]]]:
     """The scalar loss of ``params`` on ``batch``, its metrics and the final states.
 
@@ -96,40 +110,37 @@ def loss_and_metrics(
         batch: a :class:`Batch`.
         h0: optional initial states, one `(B, H)` per layer.
         loss: ``"mse"`` or ``"cross_entropy"`` (softmax, integer labels).
-        activation: as :func:`jrnn.model.apply`.
         return_sequences: as :func:`jrnn.model.apply`.
         remat: as :func:`jrnn.model.apply`.
-        impl: as :func:`jrnn.model.apply`.
+        **options: the model's options, as :func:`jrnn.model.apply` takes them
+            (``activation``, ``impl``, ``grad``, ``unroll``, ``tuning``, ...; ``lengths``
+            come from the batch).
 
     Returns:
         ``(loss, (metrics, final_states))``; metrics hold ``"loss"`` and, for
         cross-entropy, ``"accuracy"``.
     """
-    return _loss_and_metrics(
-        params, batch, h0, _check_loss(loss), activation, return_sequences, remat, impl
-    )
+    options = _check_options(options, "loss_and_metrics")
+    return _loss_and_metrics(params, batch, h0, _check_loss(loss), return_sequences, remat, options)
 
 
-def _loss_and_metrics(params, batch, h0, loss, activation, return_sequences, remat, impl):
+def _loss_and_metrics(params, batch, h0, loss, return_sequences, remat, options):
     """:func:`loss_and_metrics` on a checked ``loss`` name."""
-    value, (metrics, finals), _ = _run(
-        params, batch, h0, loss, activation, return_sequences, remat, impl
-    )
+    value, (metrics, finals), _ = _run(params, batch, h0, loss, return_sequences, remat, options)
     return value, (metrics, finals)
 
 
-def _run(params, batch, h0, loss, activation, return_sequences, remat, impl):
+def _run(params, batch, h0, loss, return_sequences, remat, options):
     """``(loss, (metrics, final states), outputs)`` of the model on ``batch``."""
     batch = _check_batch(batch)
     outputs, finals = apply(
         params,
         batch.inputs,
         h0,
-        activation=activation,
         return_sequences=return_sequences,
         lengths=batch.lengths,
         remat=remat,
-        impl=impl,
+        **options,
     )
     value = LOSSES[loss](outputs, batch.targets, batch.lengths)
     metrics = {"loss": value}
@@ -150,16 +161,24 @@ def _check_optimizer(optimizer: Any) -> None:
 
 def _objective(
     loss: str,
-    activation: str,
     return_sequences: bool,
     remat: int | None = None,
-    impl: str = "auto",
+    options: dict[str, Any] | None = None,
+    axis_name: Any = None,
 ) -> Callable[..., tuple[jax.Array, tuple[Metrics, tuple[jax.Array, ...]]]]:
-    """``objective(params, batch, h0)``: :func:`loss_and_metrics` with these options fixed."""
+    """``objective(params, batch, h0)``: :func:`loss_and_metrics` with these options fixed;
+    with ``axis_name``, the loss and metrics are means over that mesh axis (inside
+    ``shard_map``: the whole batch's, where every shard weighs as much)."""
     loss = _check_loss(loss)
+    options = options or {}
 
     def objective(params, batch, h0):
-        return _loss_and_metrics(params, batch, h0, loss, activation, return_sequences, remat, impl)
+        value, (metrics, finals) = _loss_and_metrics(
+            params, batch, h0, loss, return_sequences, remat, options
+        )
+        if axis_name is not None:
+            value, metrics = jax.lax.pmean((value, metrics), axis_name)
+        return value, (metrics, finals)
 
     return objective
 
@@ -180,11 +199,11 @@ def make_train_step(
     optimizer: optax.GradientTransformation,
     *,
     loss: str = "mse",
-    activation: str = "tanh",
     return_sequences: bool = False,
     remat: int | None = None,
-    impl: str = "auto",
     jit: bool = True,
+    axis_name: Any = None,
+    **options: Any,
 ) -> Callable[[ModelParams, Any, Batch], tuple[ModelParams, Any, Metrics]]:
     """Builds ``train_step(params, opt_state, batch) -> (params, opt_state, metrics)``.
 
@@ -196,16 +215,21 @@ def make_train_step(
         optimizer: any ``optax.GradientTransformation``; ``opt_state`` is
             ``optimizer.init(params)``.
         loss: as :func:`loss_and_metrics`.
-        activation: as :func:`loss_and_metrics`.
         return_sequences: as :func:`loss_and_metrics`.
         remat: as :func:`loss_and_metrics`.
-        impl: ``"auto"`` (default), ``"scan"`` or ``"pallas"``: the recurrence's
-            implementation, as :func:`jrnn.rnn` (``"pallas"``: the fused kernels).
         jit: return the step under ``jax.jit`` (default); ``False`` gives the plain function
-            to embed in your own jitted loop (e.g. a ``lax.scan`` over steps).
+            to embed in your own jitted loop (e.g. a ``lax.scan`` over steps) or your own
+            ``shard_map``.
+        axis_name: for a step inside ``jax.shard_map`` over a batch split along this mesh
+            axis (or axes): the loss and metrics are averaged over it (``lax.pmean``), so
+            every shard takes the same update (JAX's transpose of the replicated params
+            sums the shards' gradients). Give ``jit=False`` and map the step yourself.
+        **options: the model's options, as :func:`loss_and_metrics` takes them
+            (``activation``, ``impl``, ``grad``, ``unroll``, ``tuning``, ...).
     """
     _check_optimizer(optimizer)
-    objective = _objective(loss, activation, return_sequences, remat, impl)
+    options = _check_options(options, "make_train_step")
+    objective = _objective(loss, return_sequences, remat, options, axis_name)
 
     def train_step(params, opt_state, batch):
         params, opt_state, metrics, _ = _update(
@@ -221,10 +245,9 @@ def evaluate(
     batch: Batch,
     *,
     loss: str = "mse",
-    activation: str = "tanh",
     return_sequences: bool = False,
-    impl: str = "auto",
     recall_steps: int | None = None,
+    **options: Any,
 ) -> Metrics:
     """Metrics of ``params`` on ``batch`` (no gradient): ``"loss"`` and, for
     cross-entropy, ``"accuracy"``; arguments as :func:`loss_and_metrics`. Jitted.
@@ -236,6 +259,7 @@ def evaluate(
     """
     loss = _check_loss(loss)
     batch = _check_batch(batch)
+    options = _check_options(options, "evaluate")
     if recall_steps is not None:
         recall_steps = positive_int("recall_steps", recall_steps)
         if loss != "cross_entropy" or not return_sequences:
@@ -243,14 +267,16 @@ def evaluate(
                 "recall_steps needs loss='cross_entropy' and return_sequences=True (a label "
                 f"per step); got loss={loss!r}, return_sequences={return_sequences!r}"
             )
-    return _evaluate(params, batch, loss, activation, bool(return_sequences), impl, recall_steps)
+    # the options as a static key (compiled once per set), arrays (a recurrent mask) traced
+    arrays = {k: v for k, v in options.items() if k == "recurrent_mask"}
+    static = tuple(sorted((k, v) for k, v in options.items() if k not in arrays))
+    return _evaluate(params, batch, arrays, loss, bool(return_sequences), recall_steps, static)
 
 
-@partial(jax.jit, static_argnums=(2, 3, 4, 5, 6))
-def _evaluate(params, batch, loss, activation, return_sequences, impl, recall_steps):
-    _, (metrics, _), outputs = _run(
-        params, batch, None, loss, activation, return_sequences, None, impl
-    )
+@partial(jax.jit, static_argnums=(3, 4, 5, 6))
+def _evaluate(params, batch, arrays, loss, return_sequences, recall_steps, static):
+    options = {**dict(static), **arrays}
+    _, (metrics, _), outputs = _run(params, batch, None, loss, return_sequences, None, options)
     if recall_steps is not None:
         tail = slice(-recall_steps, None)
         metrics["recall_accuracy"] = accuracy(outputs[:, tail], batch.targets[:, tail])
@@ -322,8 +348,7 @@ def tbptt_gradients(
     *,
     chunk: int,
     loss: str = "mse",
-    activation: str = "tanh",
-    impl: str = "auto",
+    **options: Any,
 ) -> tuple[ModelParams, Float[Array, " chunks"], tuple[State, ...]]:
     """Truncated-BPTT gradients of a many-to-many model over chunks of ``chunk`` steps.
 
@@ -340,8 +365,7 @@ def tbptt_gradients(
         h0: optional initial states, one `(B, H)` per layer.
         chunk: ``k``, steps per chunk; ``k = T`` is full BPTT.
         loss: as :func:`loss_and_metrics`.
-        activation: as :func:`loss_and_metrics`.
-        impl: as :func:`loss_and_metrics`.
+        **options: the model's options, as :func:`loss_and_metrics` takes them.
 
     Returns:
         ``(grads, losses, final_states)``: ``grads`` a :class:`~jrnn.model.ModelParams`
@@ -349,7 +373,8 @@ def tbptt_gradients(
         `(n_chunks,)`, and the state after the last step.
     """
     batch = _check_batch(batch)
-    grad_fn = jax.grad(_objective(loss, activation, True, impl=impl), has_aux=True)
+    options = _check_options(options, "tbptt_gradients")
+    grad_fn = jax.grad(_objective(loss, True, options=options), has_aux=True)
     pieces = _split_chunks(batch, chunk)
 
     def body(h, piece):
@@ -373,8 +398,7 @@ def truncated_bptt(
     optimizer: optax.GradientTransformation,
     chunk: int,
     loss: str = "mse",
-    activation: str = "tanh",
-    impl: str = "auto",
+    **options: Any,
 ) -> tuple[ModelParams, Any, tuple[State, ...], ChunkMetrics]:
     """Trains on a long stream by truncated BPTT: one optimiser update per chunk.
 
@@ -383,8 +407,7 @@ def truncated_bptt(
     params before chunk ``c + 1`` runs. Each chunk's loss is the mean over its own valid
     steps and each chunk makes one update, so a short last chunk weighs as much as a full
     one; a chunk with no valid step (past every sequence's ``lengths``) makes no update.
-    Compose with ``jax.jit`` (``optimizer``, ``chunk``, ``loss``, ``activation`` and ``impl``
-    static).
+    Compose with ``jax.jit`` (``optimizer``, ``chunk``, ``loss`` and the options static).
 
     Args:
         params: the model.
@@ -394,8 +417,7 @@ def truncated_bptt(
         optimizer: any ``optax.GradientTransformation``.
         chunk: steps per chunk ``k`` (the last chunk is shorter if ``T % k``).
         loss: as :func:`loss_and_metrics`.
-        activation: as :func:`loss_and_metrics`.
-        impl: as :func:`loss_and_metrics`.
+        **options: the model's options, as :func:`loss_and_metrics` takes them.
 
     Returns:
         ``(params, opt_state, final_states, metrics)``; each metric has one entry per chunk,
@@ -403,7 +425,8 @@ def truncated_bptt(
     """
     _check_optimizer(optimizer)
     batch = _check_batch(batch)
-    objective = _objective(loss, activation, True, impl=impl)
+    options = _check_options(options, "truncated_bptt")
+    objective = _objective(loss, True, options=options)
     pieces = _split_chunks(batch, chunk)
 
     def body(carry, piece):

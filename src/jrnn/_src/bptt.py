@@ -24,8 +24,9 @@ that ``jax.grad`` of any loss built on it runs the hand-written BPTT.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Unpack
+from typing import NamedTuple, Unpack
 
 import jax
 import jax.numpy as jnp
@@ -33,22 +34,56 @@ from jax import lax
 from jaxtyping import Array, ArrayLike, Float
 
 from jrnn._src import fused
+from jrnn._src.compat import dot_general_like, explicit_sharding, reshard_like
 from jrnn._src.options import Operands, Options, ScanOptions, prepare, prepare_cotangents
 from jrnn._src.scan import index_step, update_step
 from jrnn.params import RNNParams
 
-__all__ = ["adjoint_loop", "backward"]
+__all__ = ["adjoint_loop", "backward", "gram"]
 
 
-def _gram(a: jax.Array, b: jax.Array) -> jax.Array:
-    """``a2^T @ b2`` over all ``T * B`` rows of two same-layout arrays, as one 2-D GEMM.
+def gram(a: jax.Array, b: jax.Array, like: jax.Array) -> jax.Array:
+    """``a2^T @ b2`` over all rows (``T * B`` or ``B``) of two same-layout arrays, as one 2-D
+    GEMM: the gradient of ``like``, and typed as it (its sharding on an Explicit mesh).
 
     Contracting the flattened rows of row-major arrays lets XLA call a transposed-lhs GEMM
     with no copy of either operand (a 3-D ``einsum`` over ``(t, b)`` copies one or both).
     """
-    return lax.dot_general(
-        a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1]), (((0,), (0,)), ((), ()))
-    )
+    if explicit_sharding(a) is not None:  # a sharded batch: no reshape across its shards
+        lead = tuple(range(a.ndim - 1))
+        return dot_general_like(a, b, ((lead, lead), ((), ())), like)
+    rows_a, rows_b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
+    return dot_general_like(rows_a, rows_b, (((0,), (0,)), ((), ())), like)
+
+
+class _FirstSlot(NamedTuple):
+    """Slot ``p`` of each sequence: the step that read ``h0`` stored its ``dA`` there."""
+
+    pick: Callable[[jax.Array], jax.Array]
+    """``a`` -> each sequence's `(B, ...)` row of slot ``p``."""
+    add: Callable[[jax.Array, jax.Array], jax.Array]
+    """``(a, v)`` -> ``a`` with the `(B, ...)` ``v`` added at each sequence's slot ``p``."""
+
+
+def _first_slot(num_steps: int, axis: int, reverse: bool, lengths: jax.Array | None) -> _FirstSlot:
+    """Slot ``p``: ``T - 1`` forward, ``0`` in reverse, ``lengths mod T`` in reverse with
+    lengths. A static slice where ``p`` is one step for all (free, and any sharding of the
+    batch stays as it is); a gather along time otherwise."""
+    if not reverse or lengths is None:
+        step = num_steps - 1 if not reverse else 0
+
+        def pick(a: jax.Array) -> jax.Array:
+            return lax.index_in_dim(a, step, axis, keepdims=False)
+
+        return _FirstSlot(pick, lambda a, v: update_step(a, pick(a) + v, step, axis))
+    first = jnp.clip(lengths, 0, num_steps) % num_steps  # traced lengths may lie outside
+    index = first[:, None, None] if axis == 1 else first[None, :, None]
+    at_first = jnp.expand_dims(jnp.arange(num_steps), 1 - axis) == index[..., 0]  # (B, T)/(T, B)
+
+    def add(a: jax.Array, v: jax.Array) -> jax.Array:
+        return a + jnp.where(at_first[..., None], jnp.expand_dims(v, axis), 0)
+
+    return _FirstSlot(lambda a: jnp.squeeze(jnp.take_along_axis(a, index, axis=axis), axis), add)
 
 
 @partial(jax.jit, static_argnums=4)
@@ -76,46 +111,50 @@ def adjoint_loop(
     reverse, axis = opts.reverse, opts.axis
     w_x = params.w_x
     num_steps = xs.shape[axis]
-    batch, hidden = h0.shape
-    carry0 = jnp.zeros((batch, hidden), hs.dtype) if dh_last is None else dh_last
+    carry0 = jnp.zeros_like(h0, hs.dtype) if dh_last is None else dh_last
     if num_steps == 0:
         return jax.tree.map(jnp.zeros_like, params), jnp.zeros_like(xs), carry0
-    if opts.impl == "pallas":
-        dh0, das = _kernel_recurrence(ops, hs, dhs, carry0, opts)
-    else:
-        dh0, das = _scan_recurrence(ops, hs, dhs, carry0, opts)
-    # das[sigma(t)] = dA_t (see _scan_recurrence); every weight gradient is one contraction
-    # over all T * B rows.
+    # Step t read the state of step t - 1 (t + 1 in reverse): dA_t is stored in that state's
+    # slot sigma(t) = (t + shift) mod T (see _scan_recurrence), so every weight gradient is one
+    # contraction over all T * B rows. The step that read h0 wraps around to slot p: the GEMM
+    # pairs it with hs[p], so h0 is swapped in (hs[p] is 0 if padded).
     shift = 1 if reverse else -1
-
-    # The step that read h0 stored its dA in slot p: T - 1 (forward), else 0, or with lengths in
-    # reverse, lengths mod T. The GEMM paired it with hs[p]; swap in h0 (hs[p] is 0 if padded).
-    if not reverse:
-        first = jnp.full((batch,), num_steps - 1, jnp.int32)
-    elif lengths is None:
-        first = jnp.zeros((batch,), jnp.int32)
-    else:
-        first = jnp.clip(lengths, 0, num_steps) % num_steps  # traced lengths may lie outside
-    rows = jnp.arange(batch)
-    pick = (lambda a: a[rows, first]) if axis == 1 else (lambda a: a[first, rows])
-    h_read, h0_read = hs, h0 - pick(hs)  # what W_h multiplied: the states (times the mask)
+    first = _first_slot(num_steps, axis, reverse, lengths)
+    h_read, h0_read = hs, h0 - first.pick(hs)  # what W_h multiplied: the states (times the mask)
     if recurrent_mask is not None:
         h_read = hs * jnp.expand_dims(recurrent_mask, axis)  # (layout of hs)
         h0_read = h0_read * recurrent_mask
-    dw_h = _gram(h_read, das) + h0_read.T @ pick(das)  # (H, H)
-    dw_x = _gram(jnp.roll(xs, shift, axis), das)  # (F, H); x_t lines up with sigma(t)
-    db = jnp.sum(das, axis=(0, 1))  # (H,)
+    xs_read = jnp.roll(xs, shift, axis)  # x_t in slot sigma(t)
+    slopes = None
+    if not opts.act.builtin:  # act'(a_t) by JAX, at a_t recomputed in slot sigma(t)
+        pre = jnp.einsum(f"{opts.layout},fh->{opts.h_layout}", xs_read, w_x) + params.b
+        pre = first.add(pre + h_read @ params.w_h, h0_read @ params.w_h)  # (layout of hs)
+        slopes = opts.act.slope(pre)
+    if opts.impl == "pallas":
+        dh0, das = _kernel_recurrence(ops, hs, dhs, carry0, opts)
+    else:
+        dh0, das = _scan_recurrence(ops, hs, dhs, carry0, opts, slopes)
+    dw_h = gram(h_read, das, params.w_h) + gram(h0_read, first.pick(das), params.w_h)  # (H, H)
+    dw_x = gram(xs_read, das, w_x)  # (F, H)
+    db = reshard_like(jnp.sum(das, axis=(0, 1)), params.b)  # (H,)
     dxs = jnp.roll(jnp.einsum(f"{opts.h_layout},fh->{opts.layout}", das, w_x), -shift, axis)
     return RNNParams(dw_x, dw_h, db), dxs, dh0
 
 
 def _scan_recurrence(
-    ops: Operands, hs: jax.Array, dhs: jax.Array | None, carry0: jax.Array, opts: Options
+    ops: Operands,
+    hs: jax.Array,
+    dhs: jax.Array | None,
+    carry0: jax.Array,
+    opts: Options,
+    slopes: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """The adjoint recurrence as a reverse ``lax.fori_loop``; returns ``(dh0, das)``.
 
     ``carry0`` is ``dL/dh_last`` (zeros where the loss does not read it); ``das`` holds
     ``dA_t`` in slot ``sigma(t)`` of a buffer in the layout of ``hs`` (see below).
+    ``slopes``: ``act'(a_t)`` in slot ``sigma(t)``, for an activation whose derivative is
+    not written from ``h_t`` (a callable of the user's), else ``None``.
     """
     _, xs, _, lengths, recurrent_mask = ops
     reverse, axis, w_h = opts.reverse, opts.axis, ops.params.w_h
@@ -135,7 +174,10 @@ def _scan_recurrence(
         if lengths is not None:
             valid = (t < lengths)[:, None]  # (B, 1)
             g = jnp.where(valid, g, 0)
-        da = g if act_grad is None else g * act_grad(index_step(hs, t, axis))  # (B, H)
+        if slopes is not None:
+            da = g * index_step(slopes, (t + shift) % num_steps, axis)  # (B, H)
+        else:
+            da = g if act_grad is None else g * act_grad(index_step(hs, t, axis))  # (B, H)
         new_c = da @ w_h_t  # (B, H)
         if recurrent_mask is not None:
             new_c = new_c * recurrent_mask  # the step read h_{t-1} * m

@@ -21,7 +21,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.sharding import PartitionSpec as P
 
+from jrnn._src.compat import explicit_sharding
 from jrnn._src.kernels import mosaic_gpu, tpu, triton
 from jrnn._src.kernels.common import Call, Form
 from jrnn._src.kernels.forms import PLATFORMS
@@ -32,12 +34,44 @@ __all__ = ["adjoint", "forward"]
 _MODULES = {"tpu": tpu, "triton": triton, "mosaic_gpu": mosaic_gpu}
 
 
+# what each argument of a kernel entry is, for the split of an explicitly sharded batch:
+# "s" a time-major (T, B, ...) sequence, "r" a (B, ...) per-row array, "w" the weight
+_KINDS = {"forward": ("swrrr", "sr"), "adjoint": ("ssrwrr", "sr")}
+
+
 def _per_platform(name: str, opts: Options, *args):
     """``forward(*args, call)`` or ``adjoint(...)`` (``name``) of the form of the platform
     being lowered for.
 
-    ``None`` arguments (no mask, no cotangent) pass through as ``None``.
+    ``None`` arguments (no mask, no cotangent) pass through as ``None``. A batch sharded
+    over Explicit mesh axes runs one kernel per shard (a ``shard_map`` over those axes: a
+    kernel is one custom call, which the partitioner cannot split).
     """
+    sharding = explicit_sharding(args[0])
+    if sharding is None:
+        return _on_platform(name, opts, *args)
+    kinds, out_kinds = _KINDS[name]
+    rows = sharding.spec[1] if len(sharding.spec) > 1 else None
+    spec = {"s": P(None, rows), "r": P(rows), "w": P()}
+    present = [a for a in args if a is not None]
+    specs = tuple(spec[k] for k, a in zip(kinds, args, strict=True) if a is not None)
+
+    def local(*arrays):
+        given = iter(arrays)
+        return _on_platform(name, opts, *[next(given) if a is not None else None for a in args])
+
+    mapped = jax.shard_map(
+        local,
+        mesh=sharding.mesh,
+        in_specs=specs,
+        out_specs=tuple(spec[k] for k in out_kinds),
+        axis_names=set(jax.tree.leaves(rows)),
+    )
+    return mapped(*present)
+
+
+def _on_platform(name: str, opts: Options, *args):
+    """:func:`_per_platform` on one shard (or an unsharded call)."""
     present = [a is not None for a in args]
     # unroll=True (no loop at all) is no option inside a kernel: its loop unrolls by 1
     unroll = opts.unroll if not isinstance(opts.unroll, bool) else 1

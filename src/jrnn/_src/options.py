@@ -19,23 +19,26 @@ Unbatched input gains a batch axis of 1 (a free reshape).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypedDict
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jaxtyping import ArrayLike, Float, Int
 
+from jrnn._src.compat import explicit_sharding, reshard_like, vary, varying_axes
 from jrnn._src.kernels.common import DTYPES, MAX_HIDDEN, Form
 from jrnn._src.kernels.forms import kernel_forms
 from jrnn._src.validate import as_array, check_float, concrete, positive_int
-from jrnn.activations import Activation, get_activation
+from jrnn.activations import ACTIVATIONS, Activation, get_activation
 from jrnn.params import RNNParams
 
 __all__ = [
     "AUTO",
+    "GRADS",
     "IMPLS",
     "PARALLEL_KEYS",
     "SCAN_KEYS",
@@ -44,6 +47,7 @@ __all__ = [
     "ParallelOptions",
     "Prepared",
     "ScanOptions",
+    "check_choice",
     "check_impl",
     "check_like",
     "check_params",
@@ -59,7 +63,10 @@ class ScanOptions(TypedDict, total=False):
     adapters take them too).
 
     Attributes:
-        activation: ``"tanh"`` (default), ``"relu"`` or ``"linear"``.
+        activation: ``"tanh"`` (default), ``"relu"``, ``"linear"``, or an elementwise,
+            traceable callable of your own (``jax.nn.gelu``, ``jnp.sin``, ...): the BPTT
+            takes its derivative from JAX (:mod:`jrnn.activations`); the kernels run the
+            three built-ins only.
         reverse: run from the end (default ``False``); with ``lengths``, each sequence
             starts at its last valid step. ``hs`` is returned in input order either way.
         lengths: ``None`` (default) or `(B,)` integers in ``[0, T]`` (unbatched: a
@@ -87,6 +94,12 @@ class ScanOptions(TypedDict, total=False):
             on an accelerator shows the kernels winning (the one statement of this
             status; the accelerators guide links here), unless a ``tuning`` table says
             otherwise.
+        grad: how reverse mode differentiates :func:`jrnn.rnn` (and every layer, model,
+            train step and module built on it): ``"bptt"`` (default), the hand-written
+            BPTT as its ``custom_vjp`` (forward-over-reverse such as ``jax.hessian`` works;
+            forward mode of the outputs, ``jax.jvp``/``jacfwd``/``linearize``, does not);
+            ``"autodiff"``, the plain loop, which JAX differentiates in either mode.
+            :func:`jrnn.forward` is always the plain loop.
         tuning: ``None`` (default) or a dispatch table measured on your device by
             ``jrnn bench --tune OUT.json`` and read by :func:`jrnn.bench.load_tuning`:
             ``impl="auto"`` then runs what the table chose for the call's dtype and shape
@@ -94,20 +107,21 @@ class ScanOptions(TypedDict, total=False):
             such bucket, or the kernels cannot hold the call). Used only where passed.
     """
 
-    activation: str
+    activation: str | Callable[[jax.Array], jax.Array]
     reverse: bool
     lengths: Int[ArrayLike, "*batch"] | None
     unroll: int | bool
     time_major: bool
     recurrent_mask: Float[ArrayLike, "*batch hidden"] | None
     impl: str
+    grad: str
     tuning: Any
 
 
 class ParallelOptions(TypedDict, total=False):
     """The keyword options of the :mod:`jrnn.parallel` entry points (as :class:`ScanOptions`)."""
 
-    activation: str
+    activation: str | Callable[[jax.Array], jax.Array]
     reverse: bool
     lengths: Int[ArrayLike, "*batch"] | None
     time_major: bool
@@ -121,6 +135,7 @@ DEFAULTS: ScanOptions = {
     "time_major": False,
     "recurrent_mask": None,
     "impl": "auto",
+    "grad": "bptt",
     "tuning": None,
 }
 SCAN_KEYS = tuple(DEFAULTS)
@@ -129,6 +144,8 @@ PARALLEL_KEYS = ("activation", "reverse", "lengths", "time_major")
 """The options the parallel-in-time entry points take (no unroll, no recurrent mask)."""
 IMPLS = ("auto", "scan", "pallas")
 """The values of ``impl``."""
+GRADS = ("bptt", "autodiff")
+"""The values of ``grad``."""
 AUTO = "scan"
 """What ``impl="auto"`` runs (see :class:`ScanOptions`' ``impl``)."""
 
@@ -147,6 +164,7 @@ class Options:
             is prepared (:func:`jrnn._src.kernels.forms.kernel_forms`): part of the static
             key of the jitted loops, so a changed ``$JRNN_GPU_KERNELS`` counts at the next
             call.
+        grad: ``"bptt"`` or ``"autodiff"``: how :func:`jrnn.rnn` is differentiated.
     """
 
     act: Activation
@@ -155,6 +173,7 @@ class Options:
     layout: str = "btf"
     impl: str = "scan"
     forms: tuple[Form, ...] | None = None
+    grad: str = "bptt"
 
     @property
     def axis(self) -> int:
@@ -332,25 +351,33 @@ def _check_flags(options: Mapping[str, Any]) -> None:
             raise TypeError(f"{name} must be a bool; got {type(value).__name__} {value!r}")
     if not isinstance(options["unroll"], bool | np.bool_):  # True: a full unroll
         positive_int("unroll", options["unroll"], "or a bool")
-    check_impl(options.get("impl", "auto"))
+    check_impl(options["impl"])
+    check_choice("grad", options["grad"], GRADS)
 
 
-def check_impl(impl: Any) -> str:
-    """``impl`` if it is one of :data:`IMPLS` (the one check of it, the adapters' too).
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of the strings ``choices`` (``impl``, ``grad``).
 
     Raises:
         TypeError: not a string.
-        ValueError: a string not in :data:`IMPLS`.
+        ValueError: a string not in ``choices``.
     """
-    if not isinstance(impl, str):
-        kind = type(impl).__name__
-        raise TypeError(f"impl must be a string, one of {IMPLS}; got {kind} {impl!r}")
-    if impl not in IMPLS:
-        raise ValueError(f"impl must be one of {IMPLS}; got {impl!r}")
-    return impl
+    if not isinstance(value, str):
+        kind = type(value).__name__
+        raise TypeError(f"{name} must be a string, one of {choices}; got {kind} {value!r}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}; got {value!r}")
+    return value
 
 
-def _resolve_impl(impl: str, dtype: Any, shape: tuple[int, int, int], tuning: Any) -> str:
+def check_impl(impl: Any) -> str:
+    """``impl`` if it is one of :data:`IMPLS` (the one check of it, the adapters' too)."""
+    return check_choice("impl", impl, IMPLS)
+
+
+def _resolve_impl(
+    impl: str, dtype: Any, shape: tuple[int, int, int], tuning: Any, act: Activation
+) -> str:
     """``"scan"`` or ``"pallas"`` for a call of ``dtype`` and ``shape`` `(B, T, H)`: ``"auto"``
     is :data:`AUTO`, or the ``tuning`` table's choice (the scan loop where the kernels cannot
     hold the call); a shape or dtype the kernels cannot hold for ``"pallas"`` is a
@@ -359,17 +386,23 @@ def _resolve_impl(impl: str, dtype: Any, shape: tuple[int, int, int], tuning: An
     if impl == "auto":
         if tuning is None or tuning.choose(dtype, batch, steps, hidden) != "pallas":
             return AUTO
-        return "scan" if _kernels_refuse(dtype, hidden) else "pallas"
+        return "scan" if _kernels_refuse(dtype, hidden, act) else "pallas"
     if impl != "pallas":
         return "scan"
-    refused = _kernels_refuse(dtype, hidden)
+    refused = _kernels_refuse(dtype, hidden, act)
     if refused:
         raise ValueError(refused)
     return "pallas"
 
 
-def _kernels_refuse(dtype: Any, hidden: int) -> str | None:
-    """Why the kernels cannot hold a call of ``dtype`` and ``hidden`` units, or ``None``."""
+def _kernels_refuse(dtype: Any, hidden: int, act: Activation) -> str | None:
+    """Why the kernels cannot hold a call of ``dtype``, ``hidden`` units and ``act``, or
+    ``None``."""
+    if not act.builtin:
+        return (
+            f"impl='pallas' runs the built-in activations {sorted(ACTIVATIONS)}; got the "
+            f"callable {act.name!r} (use impl='scan' or 'auto')"
+        )
     dtype = jnp.dtype(dtype)
     if dtype not in DTYPES:
         names = " or ".join(str(d) for d in DTYPES)
@@ -472,13 +505,17 @@ def prepare(
         axis = layout.index("t")
         valid = jnp.expand_dims(jnp.arange(steps)[:, None] < lengths[None, :], -1)  # (T, B, 1)
         xs = jnp.where(valid if axis == 0 else jnp.swapaxes(valid, 0, 1), xs, 0)
-    h0 = (
-        jnp.zeros((batch, h), dtype)
-        if h0 is None
-        else jnp.reshape(jnp.asarray(h0, dtype), (batch, h))
-    )
+    # The state takes the type of the data: xs' batch sharding on an Explicit mesh, so the
+    # loop's carry keeps one type from h0 to h_last (a replicated zero state would leave
+    # the first step batch-sharded)
+    zero = _zero_state(xs, layout.index("t"), h)
+    h0 = zero if h0 is None else reshard_like(jnp.reshape(jnp.asarray(h0, dtype), (batch, h)), zero)
     if mask is not None:
-        mask = jnp.reshape(jnp.asarray(mask, dtype), (batch, h))
+        mask = reshard_like(jnp.reshape(jnp.asarray(mask, dtype), (batch, h)), zero)
+    # ... and the varying manual axes of every operand (inside shard_map): one type for the
+    # carry, and the custom_vjp's inputs vary as its outputs do, so its backward returns
+    # cotangents of its inputs' own types; the cast's transpose (a psum) is JAX's own
+    (params, xs, h0, lengths, mask), varying = _vary_together(params, xs, h0, lengths, mask)
     tuning = o["tuning"]
     if tuning is not None and not callable(getattr(tuning, "choose", None)):
         raise TypeError(
@@ -486,11 +523,31 @@ def prepare(
             f"{type(tuning).__name__}"
         )
     impl = (
-        _resolve_impl(o["impl"], dtype, (batch, steps, h), tuning) if "impl" in accepted else "scan"
+        _resolve_impl(o["impl"], dtype, (batch, steps, h), tuning, act)
+        if "impl" in accepted
+        else "scan"
     )
-    forms = kernel_forms() if impl == "pallas" else None
-    opts = Options(act, bool(o["reverse"]), o["unroll"], layout, impl, forms)
+    # an explicitly sharded batch runs the kernels inside a shard_map: varying operands
+    varying = varying or explicit_sharding(xs) is not None
+    forms = kernel_forms(varying=varying) if impl == "pallas" else None
+    opts = Options(act, bool(o["reverse"]), o["unroll"], layout, impl, forms, o["grad"])
     return Prepared(Operands(params, xs, h0, lengths, mask), opts, batched, time_major)
+
+
+def _zero_state(xs: jax.Array, axis: int, hidden: int) -> jax.Array:
+    """`(B, hidden)` zeros of the type of ``xs``' batch (its sharding, its varying axes)."""
+    first = lax.slice_in_dim(xs, 0, min(1, xs.shape[axis]), axis=axis)  # T = 0 included
+    column = jnp.zeros_like(jnp.sum(first[..., :1], axis=axis))  # (B, 1)
+    return jnp.broadcast_to(column, (*column.shape[:-1], hidden))
+
+
+def _vary_together(*operands: Any) -> tuple[tuple[Any, ...], bool]:
+    """The operands (pytrees, ``None`` kept) cast to vary along every manual axis along
+    which any of them varies, and whether there is any such axis."""
+    axes = frozenset().union(*(varying_axes(leaf) for leaf in jax.tree.leaves(operands)))
+    if not axes:
+        return operands, False
+    return jax.tree.map(lambda a: vary(a, axes), operands), True
 
 
 def check_like(x: Any, name: str, shape: tuple[int, ...], what: str, dtype: Any) -> jax.Array:

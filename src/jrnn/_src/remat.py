@@ -21,7 +21,7 @@ from jrnn._src.custom import operands_vjp
 from jrnn._src.options import Operands, Options
 from jrnn._src.scan import forward_loop
 
-__all__ = ["remat_rnn"]
+__all__ = ["remat_loop", "remat_rnn"]
 
 
 def _segment(a: jax.Array, s: jax.Array, k: int, axis: int) -> jax.Array:
@@ -104,8 +104,34 @@ def remat_rnn(ops: Operands, opts: Options, k: int) -> tuple[jax.Array, jax.Arra
     Returns:
         ``(hs, h_last)`` as ``forward_loop``.
     """
+    return _segmented(ops, opts, k, lambda ops, k: _remat_core(ops, (opts, k)))
+
+
+def remat_loop(ops: Operands, opts: Options, k: int) -> tuple[jax.Array, jax.Array]:
+    """:func:`remat_rnn` for ``grad="autodiff"``: the segments as ``jax.checkpoint``-ed runs
+    of the plain loop, which JAX differentiates in either mode (reverse mode keeps the state
+    entering each segment and recomputes the rest)."""
+    return _segmented(ops, opts, k, lambda ops, k: _checkpointed_segments(ops, opts, k))
+
+
+def _checkpointed_segments(ops: Operands, opts: Options, k: int) -> tuple[jax.Array, jax.Array]:
     axis = opts.axis
-    num_steps, batch = ops.xs.shape[axis], ops.h0.shape[0]
+    n = ops.xs.shape[axis] // k
+
+    @jax.checkpoint
+    def seg(h, s):
+        hs_s, h_out = forward_loop(_segment_ops(ops, h, s, k, axis), opts)
+        return h_out, hs_s
+
+    h_last, hs = lax.scan(seg, ops.h0, jnp.arange(n), reverse=opts.reverse)
+    return _stack_to_sequence(hs, axis), h_last
+
+
+def _segmented(ops: Operands, opts: Options, k: int, run) -> tuple[jax.Array, jax.Array]:
+    """``run(ops, k)`` on a time axis padded to a multiple of ``k`` (``k`` at most ``T``;
+    padded steps masked out)."""
+    axis = opts.axis
+    num_steps = ops.xs.shape[axis]
     if num_steps == 0:
         return forward_loop(ops, opts)
     k = max(1, min(k, num_steps))
@@ -114,11 +140,11 @@ def remat_rnn(ops: Operands, opts: Options, k: int) -> tuple[jax.Array, jax.Arra
         # padded steps are masked out like those past a sequence's length
         lengths = ops.lengths
         if lengths is None:
-            lengths = jnp.full((batch,), num_steps, jnp.int32)
+            lengths = jnp.full_like(ops.h0[:, 0], num_steps, jnp.int32)  # h0's type
         widths = [(0, 0)] * ops.xs.ndim
         widths[axis] = (0, pad)
         ops = ops._replace(xs=jnp.pad(ops.xs, widths), lengths=jnp.minimum(lengths, num_steps))
-    hs, h_last = _remat_core(ops, (opts, k))
+    hs, h_last = run(ops, k)
     if pad:
         hs = lax.slice_in_dim(hs, 0, num_steps, axis=axis)
     return hs, h_last

@@ -17,7 +17,7 @@ from jaxtyping import Array, ArrayLike, Float
 from jrnn._src import bptt
 from jrnn._src.custom import operands_vjp
 from jrnn._src.options import Operands, Options, ScanOptions, prepare
-from jrnn._src.remat import remat_rnn
+from jrnn._src.remat import remat_loop, remat_rnn
 from jrnn._src.scan import forward_loop
 from jrnn._src.validate import positive_int
 from jrnn.params import RNNParams
@@ -71,8 +71,9 @@ def rnn(
     gradients, ensembles of params), ``lax.scan`` and ``grad``-of-``grad`` (the
     backward is itself differentiable JAX, so forward-over-reverse such as
     ``jax.hessian`` of a loss works too). Forward mode applied to ``rnn`` itself
-    (``jax.jvp``, ``jax.jacfwd`` of its outputs) is not defined for a ``custom_vjp``
-    function: use :func:`jrnn.forward` for those.
+    (``jax.jvp``, ``jax.jacfwd``, ``jax.linearize`` of its outputs) is not defined for a
+    ``custom_vjp`` function: pass ``grad="autodiff"`` for those (here or to any layer,
+    model, train step or module built on ``rnn``), which runs the plain loop.
 
     Args:
         params: as :func:`jrnn.forward`.
@@ -86,9 +87,11 @@ def rnn(
             minimises that), for one more forward pass of compute, with the plain BPTT's
             results (up to the order of floating-point sums). The saving is real when the
             loss does not read every output (many-to-one models): a loss on all of ``hs``
-            holds its own `(T, B, H)` cotangent anyway.
+            holds its own `(T, B, H)` cotangent anyway. With ``grad="autodiff"`` the
+            segments are ``jax.checkpoint``-ed steps of the plain loop.
         **options: as :func:`jrnn.forward` (``activation``, ``reverse``, ``lengths``,
-            ``unroll``, ``time_major``, ``recurrent_mask``, ``impl``). The recurrent mask is
+            ``unroll``, ``time_major``, ``recurrent_mask``, ``impl``, ``grad``, ``tuning``).
+            The recurrent mask is
             treated as a constant (``rnn`` returns no gradient for it; differentiate through
             ``forward`` if you need one). With ``impl="pallas"`` the forward and the BPTT
             are the fused kernels (``remat`` runs them per segment);
@@ -100,8 +103,10 @@ def rnn(
     if remat is not None:
         remat = positive_int("remat", remat, "None or the segment length")
     p = prepare(params, xs, h0, options, caller="rnn")
-    if _REFERENCE[0]:
-        hs, h_last = forward_loop(p.ops, p.opts)
+    if _REFERENCE[0] or p.opts.grad == "autodiff":
+        hs, h_last = (
+            forward_loop(p.ops, p.opts) if remat is None else remat_loop(p.ops, p.opts, remat)
+        )
     elif remat is None:
         hs, h_last = rnn_core(p.ops, p.opts)
     else:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 
 import jax
+from jax.experimental.pallas import tpu as pltpu
 
 from jrnn._src.kernels.common import Form, Tuning
 
@@ -37,6 +38,9 @@ PLATFORMS = ("cpu", "tpu", "cuda", "rocm")
 # CUDA on this host, and it is 100x slower (the tests run it on the kernels directly).
 CPU_FORM = Form("tpu", interpret=True)
 """The form ``impl="pallas"`` runs on CPU (for tests: the kernels' logic, slowly)."""
+
+_CPU_FORM_VARYING = Form("tpu", interpret=pltpu.InterpretParams())
+"""The CPU form inside ``shard_map`` with ``check_vma=True`` (see :func:`kernel_forms`)."""
 
 GPU_KERNELS_VAR = "JRNN_GPU_KERNELS"
 """The environment variable that overrides :func:`gpu_kernels`: a value of :data:`GPU_KERNELS`."""
@@ -87,14 +91,26 @@ DEFAULT_TUNING = Tuning()
 """The tile sizes ``impl="pallas"`` compiles with."""
 
 
-def kernel_forms(cpu: Form = CPU_FORM, tuning: Tuning = DEFAULT_TUNING) -> tuple[Form, ...]:
+def kernel_forms(
+    cpu: Form = CPU_FORM, tuning: Tuning = DEFAULT_TUNING, *, varying: bool = False
+) -> tuple[Form, ...]:
     """The form ``impl="pallas"`` runs per platform, in :data:`PLATFORMS`' order.
 
     Args:
         cpu: the CPU form (the tests give the Mosaic GPU form in its interpret mode).
         tuning: the tile sizes of the compiled forms.
+        varying: the operands vary along manual mesh axes (inside ``shard_map`` with
+            ``check_vma=True``). The CUDA form is then Triton's: ``pallas_call`` traces a
+            kernel's body without the operands' varying axes, Mosaic GPU's kernel API
+            (``plgpu.kernel``) keeps them on its refs, and its state loop then fails JAX's
+            carry-type check.
 
     Returns:
         Four :class:`.common.Form`; the CUDA one is :func:`gpu_kernels`' choice.
     """
-    return (cpu, Form("tpu", False, tuning), Form(gpu_kernels(), False, tuning), Form("triton"))
+    if not varying:
+        return (cpu, Form("tpu", False, tuning), Form(gpu_kernels(), False, tuning), Form("triton"))
+    # JAX's HLO interpreter of a kernel refuses varying operands (its own error asks for an
+    # issue); the TPU interpret mode takes them
+    cpu = cpu if cpu != CPU_FORM else _CPU_FORM_VARYING
+    return (cpu, Form("tpu", False, tuning), Form("triton", False, tuning), Form("triton"))

@@ -70,6 +70,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
+from jrnn._src.compat import struct_like
 from jrnn._src.kernels.common import Call, pad, round_up, split_tf32, unrolled_loop
 
 __all__ = ["ROWS", "adjoint", "forward"]
@@ -344,8 +345,8 @@ def _sequential_call(
     seq_out, row_out = plgpu.kernel(
         partial(kernel, k=k, has_lengths=lengths is not None, nw=len(w_parts)),
         out_type=(
-            jax.ShapeDtypeStruct((t, bp, hp), dtype),
-            jax.ShapeDtypeStruct((bp, hp), jnp.float32),
+            struct_like((t, bp, hp), dtype, streamed[0]),
+            struct_like((bp, hp), jnp.float32, streamed[0]),
         ),
         scratch_types=[
             *[plgpu.SMEM((hp, hp), dtype, transforms=_swizzled(dtype.itemsize))] * len(w_parts),

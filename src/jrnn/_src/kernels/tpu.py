@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
+from jrnn._src.compat import struct_like
 from jrnn._src.kernels.common import (
     ADJOINT_REFS,
     FORWARD_REFS,
@@ -160,8 +161,8 @@ def _sequential_call(
     seq_out, row_out = pl.pallas_call(
         partial(kernel, call=call, tc=tc),
         out_shape=(
-            jax.ShapeDtypeStruct((tp, bp, h), dtype),
-            jax.ShapeDtypeStruct((bp, h), jnp.float32),
+            struct_like((tp, bp, h), dtype, streamed[0]),
+            struct_like((bp, h), jnp.float32, streamed[0]),
         ),
         grid=(bp // bt, last + 1),
         in_specs=[

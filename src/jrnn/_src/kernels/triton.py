@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
+from jrnn._src.compat import struct_like
 from jrnn._src.kernels.common import (
     ADJOINT_REFS,
     FORWARD_REFS,
@@ -132,8 +133,8 @@ def _sequential_call(
     seq_out, row_out = pl.pallas_call(
         partial(kernel, call=call, t=t),
         out_shape=(
-            jax.ShapeDtypeStruct((t, bp, hp), dtype),
-            jax.ShapeDtypeStruct((bp, hp), jnp.float32),
+            struct_like((t, bp, hp), dtype, streamed[0]),
+            struct_like((bp, hp), jnp.float32, streamed[0]),
         ),
         grid=(bp // bt,),
         in_specs=[
