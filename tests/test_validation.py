@@ -134,7 +134,7 @@ def test_traced_lengths_are_not_range_checked_but_clip(good):
         (
             {"activation": "sigmoid"},
             ValueError,
-            r"activation must be one of \['linear', 'relu', 'tanh'\]; got 'sigmoid'",
+            r"activation must be one of \['linear', 'relu', 'tanh'\] or a callable; got 'sigmoid'",
         ),
         ({"activation": None}, TypeError, r"activation must be a string"),
         ({"reverse": "yes"}, TypeError, r"reverse must be a bool"),

@@ -7,9 +7,12 @@ from typing import NamedTuple
 import numpy as np
 from jaxtyping import Array, Float, Int, Real
 
+from jrnn._src.compat import exportable
+
 __all__ = ["Batch"]
 
 
+@exportable("jrnn.Batch")
 class Batch(NamedTuple):
     """One batch of a supervised task.
 

@@ -28,6 +28,7 @@ step and ``hs`` stays in input order.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -41,7 +42,7 @@ try:
 except ModuleNotFoundError as err:
     raise missing_extra(err, "jrnn.equinox") from None
 
-from jrnn._src.options import check_impl, check_params
+from jrnn._src.options import GRADS, check_choice, check_impl, check_params
 from jrnn._src.rnn import rnn
 from jrnn.activations import get_activation
 from jrnn.params import INITIALIZERS, RNNParams, init_params
@@ -49,11 +50,12 @@ from jrnn.params import INITIALIZERS, RNNParams, init_params
 __all__ = ["SimpleRNN"]
 
 
-def _check_options(activation: Any, reverse: Any, impl: Any) -> None:
+def _check_options(activation: Any, reverse: Any, impl: Any, grad: Any) -> None:
     get_activation(activation)
     if not isinstance(reverse, bool):
         raise TypeError(f"reverse must be a bool; got {type(reverse).__name__} {reverse!r}")
     check_impl(impl)
+    check_choice("grad", grad, GRADS)
 
 
 class SimpleRNN(eqx.Module):
@@ -66,9 +68,11 @@ class SimpleRNN(eqx.Module):
         input_size: ``F``.
         hidden_size: ``H``.
         use_bias: whether ``b`` is a parameter.
-        activation: ``"tanh"``, ``"relu"`` or ``"linear"``.
+        activation: ``"tanh"``, ``"relu"``, ``"linear"`` or an elementwise callable (see
+            :mod:`jrnn.activations`).
         reverse: run each sequence from its last valid step (outputs in input order).
         impl: jrnn's ``impl``: ``"auto"``, ``"scan"`` or ``"pallas"`` (see :func:`jrnn.forward`).
+        grad: jrnn's ``grad``: ``"bptt"`` or ``"autodiff"`` (see :class:`jrnn.ScanOptions`).
     """
 
     # JAX arrays, or NumPy ones as given to from_params (as RNNParams holds them)
@@ -78,9 +82,10 @@ class SimpleRNN(eqx.Module):
     input_size: int = eqx.field(static=True)
     hidden_size: int = eqx.field(static=True)
     use_bias: bool = eqx.field(static=True)
-    activation: str = eqx.field(static=True)
+    activation: str | Callable[[jax.Array], jax.Array] = eqx.field(static=True)
     reverse: bool = eqx.field(static=True)
     impl: str = eqx.field(static=True)
+    grad: str = eqx.field(static=True)
 
     def __init__(
         self,
@@ -88,9 +93,10 @@ class SimpleRNN(eqx.Module):
         hidden_size: int,
         *,
         use_bias: bool = True,
-        activation: str = "tanh",
+        activation: str | Callable[[jax.Array], jax.Array] = "tanh",
         reverse: bool = False,
         impl: str = "auto",
+        grad: str = "bptt",
         dtype: Any = None,
         key: jax.Array,
     ):
@@ -100,14 +106,16 @@ class SimpleRNN(eqx.Module):
             input_size: ``F``, the feature size of ``x_t``.
             hidden_size: ``H``, the size of ``h_t``.
             use_bias: hold a bias ``b`` (else the cell has none).
-            activation: ``"tanh"`` (default), ``"relu"`` or ``"linear"``.
+            activation: ``"tanh"`` (default), ``"relu"``, ``"linear"`` or an elementwise
+                callable.
             reverse: run each sequence from its last valid step.
             impl: ``"auto"`` (default), ``"scan"`` or ``"pallas"``.
+            grad: ``"bptt"`` (default) or ``"autodiff"``.
             dtype: the weights' floating dtype; ``None`` is float32 (float64 in x64 mode),
                 as equinox's default.
             key: a PRNG key.
         """
-        _check_options(activation, reverse, impl)
+        _check_options(activation, reverse, impl, grad)
         if dtype is None:
             dtype = jnp.asarray(0.0).dtype  # float32, or float64 in x64 mode
         uniform = INITIALIZERS["pytorch"]  # U(-1/sqrt(H), 1/sqrt(H)); one bias, not two
@@ -124,16 +132,17 @@ class SimpleRNN(eqx.Module):
         self.b = params.b if use_bias else None
         self.input_size, self.hidden_size = params.input_size, params.hidden_size
         self.use_bias = bool(use_bias)
-        self.activation, self.reverse, self.impl = activation, reverse, impl
+        self.activation, self.reverse, self.impl, self.grad = activation, reverse, impl, grad
 
     @classmethod
     def from_params(
         cls,
         params: RNNParams,
         *,
-        activation: str = "tanh",
+        activation: str | Callable[[jax.Array], jax.Array] = "tanh",
         reverse: bool = False,
         impl: str = "auto",
+        grad: str = "bptt",
     ) -> SimpleRNN:
         """The module holding ``params`` (e.g. from :func:`jrnn.init_params` or training).
 
@@ -142,18 +151,20 @@ class SimpleRNN(eqx.Module):
             activation: as the constructor's.
             reverse: as the constructor's.
             impl: as the constructor's.
+            grad: as the constructor's.
 
         Returns:
             A :class:`SimpleRNN` with ``use_bias=True`` and the given arrays as fields.
         """
         params = check_params(params)
-        _check_options(activation, reverse, impl)
+        _check_options(activation, reverse, impl, grad)
         model = cls(
             params.input_size,
             params.hidden_size,
             activation=activation,
             reverse=reverse,
             impl=impl,
+            grad=grad,
             dtype=params.w_x.dtype,
             key=jax.random.key(0),
         )
@@ -197,4 +208,5 @@ class SimpleRNN(eqx.Module):
             activation=self.activation,
             reverse=self.reverse,
             impl=self.impl,
+            grad=self.grad,
         )

@@ -25,8 +25,9 @@ masked (the recurrence runs on through them, as flax's scan does; their outputs 
 flax's, not zeros) while the carry returned is each sequence's state at its last valid
 step (flax's index ``seq_lengths - 1``: a length of 0 gives the state after the last step).
 Unlike ``nn.RNN``, any number of batch axes works with ``seq_lengths`` and
-``return_carry``. The activations jrnn runs are ``jnp.tanh`` (``nn.tanh``),
-``jax.nn.relu`` (``nn.relu``) and ``jax.nn.identity`` (``nnx.identity``).
+``return_carry``. Any ``activation_fn`` runs: ``nn.tanh``, ``nn.relu`` and
+``nnx.identity`` as jrnn's built-ins, any other elementwise callable (``nn.gelu``, your
+own) with its derivative from JAX (:mod:`jrnn.activations`).
 
 :mod:`jrnn.nnx` is the same drop-in for flax NNX.
 """
@@ -44,8 +45,8 @@ try:
 except ModuleNotFoundError as err:
     raise missing_extra(err, "jrnn.flax") from None
 
-from jrnn._src.adapters import activation_name, run_module, step_shape
-from jrnn._src.options import check_impl
+from jrnn._src.adapters import cell_activation, run_module, step_shape
+from jrnn._src.options import GRADS, check_choice, check_impl
 
 __all__ = ["SimpleRNN"]
 
@@ -58,9 +59,9 @@ class SimpleRNN(nn.Module):
     ``{'params': {'cell': {'i': {'kernel', 'bias'}, 'h': {'kernel'}}}}``, as ``nn.RNN``'s.
 
     Attributes:
-        cell: an ``nn.SimpleCell``; its ``activation_fn`` must be ``jnp.tanh``,
-            ``jax.nn.relu`` or ``jax.nn.identity``. Its ``features``, initialisers,
-            ``dtype``, ``param_dtype``, ``carry_init`` and ``residual`` are used as flax does.
+        cell: an ``nn.SimpleCell`` with any elementwise ``activation_fn``. Its
+            ``features``, initialisers, ``dtype``, ``param_dtype``, ``carry_init`` and
+            ``residual`` are used as flax does.
         time_major: inputs are `(T, *batch, F)` instead of `(*batch, T, F)`.
         return_carry: return ``(carry, outputs)`` instead of ``outputs``.
         reverse: process each sequence from its last valid step; outputs come in that
@@ -68,6 +69,9 @@ class SimpleRNN(nn.Module):
         keep_order: with ``reverse``, flip the outputs back to the input order.
         unroll: the loop unroll factor (an int >= 1).
         impl: jrnn's ``impl``: ``"auto"``, ``"scan"`` or ``"pallas"`` (see :func:`jrnn.forward`).
+        grad: jrnn's ``grad``: ``"bptt"`` (the hand-written BPTT) or ``"autodiff"`` (the
+            plain loop: ``jax.jvp``/``jacfwd`` through the module work), see
+            :class:`jrnn.ScanOptions`.
     """
 
     cell: nn.SimpleCell
@@ -77,6 +81,7 @@ class SimpleRNN(nn.Module):
     keep_order: bool = False
     unroll: int = 1
     impl: str = "auto"
+    grad: str = "bptt"
 
     def __post_init__(self) -> None:
         caller = type(self).__name__
@@ -88,8 +93,9 @@ class SimpleRNN(nn.Module):
                 f"{caller}: cell must be a flax.linen.SimpleCell; got {type(self.cell).__name__} "
                 "(use flax's own nn.RNN for other cells)"
             )
-        activation_name(self.cell.activation_fn, caller)
+        cell_activation(self.cell.activation_fn, caller)
         check_impl(self.impl)
+        check_choice("grad", self.grad, GRADS)
         super().__post_init__()
 
     def __call__(

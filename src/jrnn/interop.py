@@ -31,7 +31,7 @@ import numpy as np
 
 from jrnn._src.extras import missing_extra
 from jrnn._src.keras_config import keras_fields
-from jrnn.activations import ACTIVATIONS
+from jrnn.activations import ACTIVATIONS, get_activation
 from jrnn.layers import MERGE_MODES, BiRNNParams
 from jrnn.params import RNNParams
 
@@ -311,6 +311,21 @@ def _torch_arrays(layers: tuple) -> tuple[list[list[np.ndarray]], int, Any]:
     return arrays, hidden, dtype
 
 
+def _named(activation: Any, caller: str, target: str) -> Any:
+    """A built-in activation's name (a string as given, or the name of ``jnp.tanh``,
+    ``jax.nn.relu``, ...); a callable of the user's is a ValueError: ``target`` holds
+    activations by name."""
+    if isinstance(activation, str) or not callable(activation):
+        return activation
+    act = get_activation(activation)
+    if not act.builtin:
+        raise ValueError(
+            f"{caller}: {target} cannot hold the callable activation {act.name!r}; it takes "
+            "'tanh' or 'relu' (and Keras 'linear')"
+        )
+    return act.name
+
+
 def to_torch(params: Any, *, activation: str = "tanh", batch_first: bool = True, bias: bool = True):
     """Builds a PyTorch ``nn.RNN`` holding these weights (imports torch).
 
@@ -340,6 +355,7 @@ def to_torch(params: Any, *, activation: str = "tanh", batch_first: bool = True,
         raise missing_extra(err, "to_torch") from None
 
     layers = _layers(params)
+    activation = _named(activation, "to_torch", "PyTorch's nn.RNN")
     if activation not in ("tanh", "relu"):
         raise ValueError(
             f"PyTorch's nn.RNN supports activation 'tanh' or 'relu'; got {activation!r}"
@@ -525,6 +541,7 @@ def to_keras(
     """
     keras = _import_keras()
 
+    activation = _named(activation, "to_keras", "Keras' SimpleRNN")
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}; got {activation!r}")
     if merge_mode not in MERGE_MODES:

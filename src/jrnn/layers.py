@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, DTypeLike, Float, PRNGKeyArray
 
+from jrnn._src.compat import exportable
 from jrnn._src.rnn import rnn
 from jrnn._src.validate import as_array, dropout_rate, positive_int
 from jrnn.params import RNNParams, init_params, param_dtype
@@ -49,6 +50,7 @@ __all__ = [
 MERGE_MODES = ("concat", "sum", "mul", "ave", "none")
 
 
+@exportable("jrnn.BiRNNParams")
 class BiRNNParams(NamedTuple):
     """A bidirectional layer: two independent directions over the same input.
 

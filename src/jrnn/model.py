@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, DTypeLike, Float, PRNGKeyArray
 
+from jrnn._src.compat import exportable
 from jrnn._src.options import ScanOptions
 from jrnn._src.validate import positive_int
 from jrnn.layers import init_stack, stack
@@ -24,6 +25,7 @@ from jrnn.params import RNNParams, initializer, param_dtype
 __all__ = ["Dense", "ModelParams", "apply", "init_model"]
 
 
+@exportable("jrnn.Dense")
 class Dense(NamedTuple):
     """A dense readout ``y = h W + c``.
 
@@ -36,6 +38,7 @@ class Dense(NamedTuple):
     b: Float[Array | np.ndarray, " output_size"]
 
 
+@exportable("jrnn.ModelParams")
 class ModelParams(NamedTuple):
     """Params of :func:`apply`: a pytree that ``jax.grad``, optax and orbax keep as is.
 

@@ -23,8 +23,7 @@ Call semantics are ``nnx.RNN``'s (the same as linen's ``nn.RNN``; see :mod:`jrnn
 whose helpers this module uses): padded steps are not masked, the carry with
 ``seq_lengths`` is the state at index ``seq_lengths - 1``. ``nnx.RNN``'s scan options
 (``state_axes``, ``broadcast_rngs``) have no counterpart: the cell holds no state but
-its parameters. The activations jrnn runs are ``nnx.tanh``, ``nnx.relu`` and
-``nnx.identity``.
+its parameters. Any ``activation_fn`` runs (as :mod:`jrnn.flax` says).
 """
 
 from __future__ import annotations
@@ -41,8 +40,8 @@ try:
 except ModuleNotFoundError as err:
     raise missing_extra(err, "jrnn.nnx") from None
 
-from jrnn._src.adapters import activation_name, run_module, step_shape
-from jrnn._src.options import check_impl
+from jrnn._src.adapters import cell_activation, run_module, step_shape
+from jrnn._src.options import GRADS, check_choice, check_impl
 
 __all__ = ["SimpleRNN"]
 
@@ -54,9 +53,9 @@ class SimpleRNN(nnx.Module):
     of ``nnx.RNN(nnx.SimpleCell(8, 32, rngs=nnx.Rngs(0)))`` and has the same ``nnx.state``.
 
     Args:
-        cell: an ``nnx.SimpleCell``; its ``activation_fn`` must be ``nnx.tanh``,
-            ``nnx.relu`` or ``nnx.identity``. Its weights, ``dtype``, ``promote_dtype``,
-            ``residual`` and ``initialize_carry`` are used as ``nnx.RNN`` uses them.
+        cell: an ``nnx.SimpleCell`` with any elementwise ``activation_fn``. Its weights,
+            ``dtype``, ``promote_dtype``, ``residual`` and ``initialize_carry`` are used as
+            ``nnx.RNN`` uses them.
         time_major: inputs are `(T, *batch, F)` instead of `(*batch, T, F)`.
         return_carry: return ``(carry, outputs)`` instead of ``outputs``.
         reverse: process each sequence from its last valid step; outputs come in that
@@ -66,6 +65,7 @@ class SimpleRNN(nnx.Module):
         rngs: the carry's RNG stream, as ``nnx.RNN``: ``True`` (a stream seeded 0),
             an ``nnx.Rngs`` (its ``carry`` stream, forked) or ``False`` (none).
         impl: jrnn's ``impl``: ``"auto"``, ``"scan"`` or ``"pallas"`` (see :func:`jrnn.forward`).
+        grad: jrnn's ``grad``: ``"bptt"`` or ``"autodiff"`` (see :class:`jrnn.ScanOptions`).
     """
 
     def __init__(
@@ -79,6 +79,7 @@ class SimpleRNN(nnx.Module):
         unroll: int = 1,
         rngs: nnx.Rngs | bool = True,
         impl: str = "auto",
+        grad: str = "bptt",
     ):
         caller = type(self).__name__
         # A subclass that overrides __call__ computes something jrnn would not.
@@ -89,7 +90,7 @@ class SimpleRNN(nnx.Module):
                 f"{caller}: cell must be a flax.nnx.SimpleCell; got {type(cell).__name__} "
                 "(use nnx.RNN for other cells)"
             )
-        activation_name(cell.activation_fn, caller)
+        cell_activation(cell.activation_fn, caller)
         self.cell = cell
         self.time_major = time_major
         self.return_carry = return_carry
@@ -97,6 +98,7 @@ class SimpleRNN(nnx.Module):
         self.keep_order = keep_order
         self.unroll = unroll
         self.impl = check_impl(impl)
+        self.grad = check_choice("grad", grad, GRADS)
         self.rngs: nnx.RngStream | None
         if rngs is True:
             self.rngs = nnx.RngStream(0, tag="carry")

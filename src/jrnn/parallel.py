@@ -51,7 +51,7 @@ from jax import lax
 from jaxtyping import Array, ArrayLike, Float
 
 from jrnn._src.bptt import adjoint_loop, gram
-from jrnn._src.compat import reshard_like, vary, varying_axes
+from jrnn._src.compat import exportable, reshard_like, vary, varying_axes
 from jrnn._src.custom import operands_vjp
 from jrnn._src.options import (
     PARALLEL_KEYS,
@@ -73,6 +73,7 @@ METHODS = ("newton", "quasi")
 BACKWARDS = ("parallel", "sequential")
 
 
+@exportable("jrnn.ParallelInfo")
 class ParallelInfo(NamedTuple):
     """How a parallel forward pass went.
 

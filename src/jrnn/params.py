@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from jrnn._src.compat import exportable
 from jrnn._src.validate import positive_int
 
 __all__ = ["INITIALIZERS", "RNNParams", "init_params", "initializer", "param_dtype"]
@@ -23,6 +24,7 @@ __all__ = ["INITIALIZERS", "RNNParams", "init_params", "initializer", "param_dty
 Initializer = Callable[[jax.Array, tuple[int, ...], Any], jax.Array]
 
 
+@exportable("jrnn.RNNParams")
 class RNNParams(NamedTuple):
     """Weights of one Elman RNN layer, a pytree that optax and ``jax.grad`` keep as is.
 

@@ -22,45 +22,22 @@ except ModuleNotFoundError as err:
 from jrnn._src.rnn import rnn
 from jrnn.params import RNNParams
 
-__all__ = ["activation_name", "run_module", "step_shape"]
-
-# flax's activation callables jrnn runs, by identity (nn.tanh is jnp.tanh, nn.relu is
-# jax.nn.relu, nnx.identity is jax.nn.identity)
-_ACTIVATIONS: tuple[tuple[Callable[..., Any], str], ...] = (
-    (jnp.tanh, "tanh"),
-    (jax.lax.tanh, "tanh"),
-    (jax.nn.relu, "relu"),
-    (jax.nn.identity, "linear"),
-)
+__all__ = ["cell_activation", "run_module", "step_shape"]
 
 
-def activation_name(fn: Any, caller: str) -> str:
-    """jrnn's name (``"tanh"``, ``"relu"``, ``"linear"``) of a cell's ``activation_fn``.
-
-    Args:
-        fn: the cell's ``activation_fn``.
-        caller: the adapter's name, for the messages.
-
-    Returns:
-        The name to pass as ``activation=`` to :func:`jrnn.rnn`.
+def cell_activation(fn: Any, caller: str) -> Callable[[jax.Array], jax.Array]:
+    """A cell's ``activation_fn``, as :func:`jrnn.rnn` takes it: ``nn.tanh``, ``nn.relu``
+    and ``nnx.identity`` run as jrnn's built-ins (by identity, :mod:`jrnn.activations`), any
+    other elementwise callable with its derivative from JAX.
 
     Raises:
         TypeError: ``fn`` is not callable.
-        ValueError: a callable jrnn does not run (its BPTT needs the derivative from the
-            output, known only for these three).
     """
     if not callable(fn):
         raise TypeError(
             f"{caller}: the cell's activation_fn must be callable; got {type(fn).__name__} {fn!r}"
         )
-    for known, name in _ACTIVATIONS:
-        if fn is known:
-            return name
-    raise ValueError(
-        f"{caller}: the cell's activation_fn must be jnp.tanh (nn.tanh), jax.nn.relu (nn.relu) "
-        f"or jax.nn.identity (nnx.identity), the activations jrnn's BPTT runs; got "
-        f"{getattr(fn, '__name__', fn)!r} (use flax's own nn.RNN for other activations)"
-    )
+    return fn
 
 
 def _check_flags(caller: str, **flags: Any) -> None:
@@ -104,7 +81,7 @@ def _run(
     inputs: jax.Array,
     carry: jax.Array,
     *,
-    activation: str,
+    activation: Callable[[jax.Array], jax.Array],
     seq_lengths: Any,
     return_carry: bool,
     time_major: bool,
@@ -112,6 +89,7 @@ def _run(
     keep_order: bool,
     unroll: int,
     impl: str,
+    grad: str,
     caller: str,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """``nn.RNN``'s call semantics around one :func:`jrnn.rnn` call.
@@ -125,7 +103,7 @@ def _run(
         params: ``RNNParams(w_x (F, H), w_h (H, H), b (H,))``, in the compute dtype.
         inputs: `(*batch, T, F)` (`(T, *batch, F)` if ``time_major``), compute dtype.
         carry: `(*batch, H)` initial state.
-        activation: jrnn's activation name.
+        activation: the cell's activation function.
         seq_lengths: `(*batch)` integers, or ``None``.
         return_carry: as ``nn.RNN``.
         time_major: as ``nn.RNN``.
@@ -133,6 +111,7 @@ def _run(
         keep_order: as ``nn.RNN``.
         unroll: passed to :func:`jrnn.rnn`.
         impl: passed to :func:`jrnn.rnn`.
+        grad: passed to :func:`jrnn.rnn`.
         caller: the adapter's name, for the messages.
 
     Returns:
@@ -183,6 +162,7 @@ def _run(
         time_major=time_major,
         unroll=unroll,
         impl=impl,
+        grad=grad,
     )
     if return_carry and lengths is not None:
         # the state at each sequence's last valid step (index -1, length 0, wraps as flax's)
@@ -217,12 +197,12 @@ def run_module(
     caller: str,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """:func:`_run` for an adapter ``module`` (linen or NNX): its cell's activation and
-    ``residual``, its ``unroll`` and ``impl``; each of the call's ``overrides``
+    ``residual``, its ``unroll``, ``impl`` and ``grad``; each of the call's ``overrides``
     (``return_carry``, ``reverse``, ``keep_order``) left ``None`` takes the module's value.
 
     Args:
         module: the adapter (``cell``, ``return_carry``, ``reverse``, ``keep_order``,
-            ``unroll``, ``impl`` attributes).
+            ``unroll``, ``impl``, ``grad`` attributes).
         weights: ``(w_i (F, H), b_i (H,), w_h (H, H))`` in the compute dtype.
         xs: the inputs, as :func:`_run`.
         carry: the initial state, as :func:`_run`.
@@ -240,11 +220,12 @@ def run_module(
         _cell_params(*weights, cell.residual),
         xs,
         carry,
-        activation=activation_name(cell.activation_fn, caller),
+        activation=cell_activation(cell.activation_fn, caller),
         seq_lengths=seq_lengths,
         time_major=time_major,
         unroll=module.unroll,
         impl=module.impl,
+        grad=module.grad,
         caller=caller,
         **given,
     )

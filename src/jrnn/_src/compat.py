@@ -26,11 +26,27 @@ __all__ = [
     "dot_general_like",
     "enable_x64",
     "explicit_sharding",
+    "exportable",
     "reshard_like",
     "struct_like",
     "vary",
     "varying_axes",
 ]
+
+
+def exportable(name: str) -> Any:
+    """A class decorator: the NamedTuple is registered for ``jax.export`` serialization
+    under ``name`` (stable: a serialized function names its input and output types by it).
+    A second registration (a module imported again) is left as the first."""
+
+    def register(cls: Any) -> Any:
+        try:
+            jax.export.register_namedtuple_serialization(cls, serialized_name=name)
+        except ValueError:  # registered already
+            pass
+        return cls
+
+    return register
 
 
 def varying_axes(x: Any) -> frozenset[str]:

@@ -237,16 +237,16 @@ class Prepared(NamedTuple):
 
     @property
     def num_steps(self) -> int:
-        return int(self.ops.xs.shape[self.opts.axis])
+        return self.ops.xs.shape[self.opts.axis]  # an int, or symbolic under jax.export
 
     @property
     def batch_size(self) -> int:
-        return int(self.ops.h0.shape[0])
+        return self.ops.h0.shape[0]
 
     @property
     def hs_shape(self) -> tuple[int, ...]:
         """The shape of ``hs`` in the caller's layout."""
-        t, b, h = self.num_steps, self.batch_size, int(self.ops.h0.shape[1])
+        t, b, h = self.num_steps, self.batch_size, self.ops.h0.shape[1]
         if not self.batched:
             return (t, h)
         return (t, b, h) if self.time_major else (b, t, h)
@@ -254,7 +254,7 @@ class Prepared(NamedTuple):
     @property
     def state_shape(self) -> tuple[int, ...]:
         """The shape of ``h0``/``h_last`` in the caller's layout."""
-        return tuple(self.ops.h0.shape) if self.batched else (int(self.ops.h0.shape[1]),)
+        return tuple(self.ops.h0.shape) if self.batched else (self.ops.h0.shape[1],)
 
     def hs_to_internal(self, hs: jax.Array) -> jax.Array:
         """Caller-layout hidden states to the internal layout (unbatched gains `B = 1`)."""
@@ -334,7 +334,9 @@ def _check_lengths(lengths: Any, batched: bool, batch: int, steps: int) -> jax.A
         what = "(batch,)" if batched else "() (a scalar, for unbatched xs)"
         raise ValueError(f"lengths must have shape {what} = {expected}; got {tuple(lengths.shape)}")
     value = concrete(lengths)
-    if value is not None and value.size and (value.min() < 0 or value.max() > steps):
+    # a symbolic T (jax.export) has no value to check against: clipped below, as traced values
+    checkable = value is not None and value.size and isinstance(steps, int | np.integer)
+    if checkable and (value.min() < 0 or value.max() > steps):
         raise ValueError(
             f"lengths must lie in [0, T] = [0, {steps}]; got values from {value.min()} "
             f"to {value.max()}"
@@ -481,8 +483,9 @@ def prepare(
         )
     batched = xs.ndim == 3
     layout = "btf" if batched and not time_major else "tbf"
-    steps = int(xs.shape[layout.index("t")]) if batched else int(xs.shape[0])
-    batch = int(xs.shape[layout.index("b")]) if batched else 1
+    # ints, or symbolic dimensions under jax.export (never int() of one)
+    steps = xs.shape[layout.index("t")] if batched else xs.shape[0]
+    batch = xs.shape[layout.index("b")] if batched else 1
     state_shape = (batch, h) if batched else (h,)
     if h0 is not None:
         h0 = _state_arg(h0, "h0", state_shape, batched)
