@@ -4,7 +4,7 @@ import tempfile
 
 import jax
 import pytest
-from helpers import XLA_CACHE, XLA_TEST_FLAG, xla_cache_options
+from helpers import XLA_CACHE, XLA_TEST_FLAG, enable_x64, xla_cache_options
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -22,8 +22,37 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "jrnn"))
 @pytest.fixture
 def x64():
     """Runs the test with 64-bit types enabled, restoring the setting afterwards."""
-    with jax.enable_x64(True):
+    with enable_x64(True):
         yield
+
+
+# The core: what the floor CI (pyproject's oldest jax) runs with `pytest -m core`: the
+# functions, the BPTT, check_grads, the layers, the model and the train step.
+CORE_FILES = {
+    "test_rnn.py",
+    "test_bptt.py",
+    "test_forward.py",
+    "test_gradcheck.py",
+    "test_layers.py",
+    "test_params.py",
+    "test_validation.py",
+    "test_remat.py",
+    "test_train.py",
+}
+
+
+def pytest_ignore_collect(collection_path, config):
+    """`-m core` collects the core files alone: the others import what the floor's venv
+    does not install (flax, equinox, the newer Pallas modules)."""
+    if config.getoption("markexpr") == "core" and collection_path.suffix == ".py":
+        return collection_path.name.startswith("test_") and collection_path.name not in CORE_FILES
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in CORE_FILES:
+            item.add_marker(pytest.mark.core)
 
 
 def pytest_configure(config):

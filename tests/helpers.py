@@ -12,6 +12,12 @@ from hypothesis import strategies as st
 
 import jrnn
 
+# jax.enable_x64 (newer jax) or its earlier experimental form (the floor CI runs)
+if hasattr(jax, "enable_x64"):
+    enable_x64 = jax.enable_x64
+else:
+    from jax.experimental import enable_x64  # noqa: F401
+
 # Normwise relative tolerances, per dtype: max|a - ref| / max|ref|.
 TOL = {
     np.dtype(np.float64): {"forward": 1e-12, "grad": 1e-10, "fd": 1e-8},

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import random_problem, rel_err, specs, tol, tree_rel_err
+from helpers import enable_x64, random_problem, rel_err, specs, tol, tree_rel_err
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -109,7 +109,7 @@ def test_bptt_autodiff_finite_differences_agree(x64, activation, reverse, with_l
     loss_kind=st.sampled_from(["all_steps", "final_state"]),
 )
 def test_backward_property_random_shapes(spec, loss_kind):
-    with jax.enable_x64(True):
+    with enable_x64(True):
         params, xs, h0, lengths = spec.problem()
         b, t, h = spec.batch, spec.steps, spec.hidden
         loss = _loss_parts(

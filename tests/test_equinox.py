@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import rel_err, tol, tree_rel_err
+from helpers import enable_x64, rel_err, tol, tree_rel_err
 
 import jrnn
 from jrnn.equinox import SimpleRNN
@@ -63,7 +63,7 @@ def _loss(out, r, s):
 def test_outputs_and_gradients_equal_a_scan_loop_and_forward(
     activation, reverse, with_lengths, with_h0, dtype
 ):
-    with jax.enable_x64(dtype == np.float64):
+    with enable_x64(dtype == np.float64):
         model = SimpleRNN(F, H, activation=activation, reverse=reverse, key=jax.random.key(0))
         assert model.w_x.dtype == dtype
         xs, h0, r, s = (a[0] for a in _data(dtype))  # one (T, F) sequence
@@ -133,7 +133,7 @@ def test_init_fields_and_params_round_trip():
     assert again.activation == "relu" and again.params == params
     xs, h0, _, _ = _data()
     assert tree_rel_err(again(xs, h0), jrnn.forward(params, xs, h0, activation="relu")) <= 1e-6
-    with jax.enable_x64(True):
+    with enable_x64(True):
         assert SimpleRNN(F, H, key=jax.random.key(2)).w_x.dtype == jnp.float64
 
 

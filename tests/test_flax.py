@@ -11,7 +11,7 @@ import optax
 import pytest
 from flax import serialization
 from helpers import FLAX_CASES as CASES
-from helpers import rel_err, tol, tree_rel_err
+from helpers import enable_x64, rel_err, tol, tree_rel_err
 
 import jrnn
 import jrnn.flax as jflax
@@ -71,7 +71,7 @@ def test_outputs_and_gradients_equal_flax(
 
 
 def test_float64_outputs_and_gradients_equal_flax_with_a_residual_cell():
-    with jax.enable_x64(True):
+    with enable_x64(True):
         ref, mine = _models("tanh", True, jnp.float64, reverse=True, return_carry=True)
         x, h0, rng = _inputs(np.float64)
         variables = ref.init(jax.random.key(0), x)

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import random_problem, reference_forward, rel_err, specs, tol
+from helpers import enable_x64, random_problem, reference_forward, rel_err, specs, tol
 from hypothesis import given
 
 import jrnn
@@ -79,7 +79,7 @@ _jit_forward = jax.jit(jrnn.forward, static_argnames=("activation", "reverse", "
 
 @given(spec=specs(steps=(1, 9), features=(1, 5), hidden=(1, 6)))
 def test_forward_property_random_shapes(spec):
-    with jax.enable_x64(True):
+    with enable_x64(True):
         params, xs, h0, lengths = spec.problem()
         options = spec.options(lengths)
         hs, h_last = _jit_forward(params, xs, h0, **options)

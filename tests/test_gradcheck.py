@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import random_problem
+from helpers import enable_x64, random_problem
 
 import jrnn
 import jrnn.activations
@@ -224,3 +224,39 @@ def test_the_model_form_refuses_what_it_cannot_use():
         fd_entries=4,
     )
     assert report.ok() and [r.name for r in report.rows] == ["params['w']", "xs"]
+
+
+def test_a_wrong_derivative_is_told_from_a_kink_and_a_large_step():
+    """BPTT and autodiff agree, both miss the finite differences: a second step size and
+    the one-sided slopes tell which of three it is."""
+    params = jrnn.init_params(jax.random.PRNGKey(6), 3, 4)
+    xs = jax.random.normal(jax.random.PRNGKey(7), (2, 6, 3))
+
+    @jax.custom_vjp
+    def sin_twice_wrong(x):
+        return jnp.sin(x)
+
+    sin_twice_wrong.defvjp(lambda x: (jnp.sin(x), x), lambda x, g: (2 * jnp.cos(x) * g,))
+    wrong = jrnn.check_grads(
+        params, xs, objective=lambda p, x: jnp.sum(sin_twice_wrong(jrnn.rnn(p, x)[0]))
+    )
+    assert not wrong.ok() and wrong.max_bptt_autodiff_rel <= 1e-12
+    assert "derivative, as JAX computes it, is wrong" in wrong.diagnosis()
+    assert "custom_vjp" in wrong.diagnosis()
+
+    with enable_x64():
+        p64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
+        at = float(jnp.sum(jrnn.rnn(p64, jnp.asarray(xs, jnp.float64))[0]))
+
+    def kinked(p, x):  # |s - s0 - 1e-5|: a kink 1e-5 away, inside every step tried
+        return jnp.abs(jnp.sum(jrnn.rnn(p, x)[0]) - (at + 1e-5))
+
+    kink = jrnn.check_grads(params, xs, objective=kinked)
+    assert not kink.ok() and "not smooth at this point" in kink.diagnosis()
+
+    def steep(p, x):
+        return jnp.sum(jnp.exp(10 * jrnn.rnn(p, x)[0]))
+
+    large = jrnn.check_grads(params, xs, objective=steep, eps=0.3)
+    assert not large.ok() and "eps is too large" in large.diagnosis()
+    assert jrnn.check_grads(params, xs, objective=steep).ok()

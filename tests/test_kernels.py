@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import XLA_TEST_FLAG, rel_err, specs, tree_rel_err
+from helpers import XLA_TEST_FLAG, enable_x64, rel_err, specs, tree_rel_err
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax._src.pallas.mosaic_gpu.interpret.params import InterpretGPUParams
@@ -553,7 +553,7 @@ def test_a_hidden_size_beyond_the_kernels_limit_names_it():
 
 
 def test_float64_is_not_a_kernel_dtype():
-    with jax.enable_x64(True):
+    with enable_x64(True):
         params, xs, _ = _small()
         params = jax.tree.map(lambda a: a.astype(jnp.float64), params)
         with pytest.raises(

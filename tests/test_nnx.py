@@ -8,7 +8,7 @@ import optax
 import pytest
 from flax import nnx
 from helpers import FLAX_CASES as CASES
-from helpers import rel_err, tol, tree_rel_err
+from helpers import enable_x64, rel_err, tol, tree_rel_err
 
 import jrnn
 import jrnn.nnx as jnnx
@@ -93,7 +93,7 @@ def test_outputs_and_gradients_equal_nnx(
 
 
 def test_float64_outputs_and_gradients_equal_nnx_with_a_residual_cell():
-    with jax.enable_x64(True):
+    with enable_x64(True):
         ref, mine = _models("tanh", True, jnp.float64, reverse=True, return_carry=True)
         x, h0, rng = _inputs(np.float64)
         r, s = rng.standard_normal((B, T, H)), rng.standard_normal((B, H))

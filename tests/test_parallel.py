@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import random_problem, rel_err, specs, tol, tree_rel_err
+from helpers import enable_x64, random_problem, rel_err, specs, tol, tree_rel_err
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -44,7 +44,7 @@ def _both_ways(params, xs, h0, lengths, *, method, **options):
     method=st.sampled_from(parallel.METHODS),
 )
 def test_parallel_equals_sequential_float64(spec, method):
-    with jax.enable_x64(True):
+    with enable_x64(True):
         params, xs, h0, lengths = spec.problem(recurrent_scale=0.5)
         options = spec.options(lengths)
         options.pop("lengths")

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import random_problem, specs, tree_rel_err
+from helpers import enable_x64, random_problem, specs, tree_rel_err
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -56,7 +56,7 @@ def test_remat_equals_plain_bptt(x64, activation, reverse, with_lengths, loss_ki
     k=st.integers(1, 6),
 )  # fmt: skip
 def test_remat_property(spec, k):
-    with jax.enable_x64(True):
+    with enable_x64(True):
         params, xs, h0, lengths = spec.problem()
         kw = dict(reverse=spec.reverse, time_major=spec.time_major)
         _, g0, out0 = _grads(params, xs, h0, lengths, None, **kw)

@@ -188,6 +188,10 @@ EAGER = {
 }
 
 
+@pytest.mark.skipif(
+    not hasattr(jax.monitoring, "unregister_event_duration_listener"),
+    reason="counts compiles with a listener this jax cannot remove",
+)
 @pytest.mark.parametrize("name", EAGER)
 def test_eager_calls_compile_once(name):
     """Called outside jit, the entry points (and jax.grad through them) compile their loops

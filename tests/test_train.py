@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import reference_forward, rel_err, tol, tree_rel_err
+from helpers import enable_x64, reference_forward, rel_err, tol, tree_rel_err
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,6 +25,11 @@ from jrnn.train import (
     make_train_step,
     tbptt_gradients,
     truncated_bptt,
+)
+
+# the digits task's data comes with scikit-learn (the train extra; the floor CI runs without)
+NEEDS_SKLEARN = pytest.mark.skipif(
+    importlib.util.find_spec("sklearn") is None, reason="the digits task needs scikit-learn"
 )
 
 
@@ -192,6 +199,7 @@ def test_train_step_and_evaluate_bad_input():
         evaluate(params, {"inputs": 1})
 
 
+@NEEDS_SKLEARN
 def test_evaluate_reports_loss_and_accuracy():
     task = get_task("digits")
     params = init_model(jax.random.PRNGKey(0), 8, 16, 10)
@@ -204,6 +212,7 @@ def test_evaluate_reports_loss_and_accuracy():
     )
 
 
+@NEEDS_SKLEARN
 def test_training_learns_digits():
     """A few hundred Adam steps take sequential digits far above chance (0.1)."""
     task = get_task("digits")
@@ -279,7 +288,7 @@ def test_tbptt_with_one_chunk_is_full_bptt(x64):
     layers=st.integers(1, 2),
 )
 def test_tbptt_matches_a_loop_over_chunks(steps, chunk, with_lengths, layers):
-    with jax.enable_x64(True):
+    with enable_x64(True):
         params = _model(jax.random.PRNGKey(steps), layers=layers)
         lengths = np.array([steps, steps // 2, 0]) if with_lengths else None
         batch = _stream(jax.random.PRNGKey(chunk), steps=steps, lengths=lengths)

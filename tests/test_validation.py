@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import enable_x64
 
 import jrnn
 
@@ -288,13 +289,13 @@ def test_keyword_options_are_static_argnames_under_jit(good):
 def test_float64_params_without_x64_warn_once_and_say_how(recwarn):
     import warnings
 
-    with jax.enable_x64(False), warnings.catch_warnings():
+    with enable_x64(False), warnings.catch_warnings():
         warnings.simplefilter("always")
         params = jrnn.init_params(jax.random.PRNGKey(0), 3, 4, dtype=jnp.float64)
     messages = [str(w.message) for w in recwarn.list]
     assert len(messages) == 1, messages
     assert "jax_enable_x64" in messages[0] and params.w_x.dtype == jnp.float32
-    with jax.enable_x64(True), warnings.catch_warnings():
+    with enable_x64(True), warnings.catch_warnings():
         warnings.simplefilter("error")
         assert (
             jrnn.init_params(jax.random.PRNGKey(0), 3, 4, dtype=jnp.float64).b.dtype == jnp.float64

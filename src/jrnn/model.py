@@ -9,7 +9,7 @@ layer differentiates with the hand-written BPTT of :func:`jrnn.rnn`), and a dens
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple, Unpack, cast
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +17,6 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, DTypeLike, Float, PRNGKeyArray
 
 from jrnn._src.compat import exportable
-from jrnn._src.options import ScanOptions
 from jrnn._src.validate import positive_int
 from jrnn.layers import init_stack, stack
 from jrnn.params import RNNParams, initializer, param_dtype
@@ -142,7 +141,7 @@ def apply(
     *,
     return_sequences: bool = False,
     remat: int | None = None,
-    **options: Unpack[ScanOptions],
+    **options: Any,
 ) -> tuple[
     Float[Array, "*batch outputs"] | Float[Array, "*batch time outputs"],
     tuple[Float[Array, "*batch _hidden"], ...],

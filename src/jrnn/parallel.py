@@ -64,6 +64,7 @@ from jrnn._src.options import (
 )
 from jrnn._src.rnn import rnn as sequential_rnn
 from jrnn._src.scan import forward_loop
+from jrnn._src.scopes import scoped
 from jrnn._src.validate import positive_float, positive_int
 from jrnn.params import RNNParams
 
@@ -162,9 +163,10 @@ def _linearise(params, u, h0, hs, act, valid, diagonal):
     return f, jac, h_prev
 
 
-def _slope(act, a: jax.Array, h: jax.Array) -> jax.Array:
+def _slope(act, a: jax.Array | None, h: jax.Array) -> jax.Array:
     """``act'(a)``: from the output ``h = act(a)`` for a built-in, by JAX for a callable."""
     if not act.builtin:
+        assert a is not None, "a callable's slope needs the pre-activation"
         return act.slope(a)
     return jnp.ones_like(h) if act.grad_from_output is None else act.grad_from_output(h)
 
@@ -248,6 +250,7 @@ def _solver(
 
 
 @partial(jax.jit, static_argnums=(1, 2))
+@scoped("jrnn.parallel.forward")
 def _forward_tm(ops: Operands, opts: Options, solver: _Solver):
     """Time-major parallel forward: outputs `(T, B, H)` (zero at padded steps), ``h_last``
     and the info."""
@@ -285,6 +288,7 @@ def _sequential_carried(ops: Operands, opts: Options):
 
 
 @partial(jax.jit, static_argnums=4)
+@scoped("jrnn.parallel.bptt")
 def _adjoint_tm(ops: Operands, out_t, dhs_t, dh_last, opts: Options):
     """Time-major parallel BPTT. ``out_t``: the forward's outputs (zeros at padded steps)."""
     (w_x, w_h, _), xs_t, h0, lengths, _ = ops

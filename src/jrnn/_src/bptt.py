@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import NamedTuple, Unpack
+from typing import Any, NamedTuple, Unpack
 
 import jax
 import jax.numpy as jnp
@@ -37,12 +37,13 @@ from jrnn._src import fused
 from jrnn._src.compat import dot_general_like, explicit_sharding, reshard_like
 from jrnn._src.options import Operands, Options, ScanOptions, prepare, prepare_cotangents
 from jrnn._src.scan import index_step, update_step
+from jrnn._src.scopes import scoped
 from jrnn.params import RNNParams
 
 __all__ = ["adjoint_loop", "backward", "gram"]
 
 
-def gram(a: jax.Array, b: jax.Array, like: jax.Array) -> jax.Array:
+def gram(a: jax.Array, b: jax.Array, like: Any) -> jax.Array:
     """``a2^T @ b2`` over all rows (``T * B`` or ``B``) of two same-layout arrays, as one 2-D
     GEMM: the gradient of ``like``, and typed as it (its sharding on an Explicit mesh).
 
@@ -87,6 +88,7 @@ def _first_slot(num_steps: int, axis: int, reverse: bool, lengths: jax.Array | N
 
 
 @partial(jax.jit, static_argnums=4)
+@scoped("jrnn.bptt")
 def adjoint_loop(
     ops: Operands,
     hs: jax.Array,

@@ -40,8 +40,10 @@ def exportable(name: str) -> Any:
     A second registration (a module imported again) is left as the first."""
 
     def register(cls: Any) -> Any:
+        from jax import export  # not an attribute of jax until imported, on older jax
+
         try:
-            jax.export.register_namedtuple_serialization(cls, serialized_name=name)
+            export.register_namedtuple_serialization(cls, serialized_name=name)
         except ValueError:  # registered already
             pass
         return cls
@@ -81,7 +83,7 @@ def struct_like(shape: tuple[int, ...], dtype: Any, like: Any) -> jax.ShapeDtype
         return jax.ShapeDtypeStruct(shape, dtype, manual_axis_type=manual)
     vma = getattr(aval, "vma", None)
     if vma is not None:
-        return jax.ShapeDtypeStruct(shape, dtype, vma=vma)
+        return jax.ShapeDtypeStruct(shape, dtype, vma=vma)  # type: ignore[call-arg]
     return jax.ShapeDtypeStruct(shape, dtype)
 
 
@@ -96,7 +98,7 @@ def explicit_sharding(x: Any) -> Any:
     return sharding
 
 
-def dot_general_like(a: jax.Array, b: jax.Array, dims: Any, like: jax.Array) -> jax.Array:
+def dot_general_like(a: jax.Array, b: jax.Array, dims: Any, like: Any) -> jax.Array:
     """``lax.dot_general(a, b, dims)`` typed with ``like``'s sharding where the operands are
     explicitly sharded (a contraction over a sharded batch: its result is ``like``'s
     gradient, so it takes ``like``'s type)."""
@@ -109,7 +111,7 @@ def dot_general_like(a: jax.Array, b: jax.Array, dims: Any, like: jax.Array) -> 
     return lax.dot_general(a, b, dims, out_sharding=out)
 
 
-def reshard_like(x: jax.Array, like: jax.Array) -> jax.Array:
+def reshard_like(x: jax.Array, like: Any) -> jax.Array:
     """``x`` with ``like``'s explicit sharding where ``like`` has one and ``x`` another."""
     target, current = explicit_sharding(like), explicit_sharding(x)
     if target is None or (current is not None and current.spec == target.spec):
@@ -123,7 +125,7 @@ def enable_x64(enabled: bool = True) -> Iterator[None]:
     if hasattr(jax, "enable_x64"):
         context = jax.enable_x64(enabled)
     else:  # older jax: the experimental form
-        from jax.experimental import enable_x64 as experimental
+        from jax.experimental import enable_x64 as experimental  # type: ignore[attr-defined]
 
         context = experimental(enabled) if enabled else contextlib.nullcontext()
     with context:

@@ -18,21 +18,22 @@ on a CPU) therefore sees the real kernel.
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.extend.core import Primitive
+from jax.interpreters import batching, mlir
 from jax.sharding import PartitionSpec as P
 
 from jrnn._src.compat import explicit_sharding
-from jrnn._src.kernels import mosaic_gpu, tpu, triton
 from jrnn._src.kernels.common import Call, Form
-from jrnn._src.kernels.forms import PLATFORMS
+from jrnn._src.kernels.forms import PLATFORMS, kernel_module
 from jrnn._src.options import Operands, Options
+from jrnn._src.scopes import scoped
 
 __all__ = ["adjoint", "forward"]
-
-_MODULES = {"tpu": tpu, "triton": triton, "mosaic_gpu": mosaic_gpu}
-
 
 # what each argument of a kernel entry is, for the split of an explicitly sharded batch:
 # "s" a time-major (T, B, ...) sequence, "r" a (B, ...) per-row array, "w" the weight
@@ -77,10 +78,11 @@ def _on_platform(name: str, opts: Options, *args):
     unroll = opts.unroll if not isinstance(opts.unroll, bool) else 1
 
     def branch(form: Form):
-        run = getattr(_MODULES[form.name], name)
         call = Call(opts.act, opts.reverse, unroll, form)
 
         def run_on(*arrays):
+            # the form's module, imported when this branch is traced (kernel_module)
+            run = getattr(kernel_module(form.name), name)
             given = iter(arrays)
             return run(*[next(given) if p else None for p in present], call)
 
@@ -91,8 +93,58 @@ def _on_platform(name: str, opts: Options, *args):
     operands = [a for a in args if a is not None]
     if len(set(forms)) == 1:  # one form everywhere: no platform switch to lower
         return branch(forms[0])(*operands)
-    return lax.platform_dependent(
-        *operands, **{p: branch(f) for p, f in zip(PLATFORMS, forms, strict=True)}
+    if any(not isinstance(f.interpret, bool) for f in forms):
+        # the TPU interpret mode (under shard_map) carries effects: JAX's own switch
+        return lax.platform_dependent(
+            *operands, **{p: branch(f) for p, f in zip(PLATFORMS, forms, strict=True)}
+        )
+    kinds = [k for k, a in zip(_KINDS[name][0], args, strict=True) if a is not None]
+    branches = tuple((p, branch(f)) for p, f in zip(PLATFORMS, forms, strict=True))
+    return _kernel_p.bind(*operands, branches=branches, like=(0, kinds.index("r")))
+
+
+# One kernel call, a form per platform. Unlike lax.platform_dependent, whose branches are
+# each lowered for every platform of a multi-platform lowering (jax.export with platforms=
+# ("cuda", "tpu"): a TPU kernel cannot be lowered for CUDA), each platform's lowering rule
+# lowers that platform's kernel alone.
+_kernel_p = Primitive("jrnn_kernel")
+_kernel_p.multiple_results = True
+
+
+@_kernel_p.def_impl
+def _kernel_impl(*args, branches, like):
+    return jax.jit(partial(_kernel_p.bind, branches=branches, like=like))(*args)
+
+
+@_kernel_p.def_abstract_eval
+def _kernel_abstract(*avals, branches, like):
+    # the outputs' shapes are the kernels' (every form's are equal); their type otherwise
+    # (varying axes under shard_map) that of the operand of their rank: ``like``
+    structs = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in avals]
+    outs = jax.eval_shape(branches[0][1], *structs)
+    return [
+        avals[i].update(shape=o.shape, dtype=o.dtype, weak_type=False)
+        for o, i in zip(outs, like, strict=True)
+    ]
+
+
+def _kernel_batch(args, dims, *, branches, like):
+    mapped = tuple((p, jax.vmap(fn, in_axes=tuple(dims))) for p, fn in branches)
+    outs = _kernel_p.bind(*args, branches=mapped, like=like)
+    return outs, [0] * len(outs)
+
+
+batching.primitive_batchers[_kernel_p] = _kernel_batch
+
+
+def _kernel_lowering(ctx, *args, branches, like, platform: str):
+    del like
+    return mlir.lower_fun(dict(branches)[platform], multiple_results=True)(ctx, *args)
+
+
+for _platform in PLATFORMS:
+    mlir.register_lowering(
+        _kernel_p, partial(_kernel_lowering, platform=_platform), platform=_platform
     )
 
 
@@ -100,6 +152,7 @@ def _time_major(x: jax.Array, axis: int) -> jax.Array:
     return x if axis == 0 else jnp.swapaxes(x, 0, 1)
 
 
+@scoped("jrnn.kernel.forward")
 def forward(ops: Operands, opts: Options) -> tuple[jax.Array, jax.Array]:
     """The forward recurrence by the kernel; contract of :func:`jrnn._src.scan.forward_loop`.
 
@@ -116,6 +169,7 @@ def forward(ops: Operands, opts: Options) -> tuple[jax.Array, jax.Array]:
     return _time_major(hs, opts.axis), h_last.astype(h0.dtype)
 
 
+@scoped("jrnn.kernel.adjoint")
 def adjoint(
     ops: Operands,
     hs: jax.Array,

@@ -335,8 +335,9 @@ def _check_lengths(lengths: Any, batched: bool, batch: int, steps: int) -> jax.A
         raise ValueError(f"lengths must have shape {what} = {expected}; got {tuple(lengths.shape)}")
     value = concrete(lengths)
     # a symbolic T (jax.export) has no value to check against: clipped below, as traced values
-    checkable = value is not None and value.size and isinstance(steps, int | np.integer)
-    if checkable and (value.min() < 0 or value.max() > steps):
+    if value is not None and not isinstance(steps, int | np.integer):
+        value = None
+    if value is not None and value.size and (value.min() < 0 or value.max() > steps):
         raise ValueError(
             f"lengths must lie in [0, T] = [0, {steps}]; got values from {value.min()} "
             f"to {value.max()}"
@@ -382,15 +383,21 @@ def _resolve_impl(
 ) -> str:
     """``"scan"`` or ``"pallas"`` for a call of ``dtype`` and ``shape`` `(B, T, H)`: ``"auto"``
     is :data:`AUTO`, or the ``tuning`` table's choice (the scan loop where the kernels cannot
-    hold the call); a shape or dtype the kernels cannot hold for ``"pallas"`` is a
-    ValueError."""
+    hold the call or the shape is symbolic); a shape, dtype or activation the kernels cannot
+    hold for ``"pallas"`` is a ValueError."""
     batch, steps, hidden = shape
+    symbolic = not all(isinstance(d, int | np.integer) for d in shape)
     if impl == "auto":
-        if tuning is None or tuning.choose(dtype, batch, steps, hidden) != "pallas":
+        if symbolic or tuning is None or tuning.choose(dtype, batch, steps, hidden) != "pallas":
             return AUTO
         return "scan" if _kernels_refuse(dtype, hidden, act) else "pallas"
     if impl != "pallas":
         return "scan"
+    if symbolic:
+        raise ValueError(
+            f"impl='pallas' tiles a known shape; got xs with symbolic dimensions (batch "
+            f"{batch}, time {steps}): export with impl='scan' or 'auto' for symbolic shapes"
+        )
     refused = _kernels_refuse(dtype, hidden, act)
     if refused:
         raise ValueError(refused)

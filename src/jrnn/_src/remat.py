@@ -20,6 +20,7 @@ from jrnn._src.bptt import adjoint_loop
 from jrnn._src.custom import operands_vjp
 from jrnn._src.options import Operands, Options
 from jrnn._src.scan import forward_loop
+from jrnn._src.scopes import scoped
 
 __all__ = ["remat_loop", "remat_rnn"]
 
@@ -43,6 +44,7 @@ def _stack_to_sequence(stacked: jax.Array, axis: int) -> jax.Array:
 
 
 @partial(jax.jit, static_argnums=(1, 2))
+@scoped("jrnn.remat.forward")
 def _segments_forward(ops: Operands, opts: Options, k: int):
     """Runs the segments in order; returns (hs, h_last, states entering each segment)."""
     axis = opts.axis
@@ -67,6 +69,7 @@ def _adjoint(residuals, dhs, dh_last, static: tuple[Options, int]):
 
 
 @partial(jax.jit, static_argnums=(4, 5))
+@scoped("jrnn.remat.bptt")
 def _segments_adjoint(ops, entering, dhs, dh_last, opts: Options, k: int):
     """The segments' BPTT in reverse (each segment's forward re-run from its entering
     state); ``dhs``/``dh_last``: the cotangents or ``None`` (zero)."""

@@ -23,18 +23,19 @@ from jaxtyping import Array, ArrayLike, Float
 
 from jrnn._src import fused
 from jrnn._src.options import Operands, Options, ScanOptions, prepare
+from jrnn._src.scopes import scoped
 from jrnn.params import RNNParams
 
 __all__ = ["forward", "forward_loop", "index_step", "update_step"]
 
 
-def index_step(buf: jax.Array, t: jax.Array, axis: int) -> jax.Array:
+def index_step(buf: jax.Array, t: jax.Array | int, axis: int) -> jax.Array:
     """Step ``t`` of a `(B, T, ...)`/`(T, B, ...)` buffer along its time ``axis``."""
     # t is always in range: skipping negative-index wrapping saves a select per step
     return lax.dynamic_index_in_dim(buf, t, axis, keepdims=False, allow_negative_indices=False)
 
 
-def update_step(buf: jax.Array, value: jax.Array, t: jax.Array, axis: int) -> jax.Array:
+def update_step(buf: jax.Array, value: jax.Array, t: jax.Array | int, axis: int) -> jax.Array:
     """``buf`` with step ``t`` along ``axis`` set to ``value`` (in place inside a loop)."""
     return lax.dynamic_update_index_in_dim(buf, value, t, axis, allow_negative_indices=False)
 
@@ -44,6 +45,7 @@ def update_step(buf: jax.Array, value: jax.Array, t: jax.Array, axis: int) -> ja
 # see a new program). Inside a caller's jit it is inlined. The other loops (bptt, remat,
 # jrnn.parallel) are jitted so for the same reason.
 @partial(jax.jit, static_argnums=1)
+@scoped("jrnn.forward")
 def forward_loop(ops: Operands, opts: Options) -> tuple[jax.Array, jax.Array]:
     """The recurrence on validated operands, in their layout, by ``opts.impl``.
 

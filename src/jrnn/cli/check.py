@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from jrnn._src.compat import enable_x64
 from jrnn._src.scan import forward
 from jrnn.gradcheck import check_grads
 from jrnn.notebook import SEED_H_LAST, seed_example, seed_loss
@@ -20,7 +21,7 @@ def check(
     notebook's printed numbers), then the gradient-check tables for that example (loss
     ``0.5 * ||h_T||^2``) and for a random model; returns 1 if a check fails."""
     # numpy's print options for this command's output only: restored after
-    with jax.enable_x64(True), np.printoptions(precision=8, suppress=True):
+    with enable_x64(), np.printoptions(precision=8, suppress=True):
         params, xs, h0 = seed_example()
         _, h_last = forward(params, xs, h0)
         print("seed notebook example: forward(x, h0 = 0), h_T =")

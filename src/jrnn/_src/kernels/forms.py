@@ -12,7 +12,9 @@ lowered for.
 
 from __future__ import annotations
 
+import importlib
 import os
+from typing import Any
 
 import jax
 from jax.experimental.pallas import tpu as pltpu
@@ -28,6 +30,7 @@ __all__ = [
     "form_for",
     "gpu_kernels",
     "kernel_forms",
+    "kernel_module",
 ]
 
 PLATFORMS = ("cpu", "tpu", "cuda", "rocm")
@@ -76,6 +79,25 @@ def gpu_kernels() -> str:
     except RuntimeError:  # no CUDA backend in this process
         devices = []
     return form_for([getattr(d, "compute_capability", "") for d in devices])
+
+
+def kernel_module(name: str) -> Any:
+    """The module of jrnn that holds the form ``name`` (``"tpu"``, ``"triton"``,
+    ``"mosaic_gpu"``), imported on first use: a form's Pallas backend is imported only when
+    a program runs or lowers that form (the Triton one is deprecated from JAX 0.11 on and
+    may be missing from a later jax).
+
+    Raises:
+        ValueError: this jax has no Pallas backend for the form (one line, naming
+            ``impl``).
+    """
+    try:
+        return importlib.import_module(f"jrnn._src.kernels.{name}")
+    except ImportError as error:
+        raise ValueError(
+            f"impl='pallas' needs Pallas' {name} backend for this platform, which jax "
+            f"{jax.__version__} does not have ({error}); use impl='scan' or 'auto'"
+        ) from None
 
 
 def form_for(capabilities: list[str]) -> str:
