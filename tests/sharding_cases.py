@@ -57,6 +57,8 @@ CASES = {
         lambda p, x, n, m: _sum(jrnn.rnn(p, x, recurrent_mask=m, activation="relu")),
     ),
     "rnn_remat": (PARAMS, lambda p, x, n, m: _sum(jrnn.rnn(p, x, lengths=n, remat=4))),
+    # a batch-sharded h0 of the user's (the mask's array, shifted)
+    "rnn_h0": (PARAMS, lambda p, x, n, m: _sum(jrnn.rnn(p, x, m - 1.0, lengths=n))),
     "rnn_time_major": (
         PARAMS,
         lambda p, x, n, m: _sum(jrnn.rnn(p, jnp.swapaxes(x, 0, 1), time_major=True)[1]),
@@ -149,6 +151,9 @@ def _train_step(mesh) -> dict[str, object]:
     def step_sharded():
         return make_sharded_train_step(optimizer, mesh)(p, s, d)
 
+    def step_sharded_in_own_jit():
+        return jax.jit(make_sharded_train_step(optimizer, mesh, jit=False))(p, s, d)
+
     def step_shard_map():
         step = jrnn.make_train_step(optimizer, jit=False, axis_name="batch")
         mapped = jax.shard_map(
@@ -160,6 +165,7 @@ def _train_step(mesh) -> dict[str, object]:
         ("explicit", step_explicit),
         ("set_mesh", step_set_mesh),
         ("make_sharded_train_step", step_sharded),
+        ("make_sharded_train_step(jit=False)", step_sharded_in_own_jit),
         ("shard_map", step_shard_map),
     ):
         try:

@@ -186,7 +186,9 @@ def test_unsupported_cells_are_refused(cell, error, match):
         jflax.SimpleRNN(cell)
 
 
-@pytest.mark.parametrize("fn", [nn.gelu, jnp.sin, lambda a: a / (1 + jnp.abs(a))], ids=str)
+@pytest.mark.parametrize(
+    "fn", [nn.gelu, jnp.sin, lambda a: a / (1 + jnp.abs(a))], ids=["gelu", "sin", "softsign"]
+)
 def test_any_activation_fn_equals_flax(fn):
     """A cell's own activation_fn runs as flax runs it: outputs and gradients (jrnn's BPTT
     takes its derivative from JAX); grad="autodiff" gives forward mode through the module."""

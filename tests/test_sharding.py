@@ -18,7 +18,13 @@ from helpers import xla_cache_env
 
 SCRIPT = Path(__file__).with_name("sharding_cases.py")
 MODES = ("explicit", "set_mesh", "shard_map")
-TRAIN_MODES = ("explicit", "set_mesh", "make_sharded_train_step", "shard_map")
+TRAIN_MODES = (
+    "explicit",
+    "set_mesh",
+    "make_sharded_train_step",
+    "make_sharded_train_step(jit=False)",
+    "shard_map",
+)
 
 
 @pytest.fixture(scope="module")

@@ -73,7 +73,7 @@ def _layout(m: Any, name: str, dtype: str) -> tuple[Any, Any, dict[str, Any]]:
 
 def _in_dtype(m: Any, dtype: str) -> Any:
     """float64 cases run under x64 (never flipped globally)."""
-    return m.enable_x64(dtype == "float64")
+    return m.jax.enable_x64(dtype == "float64")
 
 
 def _sequential(m: Any, layout: str, dtype: str) -> None:

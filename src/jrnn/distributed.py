@@ -174,6 +174,16 @@ def shard_batch(batch: Batch, mesh: Mesh) -> Batch:
     )
 
 
+def _constrain(tree: Any, sharding: NamedSharding) -> Any:
+    """``tree`` laid out as ``sharding`` says inside a ``jit``: a sharding constraint on a
+    mesh of Auto axes, a ``reshard`` on one of Explicit axes (JAX's default meshes since
+    0.8, where the layout is part of the type)."""
+    explicit = getattr(getattr(jax.sharding, "AxisType", None), "Explicit", None)
+    if explicit is not None and explicit in tuple(getattr(sharding.mesh, "axis_types", ())):
+        return jax.tree.map(lambda a: jax.sharding.reshard(a, sharding), tree)
+    return jax.lax.with_sharding_constraint(tree, sharding)
+
+
 def make_sharded_train_step(
     optimizer: optax.GradientTransformation, mesh: Mesh, *, jit: bool = True, **options: Any
 ) -> Callable[[ModelParams, Any, Batch], tuple[ModelParams, Any, Metrics]]:
@@ -185,7 +195,8 @@ def make_sharded_train_step(
 
     Args:
         optimizer: any ``optax.GradientTransformation``.
-        mesh: a mesh from :func:`batch_mesh`.
+        mesh: a mesh from :func:`batch_mesh`, or ``jax.make_mesh``'s (Explicit axes; its
+            batch axis named ``"batch"``).
         jit: ``True``: the step jitted with those shardings. ``False``: the step to call
             inside the caller's own ``jit`` (a ``lax.scan`` over steps that draws each
             batch on the device, as ``jrnn train`` does): it constrains the batch to the
@@ -209,7 +220,7 @@ def make_sharded_train_step(
         return jax.jit(step, in_shardings=(rep, rep, split), out_shardings=(rep, rep, rep))
 
     def sharded_step(params: ModelParams, opt_state: Any, batch: Batch):
-        batch = jax.lax.with_sharding_constraint(batch, split)
-        return jax.lax.with_sharding_constraint(step(params, opt_state, batch), rep)
+        batch = _constrain(batch, split)
+        return _constrain(step(params, opt_state, batch), rep)
 
     return sharded_step

@@ -539,11 +539,11 @@ def to_keras(
             ``jax`` when keras is first imported: see the module docstring).
         ImportError: keras 3 is not installed.
     """
-    keras = _import_keras()
-
     activation = _named(activation, "to_keras", "Keras' SimpleRNN")
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}; got {activation!r}")
+    keras = _import_keras()
+
     if merge_mode not in MERGE_MODES:
         raise ValueError(f"merge_mode must be one of {list(MERGE_MODES)}; got {merge_mode!r}")
     if not isinstance(params, RNNParams | BiRNNParams):

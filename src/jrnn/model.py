@@ -14,7 +14,7 @@ from typing import Any, NamedTuple, cast
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike, DTypeLike, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, DTypeLike, Float, Int, PRNGKeyArray
 
 from jrnn._src.compat import exportable
 from jrnn._src.validate import positive_int
@@ -140,6 +140,7 @@ def apply(
     h0: Sequence[Float[ArrayLike, "*batch _hidden"]] | None = None,
     *,
     return_sequences: bool = False,
+    lengths: Int[ArrayLike, "*batch"] | None = None,
     remat: int | None = None,
     **options: Any,
 ) -> tuple[
@@ -157,8 +158,9 @@ def apply(
             (with ``lengths``, each sequence's state at its last valid step).
             ``True``: the head reads every state, outputs `(B, T, O)` (steps past a
             sequence's length are computed but meaningless: mask them, as the losses do).
+        lengths: optional `(B,)` valid steps per sequence.
         remat: as :func:`jrnn.rnn` (segment rematerialisation for long sequences).
-        **options: every option of :class:`jrnn.ScanOptions` (``activation``, ``lengths``,
+        **options: the other options of :class:`jrnn.ScanOptions` (``activation``,
             ``unroll``, ``impl``, ``grad``, ``tuning``, ...), for every layer, as
             :func:`jrnn.layers.stack` takes them (``recurrent_mask``: one per layer;
             ``reverse`` and ``time_major`` are not the model's: its layers read forward,
@@ -174,7 +176,7 @@ def apply(
             raise TypeError(
                 f"apply() takes no {name!r} option: the model reads forward, batch-first"
             )
-    outputs, states = stack(params.layers, xs, h0, remat=remat, **options)
+    outputs, states = stack(params.layers, xs, h0, lengths=lengths, remat=remat, **options)
     # one direction per layer: one output sequence, one state per layer
     hs, finals = cast(jax.Array, outputs), cast(tuple[jax.Array, ...], states)
     top = hs if return_sequences else finals[-1]

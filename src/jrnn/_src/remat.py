@@ -26,7 +26,12 @@ __all__ = ["remat_loop", "remat_rnn"]
 
 
 def _segment(a: jax.Array, s: jax.Array, k: int, axis: int) -> jax.Array:
-    return lax.dynamic_slice_in_dim(a, s * k, k, axis)
+    """Steps ``s * k .. s * k + k - 1`` of ``a`` along its time ``axis`` (a multiple of
+    ``k`` long): the time axis split in (segments, k), a free reshape, and one segment
+    indexed, which also holds where the length is symbolic (``jax.export``)."""
+    shape = a.shape
+    split = (*shape[:axis], shape[axis] // k, k, *shape[axis + 1 :])
+    return lax.dynamic_index_in_dim(a.reshape(split), s, axis, keepdims=False)
 
 
 def _segment_ops(ops: Operands, h: jax.Array, s: jax.Array, k: int, axis: int) -> Operands:
@@ -137,8 +142,10 @@ def _segmented(ops: Operands, opts: Options, k: int, run) -> tuple[jax.Array, ja
     num_steps = ops.xs.shape[axis]
     if num_steps == 0:
         return forward_loop(ops, opts)
-    k = max(1, min(k, num_steps))
-    pad = -num_steps % k
+    if isinstance(num_steps, int):  # (a symbolic T, under jax.export, keeps k as given)
+        k = max(1, min(k, num_steps))
+    # (not -T % k: with a symbolic T, jax.export can then prove the segment count >= 1)
+    pad = (num_steps + k - 1) // k * k - num_steps
     if pad:
         # padded steps are masked out like those past a sequence's length
         lengths = ops.lengths

@@ -128,10 +128,21 @@ def _scan_loop(ops: Operands, opts: Options) -> tuple[jax.Array, jax.Array]:
         buf = update_step(buf, jnp.where(valid, h_new, 0), t, axis)
         return jnp.where(valid, index_step(buf, t, axis) if read_back else h_new, h), buf
 
-    h_last, hs = lax.fori_loop(0, num_steps, step, (h0, buf), unroll=opts.unroll)
+    h_last, hs = _loop(num_steps, step, (h0, buf), opts.unroll)
     if batch_one:
         return hs.reshape(out_shape), h_last[None]
     return hs, h_last
+
+
+def _loop(num_steps, step, init, unroll):
+    """``lax.fori_loop(0, num_steps, step, init)``; over a symbolic number of steps
+    (``jax.export``) a ``lax.scan`` over the step indices, which reverse-mode autodiff
+    takes (a ``fori_loop`` with a non-constant bound lowers to a ``while_loop``, which it
+    does not)."""
+    if isinstance(num_steps, int):
+        return lax.fori_loop(0, num_steps, step, init, unroll=unroll)
+    steps = jnp.arange(num_steps, dtype=jnp.int32)
+    return lax.scan(lambda c, i: (step(i, c), None), init, steps, unroll=unroll)[0]
 
 
 def forward(

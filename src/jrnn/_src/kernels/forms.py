@@ -7,7 +7,11 @@ ROCm; and on CPU the ``"tpu"`` form in Pallas' interpret mode. :func:`kernel_for
 called once per call being prepared (:func:`jrnn._src.options.prepare`) and its result
 travels in that call's static options, so a changed choice makes a new program instead
 of reusing a compiled one; :mod:`jrnn._src.fused` runs the form of the platform being
-lowered for.
+lowered for. Operands that vary along manual mesh axes (inside ``shard_map``, or a batch
+sharded over Explicit axes, which ``fused`` splits with a ``shard_map`` of its own) take
+the forms that trace there (:func:`kernel_forms`' ``varying``). A form's module, and with
+it its Pallas backend, is imported when a program runs or lowers it
+(:func:`kernel_module`).
 """
 
 from __future__ import annotations
@@ -37,8 +41,9 @@ PLATFORMS = ("cpu", "tpu", "cuda", "rocm")
 """The platforms of :func:`kernel_forms`, in its order (JAX's lowering platforms)."""
 
 # On CPU: the TPU kernels in Pallas' HLO interpreter. Not the TPU interpret mode: its
-# callbacks carry an ordered effect that breaks the platform_dependent lowering for TPU or
-# CUDA on this host, and it is 100x slower (the tests run it on the kernels directly).
+# callbacks carry an ordered effect, which the per-platform switch then has to carry
+# (fused takes JAX's lax.platform_dependent for it), and it is 100x slower (the tests run
+# it on the kernels directly). Under shard_map it is the one that traces (below).
 CPU_FORM = Form("tpu", interpret=True)
 """The form ``impl="pallas"`` runs on CPU (for tests: the kernels' logic, slowly)."""
 
