@@ -154,6 +154,9 @@ def _train_step(mesh) -> dict[str, object]:
     def step_sharded_in_own_jit():
         return jax.jit(make_sharded_train_step(optimizer, mesh, jit=False))(p, s, d)
 
+    def step_sharded_kernels():  # Explicit axes: one kernel per shard
+        return make_sharded_train_step(optimizer, mesh, impl="pallas")(p, s, d)
+
     def step_shard_map():
         step = jrnn.make_train_step(optimizer, jit=False, axis_name="batch")
         mapped = jax.shard_map(
@@ -166,6 +169,7 @@ def _train_step(mesh) -> dict[str, object]:
         ("set_mesh", step_set_mesh),
         ("make_sharded_train_step", step_sharded),
         ("make_sharded_train_step(jit=False)", step_sharded_in_own_jit),
+        ("make_sharded_train_step(impl=pallas)", step_sharded_kernels),
         ("shard_map", step_shard_map),
     ):
         try:

@@ -634,7 +634,9 @@ def test_impl_pallas_trains_as_the_scan_path_and_refuses_data_parallel(tmp_path,
     assert jrnn.load_run(tmp_path / "pallas").evaluate()["loss"] == finals["pallas"]
     assert _run(tmp_path / "dp", "--impl", "pallas", "--data-parallel") == 2
     err = capsys.readouterr().err
-    assert "--data-parallel: data parallel training does not take impl='pallas' yet" in err
+    assert (
+        "--data-parallel: data parallel training takes impl='pallas' on a mesh of Explicit" in err
+    )
     with pytest.raises(SystemExit):
         _run(tmp_path / "bad", "--impl", "cuda")
     assert "--impl: invalid choice: 'cuda' (choose from" in capsys.readouterr().err

@@ -23,6 +23,7 @@ TRAIN_MODES = (
     "set_mesh",
     "make_sharded_train_step",
     "make_sharded_train_step(jit=False)",
+    "make_sharded_train_step(impl=pallas)",
     "shard_map",
 )
 

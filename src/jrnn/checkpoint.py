@@ -265,9 +265,20 @@ def _settle(captured: Any, quiet_s: float = 0.5, limit_s: float = 5.0) -> None:
 
 def _drop_loop_noise(text: str) -> str:
     """``text`` without the "Event loop is closed" tracebacks that tensorstore's callbacks
-    print when a failed save or restore has closed orbax's event loop under them."""
+    print when a failed save or restore has closed orbax's event loop under them, nor a
+    traceback cut off before its exception line (the capture file itself was cut short: a
+    full disk, a file-size limit), which says nothing."""
     blocks = re.split(r"(?m)^(?=Traceback \(most recent call last\):$)", text)
-    return "".join(b for b in blocks if "RuntimeError: Event loop is closed" not in b)
+    return "".join(b for b in blocks if not _noise(b))
+
+
+def _noise(block: str) -> bool:
+    if not block.startswith("Traceback (most recent call last):"):
+        return False
+    if "RuntimeError: Event loop is closed" in block:
+        return True
+    # a whole traceback ends in its exception's line, the first not indented
+    return not any(line and not line[0].isspace() for line in block.splitlines()[1:])
 
 
 def close(manager) -> None:

@@ -178,10 +178,15 @@ def _constrain(tree: Any, sharding: NamedSharding) -> Any:
     """``tree`` laid out as ``sharding`` says inside a ``jit``: a sharding constraint on a
     mesh of Auto axes, a ``reshard`` on one of Explicit axes (JAX's default meshes since
     0.8, where the layout is part of the type)."""
-    explicit = getattr(getattr(jax.sharding, "AxisType", None), "Explicit", None)
-    if explicit is not None and explicit in tuple(getattr(sharding.mesh, "axis_types", ())):
+    if _explicit(sharding.mesh):
         return jax.tree.map(lambda a: jax.sharding.reshard(a, sharding), tree)
     return jax.lax.with_sharding_constraint(tree, sharding)
+
+
+def _explicit(mesh: Any) -> bool:
+    """Whether ``mesh`` has Explicit axes (the layout part of the arrays' types)."""
+    explicit = getattr(getattr(jax.sharding, "AxisType", None), "Explicit", None)
+    return explicit is not None and explicit in tuple(getattr(mesh, "axis_types", ()))
 
 
 def make_sharded_train_step(
@@ -201,18 +206,21 @@ def make_sharded_train_step(
             inside the caller's own ``jit`` (a ``lax.scan`` over steps that draws each
             batch on the device, as ``jrnn train`` does): it constrains the batch to the
             mesh and the results to replicated, and XLA partitions the rest.
-        **options: ``loss``, ``activation``, ``return_sequences``, ``remat``, ``impl``
-            (``"auto"`` or ``"scan"``: the fused kernels are not partitioned yet).
+        **options: as :func:`jrnn.train.make_train_step` takes them (``loss``,
+            ``activation``, ``return_sequences``, ``remat``, ``impl``, ``grad``, ...);
+            ``impl="pallas"`` on a mesh of Explicit axes (one kernel per shard).
 
     Raises:
-        ValueError: ``impl="pallas"``. A Pallas kernel is one custom call that XLA's
-            partitioner cannot split by batch: each device would gather the whole batch.
+        ValueError: ``impl="pallas"`` on a mesh of Auto axes (:func:`batch_mesh`'s). A
+            Pallas kernel is one custom call that XLA's partitioner cannot split by batch:
+            each device would gather the whole batch.
     """
-    if options.get("impl") == "pallas":
+    if options.get("impl") == "pallas" and not _explicit(mesh):
         raise ValueError(
-            "data parallel training does not take impl='pallas' yet: XLA cannot split a "
-            "Pallas kernel over the batch mesh (it would gather the batch on every device); "
-            "use impl='scan' or 'auto'"
+            "data parallel training takes impl='pallas' on a mesh of Explicit axes "
+            "(jax.make_mesh's default, where jrnn runs one kernel per shard); this mesh's "
+            "axes are Auto, and XLA cannot split a Pallas kernel over them (it would gather "
+            "the batch on every device): use jax.make_mesh, or impl='scan' or 'auto'"
         )
     step = make_train_step(optimizer, jit=False, **options)
     rep, split = replicated(mesh), batch_sharding(mesh)
