@@ -25,6 +25,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jrnn._src.compat import explicit_axes
 from jrnn.batch import Batch
 from jrnn.model import ModelParams
 from jrnn.train import Metrics, make_train_step
@@ -178,15 +179,9 @@ def _constrain(tree: Any, sharding: NamedSharding) -> Any:
     """``tree`` laid out as ``sharding`` says inside a ``jit``: a sharding constraint on a
     mesh of Auto axes, a ``reshard`` on one of Explicit axes (JAX's default meshes since
     0.8, where the layout is part of the type)."""
-    if _explicit(sharding.mesh):
+    if explicit_axes(sharding.mesh):
         return jax.tree.map(lambda a: jax.sharding.reshard(a, sharding), tree)
     return jax.lax.with_sharding_constraint(tree, sharding)
-
-
-def _explicit(mesh: Any) -> bool:
-    """Whether ``mesh`` has Explicit axes (the layout part of the arrays' types)."""
-    explicit = getattr(getattr(jax.sharding, "AxisType", None), "Explicit", None)
-    return explicit is not None and explicit in tuple(getattr(mesh, "axis_types", ()))
 
 
 def make_sharded_train_step(
@@ -215,7 +210,7 @@ def make_sharded_train_step(
             Pallas kernel is one custom call that XLA's partitioner cannot split by batch:
             each device would gather the whole batch.
     """
-    if options.get("impl") == "pallas" and not _explicit(mesh):
+    if options.get("impl") == "pallas" and not explicit_axes(mesh):
         raise ValueError(
             "data parallel training takes impl='pallas' on a mesh of Explicit axes "
             "(jax.make_mesh's default, where jrnn runs one kernel per shard); this mesh's "

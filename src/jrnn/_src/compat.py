@@ -25,6 +25,7 @@ from jax import lax
 __all__ = [
     "dot_general_like",
     "enable_x64",
+    "explicit_axes",
     "explicit_sharding",
     "exportable",
     "reshard_like",
@@ -87,15 +88,17 @@ def struct_like(shape: tuple[int, ...], dtype: Any, like: Any) -> jax.ShapeDtype
     return jax.ShapeDtypeStruct(shape, dtype)
 
 
+def explicit_axes(mesh: Any) -> bool:
+    """Whether ``mesh`` has Explicit axes (the layout is then part of the arrays' types)."""
+    explicit = getattr(getattr(jax.sharding, "AxisType", None), "Explicit", None)
+    axis_types = getattr(mesh, "axis_types", ()) or ()
+    return explicit is not None and any(t == explicit for t in axis_types)
+
+
 def explicit_sharding(x: Any) -> Any:
     """``x``'s sharding if its type carries one on a mesh with Explicit axes, else ``None``."""
     sharding = getattr(jax.typeof(x), "sharding", None)
-    mesh = getattr(sharding, "mesh", None)
-    axis_types = getattr(mesh, "axis_types", ()) or ()
-    explicit = getattr(getattr(jax.sharding, "AxisType", None), "Explicit", None)
-    if explicit is None or not any(t == explicit for t in axis_types):
-        return None
-    return sharding
+    return sharding if explicit_axes(getattr(sharding, "mesh", None)) else None
 
 
 def dot_general_like(a: jax.Array, b: jax.Array, dims: Any, like: Any) -> jax.Array:
