@@ -512,10 +512,14 @@ def test_rnn_over_several_tiles_and_time_blocks():
         assert tree_rel_err(grads["pallas"], grads["scan"]) <= F32
 
 
-def test_sharded_training_refuses_the_kernels():
+def test_sharded_training_refuses_the_kernels_on_auto_axes():
+    """batch_mesh()'s Auto axes: XLA would gather the batch for the kernel (refused); on a
+    mesh of Explicit axes they run per shard (tests/test_sharding.py)."""
     mesh = jrnn.distributed.batch_mesh()
-    with pytest.raises(ValueError, match="does not take impl='pallas' yet"):
+    with pytest.raises(ValueError, match=r"takes impl='pallas' on a mesh of Explicit axes"):
         jrnn.distributed.make_sharded_train_step(optax.sgd(0.1), mesh, impl="pallas")
+    explicit = jax.make_mesh((jax.device_count(),), ("batch",))
+    jrnn.distributed.make_sharded_train_step(optax.sgd(0.1), explicit, impl="pallas")
 
 
 # --- the impl option: choices and limits ------------------------------------------------
