@@ -172,12 +172,13 @@ def _scan_recurrence(
     def step(i, carry):
         c, das = carry  # (B, H), layout of hs
         t = i if reverse else num_steps - 1 - i
+        slot = (t + shift) % num_steps  # sigma(t)
         g = c if dhs is None else c + index_step(dhs, t, axis)  # (B, H)
         if lengths is not None:
             valid = (t < lengths)[:, None]  # (B, 1)
             g = jnp.where(valid, g, 0)
         if slopes is not None:
-            da = g * index_step(slopes, (t + shift) % num_steps, axis)  # (B, H)
+            da = g * index_step(slopes, slot, axis)  # (B, H)
         else:
             da = g if act_grad is None else g * act_grad(index_step(hs, t, axis))  # (B, H)
         new_c = da @ w_h_t  # (B, H)
@@ -185,7 +186,7 @@ def _scan_recurrence(
             new_c = new_c * recurrent_mask  # the step read h_{t-1} * m
         if lengths is not None:
             new_c = new_c + jnp.where(valid, 0, c)  # padded steps pass the gradient through
-        return new_c, update_step(das, da, (t + shift) % num_steps, axis)
+        return new_c, update_step(das, da, slot, axis)
 
     return lax.fori_loop(0, num_steps, step, (carry0, jnp.zeros_like(hs)), unroll=opts.unroll)
 

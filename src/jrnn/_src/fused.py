@@ -58,8 +58,7 @@ def _per_platform(name: str, opts: Options, *args):
     specs = tuple(spec[k] for k, a in zip(kinds, args, strict=True) if a is not None)
 
     def local(*arrays):
-        given = iter(arrays)
-        return _on_platform(name, opts, *[next(given) if a is not None else None for a in args])
+        return _on_platform(name, opts, *_refill(args, arrays))
 
     mapped = jax.shard_map(
         local,
@@ -71,9 +70,14 @@ def _per_platform(name: str, opts: Options, *args):
     return mapped(*present)
 
 
+def _refill(template: tuple, arrays: tuple) -> list:
+    """``arrays`` (the present ones) back in the places of ``template``, ``None`` kept."""
+    given = iter(arrays)
+    return [None if a is None else next(given) for a in template]
+
+
 def _on_platform(name: str, opts: Options, *args):
     """:func:`_per_platform` on one shard (or an unsharded call)."""
-    present = [a is not None for a in args]
     # unroll=True (no loop at all) is no option inside a kernel: its loop unrolls by 1
     unroll = opts.unroll if not isinstance(opts.unroll, bool) else 1
 
@@ -83,8 +87,7 @@ def _on_platform(name: str, opts: Options, *args):
         def run_on(*arrays):
             # the form's module, imported when this branch is traced (kernel_module)
             run = getattr(kernel_module(form.name), name)
-            given = iter(arrays)
-            return run(*[next(given) if p else None for p in present], call)
+            return run(*_refill(args, arrays), call)
 
         return run_on
 

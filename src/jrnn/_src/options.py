@@ -32,7 +32,7 @@ from jaxtyping import ArrayLike, Float, Int
 from jrnn._src.compat import explicit_sharding, reshard_like, vary, varying_axes
 from jrnn._src.kernels.common import DTYPES, MAX_HIDDEN, Form
 from jrnn._src.kernels.forms import kernel_forms
-from jrnn._src.validate import as_array, check_float, concrete, positive_int
+from jrnn._src.validate import as_array, check_float, concrete, known, positive_int
 from jrnn.activations import ACTIVATIONS, Activation, get_activation
 from jrnn.params import RNNParams
 
@@ -335,7 +335,7 @@ def _check_lengths(lengths: Any, batched: bool, batch: int, steps: int) -> jax.A
         raise ValueError(f"lengths must have shape {what} = {expected}; got {tuple(lengths.shape)}")
     value = concrete(lengths)
     # a symbolic T (jax.export) has no value to check against: clipped below, as traced values
-    if value is not None and not isinstance(steps, int | np.integer):
+    if value is not None and not known(steps):
         value = None
     if value is not None and value.size and (value.min() < 0 or value.max() > steps):
         raise ValueError(
@@ -386,7 +386,7 @@ def _resolve_impl(
     hold the call or the shape is symbolic); a shape, dtype or activation the kernels cannot
     hold for ``"pallas"`` is a ValueError."""
     batch, steps, hidden = shape
-    symbolic = not all(isinstance(d, int | np.integer) for d in shape)
+    symbolic = not known(*shape)
     if impl == "auto":
         if symbolic or tuning is None or tuning.choose(dtype, batch, steps, hidden) != "pallas":
             return AUTO

@@ -21,6 +21,7 @@ from jrnn._src.custom import operands_vjp
 from jrnn._src.options import Operands, Options
 from jrnn._src.scan import forward_loop
 from jrnn._src.scopes import scoped
+from jrnn._src.validate import known
 
 __all__ = ["remat_loop", "remat_rnn"]
 
@@ -142,7 +143,7 @@ def _segmented(ops: Operands, opts: Options, k: int, run) -> tuple[jax.Array, ja
     num_steps = ops.xs.shape[axis]
     if num_steps == 0:
         return forward_loop(ops, opts)
-    if isinstance(num_steps, int):  # (a symbolic T, under jax.export, keeps k as given)
+    if known(num_steps):  # (a symbolic T, under jax.export, keeps k as given)
         k = max(1, min(k, num_steps))
     # (not -T % k: with a symbolic T, jax.export can then prove the segment count >= 1)
     pad = (num_steps + k - 1) // k * k - num_steps

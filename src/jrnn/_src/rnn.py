@@ -103,12 +103,9 @@ def rnn(
     if remat is not None:
         remat = positive_int("remat", remat, "None or the segment length")
     p = prepare(params, xs, h0, options, caller="rnn")
-    if _REFERENCE[0] or p.opts.grad == "autodiff":
-        hs, h_last = (
-            forward_loop(p.ops, p.opts) if remat is None else remat_loop(p.ops, p.opts, remat)
-        )
-    elif remat is None:
-        hs, h_last = rnn_core(p.ops, p.opts)
+    autodiff = _REFERENCE[0] or p.opts.grad == "autodiff"  # the plain loop, not the BPTT
+    if remat is None:
+        hs, h_last = (forward_loop if autodiff else rnn_core)(p.ops, p.opts)
     else:
-        hs, h_last = remat_rnn(p.ops, p.opts, remat)
+        hs, h_last = (remat_loop if autodiff else remat_rnn)(p.ops, p.opts, remat)
     return p.hs_to_caller(hs), p.state_to_caller(h_last)

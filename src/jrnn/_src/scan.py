@@ -24,6 +24,7 @@ from jaxtyping import Array, ArrayLike, Float
 from jrnn._src import fused
 from jrnn._src.options import Operands, Options, ScanOptions, prepare
 from jrnn._src.scopes import scoped
+from jrnn._src.validate import known
 from jrnn.params import RNNParams
 
 __all__ = ["forward", "forward_loop", "index_step", "update_step"]
@@ -139,7 +140,7 @@ def _loop(num_steps, step, init, unroll):
     (``jax.export``) a ``lax.scan`` over the step indices, which reverse-mode autodiff
     takes (a ``fori_loop`` with a non-constant bound lowers to a ``while_loop``, which it
     does not)."""
-    if isinstance(num_steps, int):
+    if known(num_steps):
         return lax.fori_loop(0, num_steps, step, init, unroll=unroll)
     steps = jnp.arange(num_steps, dtype=jnp.int32)
     return lax.scan(lambda c, i: (step(i, c), None), init, steps, unroll=unroll)[0]

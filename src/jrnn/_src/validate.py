@@ -18,6 +18,7 @@ __all__ = [
     "check_float",
     "concrete",
     "dropout_rate",
+    "known",
     "positive_float",
     "positive_int",
 ]
@@ -98,6 +99,12 @@ def check_float(x: Any, name: str) -> None:
             f"{name} must have a real floating dtype (float16/bfloat16/float32/float64); "
             f"got {kind} dtype {dt}"
         )
+
+
+def known(*sizes: Any) -> bool:
+    """Whether every one of ``sizes`` (array dimensions) is a number, not a symbolic
+    dimension of ``jax.export`` (which has no value to compare, clip or tile by)."""
+    return all(isinstance(s, int | np.integer) for s in sizes)
 
 
 def concrete(x: Any) -> np.ndarray | None:
