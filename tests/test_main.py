@@ -11,7 +11,7 @@ from jrnn.__main__ import main
 
 
 def test_main_small_model(capsys):
-    assert main(["--batch", "2", "--steps", "5", "--features", "3", "--hidden", "4"]) == 0
+    assert main(["check", "--batch", "2", "--steps", "5", "--features", "3", "--hidden", "4"]) == 0
     out = capsys.readouterr().out
     assert "[[0.79494228 0.81839002 0.83939649 0.85584174]]" in out
     assert out.count("gradient check, float64") == 2
@@ -19,17 +19,23 @@ def test_main_small_model(capsys):
     assert "gradient checks passed" in out
 
 
-def test_check_command_is_the_default(capsys):
-    argv = ["--batch", "1", "--steps", "3", "--features", "2", "--hidden", "3"]
-    assert main(["check", *argv]) == 0
-    checked = capsys.readouterr().out
-    assert main(argv) == 0
-    assert capsys.readouterr().out == checked
+def test_bare_jrnn_prints_the_usage(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: jrnn") and "commands:" in out
+
+
+def test_options_without_a_command_are_refused(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--batch", "4"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "jrnn: error: the command comes first: jrnn {train," in err and "--batch 4" in err
 
 
 def test_main_rejects_bad_sizes(capsys):
     with pytest.raises(SystemExit) as info:
-        main(["--hidden", "0"])
+        main(["check", "--hidden", "0"])
     assert info.value.code == 2
     assert "argument --hidden: must be positive; got 0" in capsys.readouterr().err
 
@@ -42,13 +48,15 @@ def test_help_lists_the_commands(capsys):
     assert re.search(r"^\s+train\s+\S", text, re.M) and re.search(r"^\s+check\s+\S", text, re.M)
 
 
-def test_a_mistyped_command_gets_the_list(capsys):
+@pytest.mark.parametrize(("word", "meant"), [("trian", "train"), ("chek", "check"), ("xyz", None)])
+def test_a_mistyped_command_gets_did_you_mean_and_the_list(capsys, word, meant):
     with pytest.raises(SystemExit) as info:
-        main(["trian"])
+        main([word])
     assert info.value.code == 2
-    assert (
-        "invalid choice: 'trian' (choose from 'train', 'launch', 'check', 'bench')"
-        in capsys.readouterr().err
+    hint = f" (did you mean {meant}?)" if meant else ""
+    assert capsys.readouterr().err.splitlines()[0] == (
+        f"jrnn: error: unknown command '{word}'{hint}; the commands: train, eval, predict, "
+        "launch, check, bench"
     )
 
 
@@ -79,7 +87,7 @@ def test_every_option_has_help_and_one_default(capsys, command):
 
 def test_python_dash_m_runs():
     proc = subprocess.run(
-        [sys.executable, "-m", "jrnn", "--batch", "1", "--steps", "3", "--features", "2",
+        [sys.executable, "-m", "jrnn", "check", "--batch", "1", "--steps", "3", "--features", "2",
          "--hidden", "3"],
         capture_output=True,
         text=True,
@@ -128,3 +136,39 @@ def test_pallas_on_the_cpu_says_it_interprets(tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert out.count("--impl pallas on the CPU runs the Pallas kernels in interpret mode") == 1
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["--help"], ["--version"], ["train", "--help"], ["bench", "--help"], ["eval", "--help"],
+     ["predict", "--help"], ["launch", "--help"], ["check", "--help"], ["trian"]],
+    ids=lambda a: " ".join(a) or "bare",
+)
+def test_help_and_version_import_no_jax(argv):
+    """The program's answers that need no computation come at once: jax is never imported
+    for them (a timing would be a benchmark; this is what makes them fast)."""
+    code = (
+        "import sys\n"
+        "from jrnn.__main__ import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = sorted(m for m in ('jax', 'jaxlib', 'numpy', 'optax') if m in sys.modules)\n"
+        "print('HEAVY', heavy, file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert "HEAVY []" in proc.stderr, proc.stderr
+
+
+def test_a_closed_pipe_ends_quietly():
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jrnn", "check", "--batch", "1", "--steps", "3", "--features",
+         "2", "--hidden", "3"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout.readline().startswith(b"seed notebook example")
+    proc.stdout.close()  # as `| head -1` does
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 141 and err == b"", err

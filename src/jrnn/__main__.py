@@ -1,15 +1,13 @@
-"""The ``jrnn`` command (also ``python -m jrnn``): ``jrnn train``, ``jrnn launch`` and
-``jrnn check``.
-
-``jrnn`` alone, or with only ``jrnn check``'s options, runs ``jrnn check``: the seed
-notebook's example and the gradient checks. See :mod:`jrnn.cli` and ``jrnn --help``.
+"""The ``jrnn`` command (also ``python -m jrnn``): ``jrnn train``, ``jrnn eval``,
+``jrnn predict``, ``jrnn launch``, ``jrnn check`` and ``jrnn bench``; ``jrnn`` alone prints
+the usage. See :mod:`jrnn.cli` and ``jrnn --help``.
 """
 
 from __future__ import annotations
 
 import sys
 
-from jrnn._src.interrupts import ctrl_c_exits, interrupted_means
+from jrnn._src.interrupts import closed_pipe_quiet, ctrl_c_exits, interrupted_means
 
 __all__ = ["main"]
 
@@ -20,16 +18,15 @@ def main(argv: list[str] | None = None) -> int:
     training loop, the first Ctrl-C saves a checkpoint first): the handler is installed
     before jax is imported. After a failed save, already reported in one line, orbax's
     abandoned writer tasks are not logged when they are collected, which can be at the
-    interpreter's exit."""
+    interpreter's exit. Output into a closed pipe (``jrnn check | head``) ends the program
+    quietly, with status 141 as a shell gives a process killed by SIGPIPE."""
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] == "train":
         interrupted_means("jrnn train: interrupted before training started; nothing was saved")
-    with ctrl_c_exits():
+    with ctrl_c_exits(), closed_pipe_quiet():
         from jrnn import cli
-        from jrnn.checkpoint import drop_abandoned_writes_for_the_process
 
-        drop_abandoned_writes_for_the_process()
-        return cli.main(argv)
+        return cli.main(argv, program=True)
 
 
 if __name__ == "__main__":

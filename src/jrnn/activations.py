@@ -27,6 +27,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jrnn._src import names
+
 __all__ = ["ACTIVATIONS", "Activation", "get_activation"]
 
 
@@ -68,6 +70,7 @@ ACTIVATIONS: dict[str, Activation] = {
 }
 """The built-in activations by name: ``tanh``, ``relu`` and ``linear``, each with its
 derivative written from the output (what BPTT needs)."""
+names.agree("activations", names.ACTIVATIONS, ACTIVATIONS)
 
 # the callables that are built-ins, by identity (flax's nn.tanh is jnp.tanh, nn.relu is
 # jax.nn.relu, nnx.identity is jax.nn.identity): passed as functions, they run as the names

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from jrnn._src import names
 from jrnn._src.compat import exportable
 from jrnn._src.validate import positive_int
 
@@ -91,6 +92,7 @@ INITIALIZERS: dict[str, Initializer] = {
 }
 """Initialisers by name. ``"pytorch"`` used as ``bias_init`` draws PyTorch's two biases and sums
 them, so the folded bias has the distribution PyTorch's model has."""
+names.agree("initializers", names.INITIALIZERS, INITIALIZERS)
 
 
 def initializer(spec: str | Initializer, *, for_bias: bool = False) -> Initializer:

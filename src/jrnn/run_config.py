@@ -22,12 +22,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
-from jrnn._src.options import IMPLS
-from jrnn.activations import ACTIVATIONS
-from jrnn.params import INITIALIZERS
-from jrnn.tasks import TASKS, get_task
+# the names only (jrnn._src.names): the jrnn program's parser reads this module without jax
+from jrnn._src.names import ACTIVATIONS, IMPLS, INITIALIZERS, TASKS
 
 __all__ = [
     "BIAS_INITIALIZERS",
@@ -57,6 +56,8 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "adding": {},
     "copy": {**_TANH, "seq_len": 10, "hidden": 256, "lr": 1e-3, "batch": 64, "steps": 8000},
     "sine": {**_TANH, "hidden": 32, "lr": 3e-3, "steps": 2000, "eval_every": 250},
+    # your own sequences (--data): a tanh RNN with Keras' init, a short run to start from
+    "data": {**_TANH, "lr": 3e-3, "steps": 2000, "eval_every": 250, "checkpoint_every": 500},
     "digits": {**_TANH, "seq_len": 8, "hidden": 128, "lr": 3e-3, "batch": 64, "steps": 3000},
 }
 
@@ -67,6 +68,10 @@ def _positive(value: Any) -> str | None:
 
 def _non_negative(value: Any) -> str | None:
     return None if value >= 0 and math.isfinite(value) else f"must be >= 0; got {value}"
+
+
+def _fraction(value: float) -> str | None:
+    return None if 0 <= value < 1 else f"must lie in [0, 1); got {value}"
 
 
 def _seed(value: int) -> str | None:
@@ -110,7 +115,29 @@ class RunConfig:
     """Every option of a training run; build it with :meth:`for_task` to get the task's
     defaults. Raises ``TypeError``/``ValueError`` naming the option on a bad value."""
 
-    task: str = _option("adding", "the task (see jrnn.tasks)", STRUCTURAL, choices=TASKS)
+    task: str = _option(
+        "adding", "the task (see jrnn.tasks); data: your own, from --data", STRUCTURAL,
+        choices=(*TASKS, "data"),
+    )  # fmt: skip
+    data: str = _option(
+        "", "an .npz of your own sequences to train on instead of a task: inputs (N, T, F), "
+        "targets (N, O) / (N, T, O) floats or (N,) / (N, T) integer classes, optionally "
+        "lengths (N,) (see jrnn.data)", STRUCTURAL,
+    )  # fmt: skip
+    loss: str = _option(
+        "auto", "--data's loss: auto (cross_entropy for integer targets, else mse)",
+        STRUCTURAL, choices=("auto", "mse", "cross_entropy"),
+    )  # fmt: skip
+    output: str = _option(
+        "auto", "--data's readout: every step (many-to-many), the last (many-to-one), or auto "
+        "(from the targets' rank)", STRUCTURAL, choices=("auto", "every", "last"),
+    )  # fmt: skip
+    val_fraction: float = _option(
+        0.1, "--data's validation split, evaluated during training", STRUCTURAL, _fraction
+    )
+    test_fraction: float = _option(
+        0.1, "--data's test split, evaluated at the end (result.json)", STRUCTURAL, _fraction
+    )
     seq_len: int = _option(
         100, "sequence length T (copy: the blanks; digits: 8 only)", TRAJECTORY, _positive
     )
@@ -179,11 +206,28 @@ class RunConfig:
             problem = check(value) if check is not None else None
             if problem:
                 raise ValueError(f"{f.name} {problem}")
+        if (self.task == "data") != bool(self.data):
+            raise ValueError(
+                "data: --task data needs --data FILE"
+                if self.task == "data"
+                else f"task: --data trains on the file; the {self.task} task takes no --data"
+            )
+        own = {"loss": "auto", "output": "auto", "val_fraction": 0.1, "test_fraction": 0.1}
+        changed = [k for k, v in own.items() if getattr(self, k) != v]
+        if changed and not self.data:
+            raise ValueError(f"{changed[0]}: --{changed[0].replace('_', '-')} is for --data runs")
+        if self.data:
+            return self._check_steps()
+        from jrnn.tasks import get_task  # the tasks' jax, once a run is configured
+
         task = get_task(self.task)
         if task.fixed_seq_len is not None and self.seq_len != task.fixed_seq_len:
             raise ValueError(f"seq_len: the {task.name} task has length {task.fixed_seq_len} only")
         if task.name == "adding" and self.seq_len < 2:
             raise ValueError("seq_len: the adding problem needs at least 2 steps")
+        self._check_steps()
+
+    def _check_steps(self) -> None:
         if self.warmup >= self.steps:
             raise ValueError(
                 f"warmup ({self.warmup}) must be below steps ({self.steps}): the run would "
@@ -191,10 +235,17 @@ class RunConfig:
             )
 
     @classmethod
-    def for_task(cls, task: str = "adding", **options: Any) -> RunConfig:
-        """The config of ``task`` with its defaults (:data:`TASK_DEFAULTS`), then ``options``."""
+    def for_task(cls, task: str | None = None, **options: Any) -> RunConfig:
+        """The config of ``task`` with its defaults (:data:`TASK_DEFAULTS`), then ``options``;
+        no ``task``: ``"data"`` if ``options`` name a ``data`` file, else ``"adding"``. A
+        ``data`` path is kept absolute (a run folder's config names its file wherever it is
+        read)."""
+        if task is None:
+            task = "data" if options.get("data") else "adding"
+        if options.get("data"):
+            options["data"] = str(Path(options["data"]).absolute())
         if task not in TASK_DEFAULTS:
-            get_task(task)  # raises, listing the tasks
+            raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASKS)}")
         return cls(task=task, **{**TASK_DEFAULTS[task], **options})
 
     @classmethod
@@ -203,7 +254,7 @@ class RunConfig:
         options missing from older files take the task's defaults."""
         names = {f.name for f in dataclasses.fields(cls)}
         options = {k: v for k, v in saved.items() if k in names}
-        return cls.for_task(options.pop("task", "adding"), **options)
+        return cls.for_task(options.pop("task", None), **options)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

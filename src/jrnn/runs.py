@@ -39,7 +39,7 @@ from jrnn.checkpoint import (
 )
 from jrnn.model import ModelParams, apply, init_model
 from jrnn.run_config import RunConfig
-from jrnn.tasks import Task, get_task
+from jrnn.tasks import Task, run_task
 from jrnn.train import evaluate
 
 __all__ = [
@@ -89,7 +89,7 @@ def build_optimizer(config: RunConfig) -> optax.GradientTransformation:
 
 def initial_state(config: RunConfig) -> tuple[optax.GradientTransformation, TrainState]:
     """The optimiser and the step-0 :class:`~jrnn.checkpoint.TrainState` of a run."""
-    task = get_task(config.task)
+    task = run_task(config)
     optimizer = build_optimizer(config)
     key_params, run_key = jax.random.split(jax.random.PRNGKey(config.seed))
     init = partial(
@@ -178,7 +178,7 @@ class Run:
 
     @property
     def task(self) -> Task:
-        return get_task(self.config.task)
+        return run_task(self.config)
 
     def predict(self, xs: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
         """The model's outputs on ``xs`` `(B, T, F)`: `(B, O)`, or `(B, T, O)` for the

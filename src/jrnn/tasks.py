@@ -30,25 +30,31 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jrnn._src import names
 from jrnn._src.extras import missing_extra
 from jrnn._src.validate import positive_int
 from jrnn.batch import Batch
+
+if TYPE_CHECKING:
+    from jrnn.data import Dataset
 
 __all__ = [
     "TASKS",
     "Task",
     "adding_problem",
     "copy_task",
+    "data_task",
     "digits_batch",
     "digits_test_set",
     "get_task",
     "load_digits_sequences",
+    "run_task",
     "sine_wave",
 ]
 
@@ -205,6 +211,9 @@ class Task(NamedTuple):
         recall_steps: the last steps whose targets are the remembered symbols (the copy
             task's ten), scored alone as ``"recall_accuracy"``; else ``None``.
         recall_chance: the recall accuracy of a guess (1/8 for the copy task).
+        val_set: ``val_set()``, the held-out set the evaluations during training use where
+            the test set is kept for the end (your own data's validation split); ``None``:
+            they use ``test_set``.
     """
 
     name: str
@@ -221,6 +230,7 @@ class Task(NamedTuple):
     baseline_accuracy: Callable[[int], float] | None = None
     recall_steps: int | None = None
     recall_chance: float | None = None
+    val_set: Callable[..., Batch] | None = None
 
 
 def _synthetic(name: str, sample: Callable[[jax.Array, int, int], Batch], **fields) -> Task:
@@ -279,6 +289,7 @@ TASKS: dict[str, Task] = {
         baseline_accuracy=lambda t: 0.1,
     ),
 }
+names.agree("tasks", names.TASKS, TASKS)
 
 
 def get_task(name: str) -> Task:
@@ -287,3 +298,68 @@ def get_task(name: str) -> Task:
         return TASKS[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown task {name!r}; expected one of {sorted(TASKS)}") from None
+
+
+def run_task(config: Any) -> Task:
+    """The task a run (:class:`~jrnn.run_config.RunConfig`) trains: ``config.task``'s, or
+    for ``jrnn train --data`` its file's (:func:`jrnn.data.file_task`)."""
+    if config.task == "data":
+        from jrnn.data import file_task
+
+        return file_task(config)
+    return get_task(config.task)
+
+
+def data_task(name: str, train: Dataset, val: Dataset, test: Dataset) -> Task:
+    """The task of your own sequences, split (:meth:`jrnn.data.Dataset.split`): batches drawn
+    uniformly with replacement from ``train`` (on the device, inside the training loop's
+    ``jit``), evaluations during training on ``val`` (on ``test`` if ``val`` is empty), the
+    final one on ``test``. The baseline predicts the training targets' mean (MSE) or their
+    class frequencies (cross-entropy; its accuracy is the most frequent class's)."""
+    train_set, test_set = _on_device(train), _on_device(test)
+    n, t = train.size, train.seq_len
+
+    def sample(key: jax.Array, batch: int, seq_len: int | None = None) -> Batch:
+        idx = jax.random.randint(key, (batch,), 0, n)
+        lengths = None if train_set.lengths is None else train_set.lengths[idx]
+        return Batch(train_set.inputs[idx], train_set.targets[idx], lengths)
+
+    loss, accuracy = _baseline(train, test)
+    return Task(
+        name, input_size=train.input_size, output_size=train.output_size, loss=train.loss,
+        return_sequences=train.return_sequences, default_seq_len=t, fixed_seq_len=t,
+        sample=sample, test_set=lambda seq_len=None, size=None: test_set,
+        baseline=lambda seq_len: loss,
+        baseline_name="the training targets' mean" if train.loss == "mse"
+        else "the training classes' frequencies",
+        baseline_accuracy=None if accuracy is None else lambda seq_len: accuracy,
+        val_set=(lambda: _on_device(val)) if val.size else None,
+    )  # fmt: skip
+
+
+def _on_device(data: Dataset) -> Batch:
+    return Batch(*(None if a is None else jnp.asarray(a) for a in data.batch))
+
+
+def _baseline(train: Dataset, test: Dataset) -> tuple[float, float | None]:
+    """The memoryless baseline's loss on ``test``, and its accuracy (classification), from
+    the statistics of ``train``'s valid positions."""
+    from jrnn import losses
+
+    b = train.batch
+    valid = np.ones(b.targets.shape[:2] if train.return_sequences else b.targets.shape[:1], bool)
+    if train.return_sequences and b.lengths is not None:
+        valid = np.arange(train.seq_len)[None, :] < b.lengths[:, None]
+    shape = test.batch.targets.shape
+    if train.loss == "mse":
+        mean = b.targets[valid].mean(axis=0)  # (O,)
+        guess = jnp.broadcast_to(jnp.asarray(mean), shape)
+        return float(losses.mean_squared_error(guess, test.batch.targets, test.batch.lengths)), None
+    counts = np.bincount(b.targets[valid], minlength=train.output_size)[: train.output_size]
+    logits = np.log((counts + 1) / (counts.sum() + train.output_size))  # add-one: finite
+    guess = jnp.broadcast_to(jnp.asarray(logits, jnp.float32), (*shape, train.output_size))
+    labels = jnp.asarray(test.batch.targets)  # below output_size: counted on the whole file
+    return (
+        float(losses.softmax_cross_entropy(guess, labels, test.batch.lengths)),
+        float(losses.accuracy(guess, labels, test.batch.lengths)),
+    )

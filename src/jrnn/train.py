@@ -248,9 +248,11 @@ def evaluate(
     return_sequences: bool = False,
     recall_steps: int | None = None,
     **options: Any,
-) -> Metrics:
-    """Metrics of ``params`` on ``batch`` (no gradient): ``"loss"`` and, for
-    cross-entropy, ``"accuracy"``; arguments as :func:`loss_and_metrics`. Jitted.
+) -> dict[str, float]:
+    """Metrics of ``params`` on ``batch`` (no gradient) as Python floats: ``"loss"`` and,
+    for cross-entropy, ``"accuracy"``; arguments as :func:`loss_and_metrics`. Compiled once
+    per shape and options; a function to call outside ``jit`` (inside one, the metrics of
+    :func:`loss_and_metrics` are arrays), as :meth:`jrnn.Run.evaluate` is.
 
     ``recall_steps``: with ``return_sequences`` and cross-entropy, also
     ``"recall_accuracy"``, the accuracy over the last ``recall_steps`` steps alone (the copy
@@ -270,7 +272,8 @@ def evaluate(
     # the options as a static key (compiled once per set), arrays (a recurrent mask) traced
     arrays = {k: v for k, v in options.items() if k == "recurrent_mask"}
     static = tuple(sorted((k, v) for k, v in options.items() if k not in arrays))
-    return _evaluate(params, batch, arrays, loss, bool(return_sequences), recall_steps, static)
+    metrics = _evaluate(params, batch, arrays, loss, bool(return_sequences), recall_steps, static)
+    return {k: float(v) for k, v in metrics.items()}
 
 
 @partial(jax.jit, static_argnums=(3, 4, 5, 6))

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["ctrl_c_exits", "interrupted_means"]
+__all__ = ["closed_pipe_quiet", "ctrl_c_exits", "interrupted_means"]
 
 # the line Ctrl-C prints; the commands update it as they go (interrupted_means)
 _MEANING = ["jrnn: interrupted"]
@@ -52,3 +52,18 @@ def ctrl_c_exits() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def closed_pipe_quiet() -> Iterator[None]:
+    """Output into a closed pipe (``jrnn check | head -2``) ends the program quietly: no
+    ``BrokenPipeError`` traceback, now or at the interpreter's exit (standard output is
+    pointed at ``/dev/null`` first, so its last flush has nowhere to fail), and status 141,
+    what a shell reports for a process killed by SIGPIPE."""
+    try:
+        yield
+    except BrokenPipeError:
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        raise SystemExit(128 + 13) from None

@@ -32,6 +32,7 @@ from jaxtyping import ArrayLike, Float, Int
 from jrnn._src.compat import explicit_sharding, reshard_like, vary, varying_axes
 from jrnn._src.kernels.common import DTYPES, MAX_HIDDEN, Form
 from jrnn._src.kernels.forms import kernel_forms
+from jrnn._src.names import IMPLS
 from jrnn._src.validate import as_array, check_float, concrete, known, positive_int
 from jrnn.activations import ACTIVATIONS, Activation, get_activation
 from jrnn.params import RNNParams
@@ -142,8 +143,6 @@ SCAN_KEYS = tuple(DEFAULTS)
 """The options every sequential entry point takes."""
 PARALLEL_KEYS = ("activation", "reverse", "lengths", "time_major")
 """The options the parallel-in-time entry points take (no unroll, no recurrent mask)."""
-IMPLS = ("auto", "scan", "pallas")
-"""The values of ``impl``."""
 GRADS = ("bptt", "autodiff")
 """The values of ``grad``."""
 AUTO = "scan"

@@ -22,6 +22,7 @@ from jax import lax
 
 from jrnn import parallel
 from jrnn._src.rnn import rnn
+from jrnn.bench.presets import IMPLS, JRNN_IMPLS, PEERS
 from jrnn.params import init_params
 
 __all__ = ["IMPLS", "JRNN_IMPLS", "PEERS", "Impl", "Unavailable", "build"]
@@ -207,12 +208,6 @@ _BUILDERS: dict[str, Callable[[jax.Array, jax.Array, int], Impl]] = {
     "keras": _keras,
     "torch": _torch,
 }
-JRNN_IMPLS = ("jrnn", "jrnn-pallas", "jrnn-remat", "jrnn-deer")
-"""jrnn's own implementations: the scan loop, the fused kernels, rematerialised, DEER."""
-PEERS = ("plain-scan", "flax", "haiku", "keras", "torch")
-"""What users would use instead: ``jax.grad`` of a hand-written ``lax.scan``, flax linen,
-haiku, Keras 3 on JAX, PyTorch ``nn.RNN`` (cuDNN on a GPU)."""
-IMPLS = (*JRNN_IMPLS, *PEERS)
 
 
 def build(

@@ -24,20 +24,21 @@ The training loop runs ``--log-every`` steps per jitted call (data drawn on the 
 
 from __future__ import annotations
 
+import argparse
+import difflib
 import importlib
 import importlib.util
 import sys
 from typing import Any
 
 from jrnn._src.extras import EXTRAS, MissingExtraError, install_command
-from jrnn.cli.bench import bench
-from jrnn.cli.check import check
 from jrnn.cli.parse import parser
 
 __all__ = ["PLOT_EVERY_S", "TrainError", "check", "figure", "main", "parser", "train"]
 
-# the training stack, imported when first used (``jrnn check`` needs none of it)
+# what needs jax, imported when first used: the parser and ``jrnn --help`` need none of it
 _LAZY = {
+    "check": "jrnn.cli.check",
     "train": "jrnn.cli.loop",
     "figure": "jrnn.cli.plot",
     "PLOT_EVERY_S": "jrnn.cli.plot",
@@ -45,7 +46,7 @@ _LAZY = {
 }
 
 
-_SUBMODULES = ("bench", "check", "loop", "parse", "plot", "rundir")
+_SUBMODULES = ("bench", "check", "infer", "loop", "parse", "plot", "rundir")
 
 
 def __getattr__(name: str) -> Any:
@@ -77,27 +78,42 @@ def _installed(module: str) -> bool:
         return True
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The ``jrnn`` entry point; returns the exit code.
-
-    ``jrnn`` alone, or with only ``jrnn check``'s options (``jrnn --batch 4``), runs
-    ``jrnn check``.
-    """
+def main(argv: list[str] | None = None, *, program: bool = False) -> int:
+    """The ``jrnn`` entry point; returns the exit code. ``jrnn`` alone prints the usage.
+    ``program``: the process is the ``jrnn`` program's own (:mod:`jrnn.__main__`), whose
+    logging it may configure."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
-        argv = ["check", *argv]
+    p = parser()
+    if not argv:
+        p.print_help()
+        return 0
+    commands = _commands(p)
+    if argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
+        p.error(f"the command comes first: jrnn {{{','.join(commands)}}} {' '.join(argv)}")
+    if argv[0] not in commands:
+        close = difflib.get_close_matches(argv[0], commands, n=1, cutoff=0.5)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        p.error(f"unknown command {argv[0]!r}{hint}; the commands: {', '.join(commands)}")
     rest: list[str] = []
     if argv[0] == "launch" and "--" in argv:  # jrnn launch ... -- <train options>
         argv, rest = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
-    args = parser().parse_args(argv)
+    args = p.parse_args(argv)
     if args.command == "check":
+        from jrnn.cli.check import check
+
         return check(args.batch, args.steps, args.features, args.hidden, args.seed)
     if args.command == "bench":
+        from jrnn.cli.bench import bench
+
         return bench(args, argv[1:])
     missing = missing_train_extra(f"jrnn {args.command}")
     if missing is not None:
         print(f"jrnn {args.command}: error: {missing}", file=sys.stderr)
         return 2
+    if args.command in ("eval", "predict"):
+        from jrnn.cli.infer import run_command
+
+        return run_command(args)
     if args.command == "launch":
         from jrnn.launch import launch
 
@@ -106,7 +122,17 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as err:
             print(f"jrnn launch: error: {err}", file=sys.stderr)
             return 2
+    if program:  # orbax's abandoned writer tasks may be collected as late as at the exit
+        from jrnn.checkpoint import drop_abandoned_writes_for_the_process
+
+        drop_abandoned_writes_for_the_process()
     return _train(args)
+
+
+def _commands(p: argparse.ArgumentParser) -> list[str]:
+    """The subcommands of the ``jrnn`` parser ``p``, in their order."""
+    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+    return list(sub.choices)
 
 
 def _train(args: Any) -> int:

@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jrnn.bench as jb
 from jrnn._src.extras import missing_extra
-from jrnn.bench import IMPLS, PRESETS, report
+from jrnn.bench.presets import IMPLS, PRESETS
 
 __all__ = ["add_bench", "bench"]
 
@@ -106,6 +105,9 @@ def _write(path: str, text: str) -> None:
 
 def bench(args: argparse.Namespace, argv: list[str]) -> int:
     """``jrnn bench`` from its parsed arguments; the exit code."""
+    import jrnn.bench as jb  # jax: only to measure (the parser above is built without it)
+    from jrnn.bench import report
+
     if args.plot:  # refused before the measuring, not after it
         try:
             import matplotlib  # noqa: F401

@@ -24,6 +24,7 @@ from jrnn.cli.rundir import (
     ActiveRun,
     TrainError,
     agree,
+    check_data,
     claim_run_dir,
     make_config,
     model_options,
@@ -75,6 +76,8 @@ def train(
     if resume and out is None:
         raise TrainError("--resume needs --out, the run directory to continue")
     config = None if resume else make_config(lambda: RunConfig.for_task(**given))
+    if config is not None:
+        check_data(config)  # before a run folder is made for it
     run_dir, lock = claim_run_dir(config, out, resume)
     try:
         with write_errors(run_dir):
@@ -136,11 +139,19 @@ def _chunk_fn(run: ActiveRun) -> Any:
     return run_chunk
 
 
-def _test_row(run: ActiveRun, test_set: Any, step: int) -> dict[str, Any]:
+def _test_row(run: ActiveRun, batch: Any, step: int, split: str = "test") -> dict[str, Any]:
     metrics = evaluate(
-        run.state.params, test_set, recall_steps=run.task.recall_steps, **model_options(run.config)
+        run.state.params, batch, recall_steps=run.task.recall_steps, **model_options(run.config)
     )
-    return {"step": step, "split": "test", **{k: float(v) for k, v in metrics.items()}}
+    return {"step": step, "split": split, **{k: float(v) for k, v in metrics.items()}}
+
+
+def _held_out(run: ActiveRun) -> tuple[Any, str]:
+    """What the evaluations during training use, and their rows' split: the validation set
+    where the task keeps its test set for the end (your own data), else the test set."""
+    if run.task.val_set is not None:
+        return run.task.val_set(), "val"
+    return run.task.test_set(run.config.seq_len, run.config.eval_size), "test"
 
 
 class _CtrlC:
@@ -231,7 +242,7 @@ def _train_loop(run: ActiveRun, progress: bool) -> int:
     """The chunked loop; returns the exit code (0, 1 non-finite, 130 interrupted)."""
     config = run.config
     run_chunk = _chunk_fn(run)
-    test_set = run.task.test_set(config.seq_len, config.eval_size)
+    held_out = _held_out(run)
     start = int(run.state.step)
     run.say(
         f"jrnn train: {title(config, start)}; out {run.run_dir}"
@@ -247,14 +258,14 @@ def _train_loop(run: ActiveRun, progress: bool) -> int:
     with _ctrl_c() as ctrl_c:
         try:
             if start == 0 and not run.rows:  # a new run, or one resumed before a checkpoint
-                run.log(_test_row(run, test_set, 0))
+                run.log(_test_row(run, held_out[0], 0, held_out[1]))
             every = (config.log_every, config.eval_every, config.checkpoint_every)
             for end in _boundaries(start, config.steps, *every):
                 # the processes of a job stop together: a Ctrl-C seen by any of them
                 stop = any(gather_json(ctrl_c.pressed))
                 if stop:
                     break
-                code = _chunk(run, run_chunk, end, test_set, display, t_start)
+                code = _chunk(run, run_chunk, end, held_out, display, t_start)
                 if code:
                     break
             if stop and code == 0 and int(run.state.step) < config.steps:
@@ -270,7 +281,12 @@ def _train_loop(run: ActiveRun, progress: bool) -> int:
 
 
 def _chunk(
-    run: ActiveRun, run_chunk: Any, end: int, test_set: Any, display: _Progress, t_start: float
+    run: ActiveRun,
+    run_chunk: Any,
+    end: int,
+    held_out: tuple[Any, str],
+    display: _Progress,
+    t_start: float,
 ) -> int:
     """Trains up to step ``end``, logs, tests and checkpoints; 1 on a non-finite value."""
     config, state = run.config, run.state
@@ -299,9 +315,9 @@ def _chunk(
     display.update(row, n, dt)
     checkpoint = end % config.checkpoint_every == 0 or end == config.steps
     if end % config.eval_every == 0 or checkpoint:  # test what a checkpoint would keep
-        tested = _test_row(run, test_set, end)
+        tested = _test_row(run, held_out[0], end, held_out[1])
         if not all(np.isfinite(v) for k, v in tested.items() if k not in ("step", "split")):
-            _stop_non_finite(run, f"the test loss became non-finite at step {end}")
+            _stop_non_finite(run, f"the {held_out[1]} loss became non-finite at step {end}")
             return 1
         run.log(tested)
         if run.primary:

@@ -158,10 +158,37 @@ def _add_launch(sub: Any) -> None:
                    "i*K + K - 1 for process i) (default: 1)")  # fmt: skip
 
 
+def _add_eval_predict(sub: Any) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="a trained run's metrics on its test set or on a file",
+        description="The metrics (loss; accuracy for classes) of the newest checkpoint of a "
+        "jrnn train run folder: on its test set (what result.json holds), or on all of an "
+        ".npz of your own (the layout of jrnn train --data; see jrnn.data).",
+    )
+    p.add_argument("run", metavar="RUN", help="the run folder (jrnn train --out)")
+    p.add_argument("--data", metavar="FILE.npz",
+                   help="sequences to evaluate on (default: the run's test set)")  # fmt: skip
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object instead of a line (default: a line)")  # fmt: skip
+    p = sub.add_parser(
+        "predict",
+        help="a trained run's outputs on your inputs, as an .npy",
+        description="The outputs of the newest checkpoint of a jrnn train run folder on "
+        "your inputs: (N, O), or (N, T, O) for a run with an output per step (logits for "
+        "classes), written as a numpy .npy.",
+    )
+    p.add_argument("run", metavar="RUN", help="the run folder (jrnn train --out)")
+    p.add_argument("--data", metavar="FILE", required=True,
+                   help="an .npz with inputs (N, T, F) and optionally lengths (N,), or an "
+                   ".npy of inputs")  # fmt: skip
+    p.add_argument("--out", metavar="PRED.npy", required=True, help="where to write them")
+
+
 def _add_check(sub: Any) -> None:
     p = sub.add_parser(
         "check",
-        help="the seed notebook's example and the gradient checks (the default command)",
+        help="the seed notebook's example and the gradient checks",
         description="The seed notebook's example and the gradient checks (BPTT vs autodiff "
         "vs finite differences) on it and on a random model of the sizes below.",
     )
@@ -180,15 +207,17 @@ def _add_check(sub: Any) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    """The ``jrnn`` parser, with the ``train``, ``launch`` and ``check`` subcommands."""
+    """The ``jrnn`` parser, with its subcommands. Built without jax (the choices come from
+    :mod:`jrnn._src.names` and :mod:`jrnn.bench.presets`): ``--help`` answers at once."""
     p = _Parser(
         prog="jrnn",
         description="The simple (Elman) RNN in JAX: train models, check the hand-written BPTT.",
     )
 
     p.add_argument("--version", action="version", version=f"jrnn {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="{train,launch,check,bench}", title="commands")
+    sub = p.add_subparsers(dest="command", title="commands", required=True)
     _add_train(sub)
+    _add_eval_predict(sub)
     _add_launch(sub)
     _add_check(sub)
     add_bench(sub)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from jrnn._src.extras import missing_extra
@@ -16,7 +18,7 @@ except ModuleNotFoundError as err:
 
 from jrnn.cli.rundir import ActiveRun
 from jrnn.run_config import RunConfig
-from jrnn.tasks import get_task
+from jrnn.tasks import run_task
 
 __all__ = ["PLOT_EVERY_S", "figure", "title", "try_plot"]
 
@@ -26,8 +28,9 @@ def title(config: RunConfig, step: int) -> str:
     lr=0.001, clip=1, batch 32; step 0 of 15000``: the run's one-line name (the start
     line, the figure's title)."""
     c = config
+    name = Path(c.data).name if c.data else f"{c.task} T={c.seq_len}"
     return (
-        f"{c.task} T={c.seq_len}: {c.activation} RNN {c.layers}x{c.hidden}, "
+        f"{name}: {c.activation} RNN {c.layers}x{c.hidden}, "
         f"{c.recurrent_init} recurrent init; {c.optimizer}, {c.schedule} schedule, lr={c.lr:g}"
         + (f", warm-up {c.warmup}" if c.warmup else "")
         + f", clip={c.clip:g}, batch {c.batch}; step {step} of {c.steps}"
@@ -38,31 +41,38 @@ def figure(rows: list[dict[str, Any]], config: RunConfig, step: int) -> Any:
     """The run's curves as a matplotlib Figure: the loss (named: MSE or cross-entropy) with
     the memoryless baseline, the accuracy with the baseline's (classification tasks), the
     learning rate and the gradient norm; the title names the model, schedule and steps."""
-    task = get_task(config.task)
+    task = run_task(config)
     train_rows = [r for r in rows if r["split"] == "train"]
-    test_rows = [r for r in rows if r["split"] == "test"]
-    panels = ["loss", "accuracy", "recall_accuracy", "lr", "grad_norm"]
+    held = {"test": [r for r in rows if r["split"] == "test"],
+            "validation": [r for r in rows if r["split"] == "val"]}  # fmt: skip
+    panels = ["loss", "accuracy", "recall_accuracy", "lr", "grad_norm", "steps_per_s"]
     if task.loss != "cross_entropy":
         panels.remove("accuracy")
     if task.recall_steps is None:
         panels.remove("recall_accuracy")
     # matplotlib's object API: no pyplot state, no backend switched for the process
-    fig = Figure(figsize=(4.2 * len(panels), 3.8))
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    # two rows, whatever the task: one figure size that reads scaled down as well
+    fig = Figure(figsize=FIGSIZE)
+    grid = fig.subplots(2, math.ceil(len(panels) / 2), squeeze=False)
+    axes = [ax for row in grid for ax in row]
+    for ax in axes[len(panels) :]:
+        ax.remove()
     labels = {
         "loss": "MSE" if task.loss == "mse" else "cross-entropy",
         "accuracy": "accuracy",
         "recall_accuracy": f"accuracy on the last {task.recall_steps} steps (recall)",
         "lr": "learning rate",
         "grad_norm": "gradient norm (before clipping)",
+        "steps_per_s": "optimiser steps per second",
     }
     baselines = {"loss": task.baseline(config.seq_len)}
     if task.baseline_accuracy is not None:
         baselines["accuracy"] = task.baseline_accuracy(config.seq_len)
     if task.recall_chance is not None:
         baselines["recall_accuracy"] = task.recall_chance
-    for ax, key in zip(axes, panels, strict=True):
-        for split, data, style in (("train", train_rows, "-"), ("test", test_rows, "o-")):
+    for ax, key in zip(axes, panels, strict=False):
+        curves = [("train", train_rows, "-"), *((k, v, "o-") for k, v in held.items())]
+        for split, data, style in curves:
             pts = [(r["step"], r[key]) for r in data if key in r]
             if pts:
                 ax.plot(*zip(*pts, strict=True), style, label=split, ms=3, lw=1)
@@ -81,6 +91,9 @@ def figure(rows: list[dict[str, Any]], config: RunConfig, step: int) -> Any:
     fig.tight_layout()
     return fig
 
+
+FIGSIZE = (12.0, 7.0)
+"""metrics.png's size in inches (at 110 dpi): the same for every task."""
 
 PLOT_EVERY_S = 30.0
 """During training, metrics.png is redrawn at a test row at most this often (a drawing

@@ -36,13 +36,14 @@ from jrnn.checkpoint import (
 from jrnn.distributed import batch_mesh, gather_json, make_sharded_train_step, replicate
 from jrnn.run_config import STRUCTURAL, TRAJECTORY, RunConfig
 from jrnn.runs import LOCK_FILE, create_default_run_dir, initial_state, lock_run_dir
-from jrnn.tasks import Task, get_task
+from jrnn.tasks import Task, run_task
 from jrnn.train import make_train_step
 
 __all__ = [
     "ActiveRun",
     "TrainError",
     "agree",
+    "check_data",
     "claim_run_dir",
     "make_config",
     "model_options",
@@ -80,7 +81,7 @@ class ActiveRun:
 
     @property
     def task(self) -> Task:
-        return get_task(self.config.task)
+        return run_task(self.config)
 
     @property
     def metrics_path(self) -> Path:
@@ -166,6 +167,15 @@ def claim_run_dir(
         run_dir = Path(path)
     assert run_dir is not None  # claimed above, or the claim raised
     return run_dir, lock
+
+
+def check_data(config: RunConfig) -> None:
+    """A ``--data`` run's file read, checked and split, or a TrainError saying why."""
+    if config.task == "data":
+        try:
+            run_task(config)
+        except ValueError as err:
+            raise TrainError(f"--data {err}") from None
 
 
 def make_config(make: Any) -> RunConfig:
@@ -293,6 +303,7 @@ def open_run(
             return None
         config, resumes = resumed
     assert config is not None  # train() makes the config of a new run
+    check_data(config)  # a resumed run's file: still there, still readable
     # a multi-process job is always data parallel, over every process's devices
     group = jax.process_count() > 1
     parallel = config.data_parallel or group
@@ -347,7 +358,7 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
 
 def model_options(config: RunConfig) -> dict[str, Any]:
     """The model's options of a run, for its train step and its evaluation."""
-    task = get_task(config.task)
+    task = run_task(config)
     return {
         "loss": task.loss,
         "activation": config.activation,

@@ -1,0 +1,291 @@
+"""Your own sequences: arrays or an ``.npz`` file checked, read as a task, split, and turned
+into :class:`~jrnn.batch.Batch` es in one call.
+
+What a file (or :func:`from_arrays`) holds:
+
+* ``inputs``: `(N, T, F)` numbers (floats; integers and booleans are converted);
+* ``targets``: floats `(N, O)` (one output per sequence, many-to-one) or `(N, T, O)` (one per
+  step, many-to-many), trained with the MSE; or integer classes `(N,)` / `(N, T)`, trained
+  with the softmax cross-entropy over ``max + 1`` classes;
+* ``lengths`` (optional): `(N,)` integers in ``[1, T]``, the valid steps of each
+  right-padded sequence (padding reaches no loss and no gradient).
+
+The loss and the readout come from the targets' dtype and rank; ``loss=`` and
+``return_sequences=`` say them instead (floats `(N,)` read as `(N, 1)`; with
+``return_sequences=True``, floats `(N, T)` as `(N, T, 1)`; ``loss="mse"`` on integers
+regresses them as floats). Every problem is one ``ValueError`` naming the key and the
+shapes: a missing or unknown key, a wrong rank, NaN or inf, mismatched ``N`` or ``T``,
+lengths out of range, negative classes.
+
+In Python::
+
+    data = jrnn.data.load("mine.npz")            # or jrnn.data.from_arrays(x, y)
+    train, val, test = data.split()              # 80/10/10, the same split every time
+    step = jrnn.make_train_step(optimizer, **data.options)
+    params, opt_state, metrics = step(params, opt_state, train.batch)
+
+and on the command line ``jrnn train --data mine.npz``, then ``jrnn eval RUN`` and
+``jrnn predict RUN --data new.npz --out predictions.npy``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import zipfile
+from functools import cache
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from jrnn.batch import Batch
+
+__all__ = ["KEYS", "SPLIT_SEED", "Dataset", "from_arrays", "load", "read_npz"]
+
+KEYS = ("inputs", "targets", "lengths")
+"""The arrays a file may hold (``lengths`` is optional)."""
+SPLIT_SEED = 20150402
+"""The seed of :meth:`Dataset.split`'s permutation: a file's test split is the same for every
+run and every ``--seed``."""
+
+
+class Dataset(NamedTuple):
+    """Checked sequences with what training them needs.
+
+    Attributes:
+        batch: the arrays as a :class:`~jrnn.batch.Batch` (numpy: ``inputs`` float32,
+            ``targets`` float32 or int32, ``lengths`` int32 or ``None``).
+        loss: ``"mse"`` or ``"cross_entropy"``.
+        return_sequences: many-to-many (an output per step) or many-to-one.
+        output_size: the readout's width: ``O``, or the number of classes.
+    """
+
+    batch: Batch
+    loss: str
+    return_sequences: bool
+    output_size: int
+
+    @property
+    def size(self) -> int:
+        """``N``, the sequences."""
+        return int(self.batch.inputs.shape[0])
+
+    @property
+    def input_size(self) -> int:
+        """``F``, the features per step."""
+        return int(self.batch.inputs.shape[2])
+
+    @property
+    def seq_len(self) -> int:
+        """``T``, the steps of the (padded) sequences."""
+        return int(self.batch.inputs.shape[1])
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """``loss`` and ``return_sequences``, as :func:`jrnn.make_train_step` and
+        :func:`jrnn.evaluate` take them."""
+        return {"loss": self.loss, "return_sequences": self.return_sequences}
+
+    def take(self, index: Any) -> Dataset:
+        """The sequences at ``index`` (an index array or a slice)."""
+        b = self.batch
+        lengths = None if b.lengths is None else b.lengths[index]
+        return self._replace(batch=Batch(b.inputs[index], b.targets[index], lengths))
+
+    def split(
+        self, val_fraction: float = 0.1, test_fraction: float = 0.1
+    ) -> tuple[Dataset, Dataset, Dataset]:
+        """``(train, val, test)``: a fixed permutation (:data:`SPLIT_SEED`) cut by the
+        fractions, each part at least one sequence (``val_fraction=0``: an empty one).
+
+        Raises:
+            ValueError: a fraction outside ``[0, 1)``, or too few sequences for the parts.
+        """
+        for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0 <= f < 1:
+                raise ValueError(f"{name} must lie in [0, 1); got {f}")
+        n = self.size
+        n_val = math.ceil(n * val_fraction) if val_fraction else 0
+        n_test = math.ceil(n * test_fraction) if test_fraction else 0
+        if n - n_val - n_test < 1:
+            raise ValueError(
+                f"{n} sequences cannot be split into train, {val_fraction:g} validation and "
+                f"{test_fraction:g} test with a sequence left to train on"
+            )
+        order = np.random.default_rng(SPLIT_SEED).permutation(n)
+        test, val = order[:n_test], order[n_test : n_test + n_val]
+        return self.take(order[n_test + n_val :]), self.take(val), self.take(test)
+
+
+def _where(key: str, source: str) -> str:
+    return f"{source}: {key!r}" if source else key
+
+
+def _float_array(name: str, value: Any, source: str) -> np.ndarray:
+    a = np.asarray(value)
+    if a.dtype == object or not (
+        np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.bool_)
+    ) or np.issubdtype(a.dtype, np.complexfloating):  # fmt: skip
+        raise ValueError(f"{_where(name, source)} must hold real numbers; got dtype {a.dtype}")
+    a = a.astype(np.float32)
+    bad = ~np.isfinite(a)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{_where(name, source)} holds {int(bad.sum())} NaN or inf values (the first at "
+            f"index {first}); a run on them could only diverge"
+        )
+    return a
+
+
+def from_arrays(
+    inputs: Any,
+    targets: Any,
+    lengths: Any = None,
+    *,
+    loss: str | None = None,
+    return_sequences: bool | None = None,
+    source: str = "",
+) -> Dataset:
+    """Checks the arrays (see the module) and reads the loss and the readout from them.
+
+    Args:
+        inputs: `(N, T, F)` numbers.
+        targets: floats `(N, O)` / `(N, T, O)`, or integer classes `(N,)` / `(N, T)`.
+        lengths: optional `(N,)` valid steps, in ``[1, T]``.
+        loss: ``"mse"`` or ``"cross_entropy"``; ``None``: from the targets' dtype.
+        return_sequences: an output per step; ``None``: from the targets' rank.
+        source: what the arrays are called in errors (e.g. a file's name).
+
+    Raises:
+        ValueError: the arrays do not fit together (the message names them and the shapes).
+    """
+    if loss not in (None, "mse", "cross_entropy"):
+        raise ValueError(f"loss must be None, 'mse' or 'cross_entropy'; got {loss!r}")
+    x = _float_array("inputs", inputs, source)
+    if x.ndim != 3 or 0 in x.shape:
+        raise ValueError(
+            f"{_where('inputs', source)} must be (N, T, F) with N, T, F >= 1; got {x.shape}"
+        )
+    n, t, _ = x.shape
+    y = np.asarray(targets)
+    integer = np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_)
+    loss = loss or ("cross_entropy" if integer else "mse")
+    where_y = _where("targets", source)
+    if y.shape[:1] != (n,):
+        raise ValueError(f"{where_y} must have the inputs' N = {n} first; got {y.shape}")
+    if loss == "cross_entropy":
+        if not integer:
+            raise ValueError(
+                f"{where_y} must be integer classes for the cross-entropy; got dtype {y.dtype}"
+            )
+        many = y.ndim == 2 if return_sequences is None else return_sequences
+        want = (n, t) if many else (n,)
+        if y.shape != want:
+            shown = "(N, T)" if many else "(N,)"
+            raise ValueError(f"{where_y}: classes {shown} = {want} expected; got {y.shape}")
+        if y.size and y.min() < 0:
+            raise ValueError(f"{where_y}: classes must be >= 0; got {int(y.min())}")
+        y = y.astype(np.int32)
+        output_size = int(y.max()) + 1 if y.size else 1
+    else:
+        y = _float_array("targets", y, source)
+        given = y.shape
+        if y.ndim == 1:
+            y = y[:, None]
+        many = y.ndim == 3 if return_sequences is None else return_sequences
+        if many and y.ndim == 2:
+            y = y[:, :, None]
+        if (many and (y.ndim != 3 or y.shape[1] != t)) or (not many and y.ndim != 2):
+            shown = f"(N, T, O) with T = {t}" if many else "(N, O)"
+            raise ValueError(f"{where_y} must be {shown} for the MSE; got {given}")
+        output_size = int(y.shape[-1])
+    if lengths is not None:
+        lengths = np.asarray(lengths)
+        where_l = _where("lengths", source)
+        if lengths.shape != (n,) or not np.issubdtype(lengths.dtype, np.integer):
+            raise ValueError(
+                f"{where_l} must be ({n},) integers, one per sequence; got {lengths.shape} "
+                f"{lengths.dtype}"
+            )
+        if lengths.size and (lengths.min() < 1 or lengths.max() > t):
+            raise ValueError(
+                f"{where_l} must lie in [1, T = {t}]; got values in "
+                f"[{int(lengths.min())}, {int(lengths.max())}]"
+            )
+        lengths = lengths.astype(np.int32)
+    return Dataset(Batch(x, y, lengths), loss, bool(many), output_size)
+
+
+def read_npz(
+    path: str | Path, need: tuple[str, ...] = ("inputs", "targets")
+) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` file (:data:`KEYS`); a ``ValueError`` for a file that is
+    missing, not an ``.npz``, without the arrays ``need`` names, or with another key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise ValueError(f"{path}: not a readable .npz file ({err})") from None
+    if not isinstance(arrays, dict):
+        raise ValueError(f"{path}: an .npz file (numpy.savez) is expected, not a single array")
+    for key in arrays:
+        if key not in KEYS:
+            close = difflib.get_close_matches(key, KEYS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"{path}: unexpected array {key!r}{hint}; expected {list(KEYS)}")
+    for key in need:
+        if key not in arrays:
+            raise ValueError(
+                f"{path}: no {key!r} array (it holds {sorted(arrays) or 'none'}); expected "
+                "inputs (N, T, F), targets (N, O) / (N, T, O) floats or (N,) / (N, T) "
+                "integer classes, and optionally lengths (N,)"
+            )
+    return arrays
+
+
+def load(
+    path: str | Path, *, loss: str | None = None, return_sequences: bool | None = None
+) -> Dataset:
+    """The :class:`Dataset` of an ``.npz`` file (:func:`read_npz`, then :func:`from_arrays`)."""
+    arrays = read_npz(path)
+    return from_arrays(
+        arrays["inputs"], arrays["targets"], arrays.get("lengths"), loss=loss,
+        return_sequences=return_sequences, source=str(path),
+    )  # fmt: skip
+
+
+def loss_option(loss: str) -> str | None:
+    """``--loss``: ``"auto"`` is ``None`` (from the targets)."""
+    return None if loss == "auto" else loss
+
+
+def output_option(output: str) -> bool | None:
+    """``--output``: ``"auto"`` is ``None`` (from the targets); ``"every"`` step or the
+    ``"last"``."""
+    return {"auto": None, "every": True, "last": False}[output]
+
+
+@cache
+def _file_task(path: str, mtime: float, loss: str, output: str, val: float, test: float) -> Any:
+    from jrnn.tasks import data_task
+
+    data = load(path, loss=loss_option(loss), return_sequences=output_option(output))
+    return data_task(Path(path).name, *data.split(val, test))
+
+
+def file_task(config: Any) -> Any:
+    """The :class:`~jrnn.tasks.Task` of a ``jrnn train --data`` run's config: its file,
+    checked and split (read once per file and modification time)."""
+    path = str(Path(config.data).absolute())
+    try:
+        mtime = Path(path).stat().st_mtime
+    except OSError:
+        mtime = 0.0
+    return _file_task(
+        path, mtime, config.loss, config.output, config.val_fraction, config.test_fraction
+    )
