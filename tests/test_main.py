@@ -140,8 +140,18 @@ def test_pallas_on_the_cpu_says_it_interprets(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["--help"], ["--version"], ["train", "--help"], ["bench", "--help"], ["eval", "--help"],
-     ["predict", "--help"], ["launch", "--help"], ["check", "--help"], ["trian"]],
+    [
+        [],
+        ["--help"],
+        ["--version"],
+        ["train", "--help"],
+        ["bench", "--help"],
+        ["eval", "--help"],
+        ["predict", "--help"],
+        ["launch", "--help"],
+        ["check", "--help"],
+        ["trian"],
+    ],
     ids=lambda a: " ".join(a) or "bare",
 )
 def test_help_and_version_import_no_jax(argv):

@@ -151,6 +151,10 @@ def _haiku(key, xs, hidden):
 
 
 def _keras(key, xs, hidden):
+    import importlib.util
+
+    if importlib.util.find_spec("keras") is None:  # the missing package first, then its backend
+        _require("keras", "keras")
     if os.environ.get("KERAS_BACKEND") != "jax" and "keras" not in sys.modules:
         # jrnn never picks Keras' backend for the process (the user's choice)
         raise Unavailable("timed on Keras' JAX backend: run with KERAS_BACKEND=jax")

@@ -20,7 +20,14 @@ shape and dtype. The JSON fields (schema ``jrnn.bench/1``):
 ``repeats``               how many calls were timed (after the warm-up)
 ``compile_s``             trace, lower and compile, seconds (``null`` for PyTorch)
 ``temp_bytes``            XLA's temporary bytes of the compiled call (``null`` if none)
+``noisy``                 the spread is too wide to be a measurement (:func:`noisy`)
+``remeasured``            the first timing was that wide, so it was timed once more
 ========================  ===========================================================
+
+Noise: a time whose interquartile range is wider than :data:`NOISY_IQR` of its median
+(another process took the cores meanwhile, say) is timed once more; if it is still that
+wide it is kept but flagged: ``~`` before it in the table, *noisy* in the report, and it is
+left out of the summary's ratios.
 """
 
 from __future__ import annotations
@@ -32,9 +39,19 @@ from typing import Any
 
 from jrnn._src.extras import missing_extra
 
-__all__ = ["SCHEMA", "json_lines", "markdown", "plot", "table"]
+__all__ = ["NOISY_IQR", "SCHEMA", "json_lines", "markdown", "noisy", "plot", "table"]
 
 SCHEMA = "jrnn.bench/1"
+NOISY_IQR = 0.3
+"""The widest interquartile range, as a fraction of the median, that counts as a
+measurement. A quiet machine's rows are at 0.01-0.1; a contended one's reach 0.5-1."""
+
+
+def noisy(q1: float | None, q3: float | None, median: float | None) -> bool:
+    """The spread ``[q1, q3]`` is wider than :data:`NOISY_IQR` of ``median``."""
+    if q1 is None or q3 is None or not median:
+        return False
+    return (q3 - q1) > NOISY_IQR * median
 
 
 def json_lines(rows: Iterable[dict[str, Any]]) -> str:
@@ -45,7 +62,8 @@ def json_lines(rows: Iterable[dict[str, Any]]) -> str:
 def _ms(row: dict[str, Any]) -> str:
     if row["status"] != "ok":
         return "-"
-    return f"{1e3 * row['median_s']:.3f} [{1e3 * row['q1_s']:.3f}, {1e3 * row['q3_s']:.3f}]"
+    flag = "~" if row.get("noisy") else ""
+    return f"{flag}{1e3 * row['median_s']:.3f} [{1e3 * row['q1_s']:.3f}, {1e3 * row['q3_s']:.3f}]"
 
 
 def _groups(rows: Sequence[dict[str, Any]]) -> dict[tuple, dict[str, dict[str, dict]]]:
@@ -70,8 +88,10 @@ def _cells(works: dict[str, dict]) -> list[str]:
         _ms(train) if train else "-",
         "-" if compile_s is None else f"{compile_s:.2f}",
         "-" if temp is None else f"{temp / 2**20:.1f}",
-        "",
-    ]
+        "noisy (~): timed twice, still spread" if any(
+            w.get("noisy") for w in (fwd, train) if w
+        ) else "",
+    ]  # fmt: skip
 
 
 HEADER = ["implementation", "forward ms [IQR]", "train ms [IQR]", "compile s", "temp MiB", "note"]
@@ -111,7 +131,9 @@ def markdown(rows: Sequence[dict[str, Any]], command: str, when: str) -> str:
         "each in a block of its own. Train = `0.5 * sum(hs**2)` and its gradient with "
         "respect to the params (`jax.value_and_grad`; `loss.backward()` for PyTorch). "
         "Compile = trace, lower and "
-        "compile of the train step; temp = XLA's temporary memory of it.",
+        "compile of the train step; temp = XLA's temporary memory of it. A time marked ~ "
+        f"is noisy: its interquartile range stayed wider than {NOISY_IQR:.0%} of its median "
+        "when timed twice; the summary leaves it out.",
         "",
         "## Summary",
         "",
@@ -126,11 +148,12 @@ def markdown(rows: Sequence[dict[str, Any]], command: str, when: str) -> str:
     groups = _groups(rows)
     for (b, t, f, h, dtype), impls in groups.items():
         mine = impls.get("jrnn", {}).get("train")
-        timed = {
-            n: w["train"] for n, w in impls.items() if "train" in w and w["train"]["status"] == "ok"
+        timed = {  # a noisy row is no ground for a ratio
+            n: w["train"] for n, w in impls.items()
+            if "train" in w and w["train"]["status"] == "ok" and not w["train"].get("noisy")
         }  # fmt: skip
         others = {n: r for n, r in timed.items() if not n.startswith("jrnn")}
-        if not mine or mine["status"] != "ok" or not others:
+        if not mine or mine["status"] != "ok" or mine.get("noisy") or not others:
             continue
         best = min(others, key=lambda n: others[n]["median_s"])
         ratio = others[best]["median_s"] / mine["median_s"]

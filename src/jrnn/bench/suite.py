@@ -61,7 +61,7 @@ def _row(base: dict, shape: Shape, dtype: str, impl: str, work: str, **fields: A
     row = {**base, "B": b, "T": t, "F": f, "H": h, "dtype": dtype, "impl": impl, "work": work}
     row.update({"status": "ok", "reason": None, "median_s": None, "q1_s": None, "q3_s": None,
                 "min_s": None, "max_s": None, "repeats": 0, "compile_s": None,
-                "temp_bytes": None})  # fmt: skip
+                "temp_bytes": None, "noisy": False, "remeasured": False})  # fmt: skip
     row.update(fields)
     return row
 
@@ -127,12 +127,21 @@ def measure_shape(
                         why = f"failed to run: {type(err).__name__}: {err}"[:200]
                         rows.append(_row(base, shape, dtype, n, work, status="unavailable",
                                          reason=why))  # fmt: skip
+            # a spread too wide to be a measurement: timed once more (the group that
+            # spread, interleaved again), and flagged if it still is
+            wide = {n: calls[n] for n, s in timed.items() if report.noisy(s.q1, s.q3, s.median)}
+            if wide:
+                try:
+                    timed |= interleaved(wide, repeats, warmup, budget_s)
+                except Exception:  # it ran once: keep that measurement, flagged
+                    pass
             for n, s in timed.items():
                 c = calls[n]
                 rows.append(_row(
                     base, shape, dtype, n, work, median_s=s.median, q1_s=s.q1, q3_s=s.q3,
                     min_s=s.min, max_s=s.max, repeats=s.repeats, compile_s=c.compile_s,
-                    temp_bytes=c.temp_bytes,
+                    temp_bytes=c.temp_bytes, remeasured=n in wide,
+                    noisy=report.noisy(s.q1, s.q3, s.median),
                 ))  # fmt: skip
     order = {n: i for i, n in enumerate(IMPLS)}
     rows.sort(key=lambda r: (order.get(r["impl"].split("-cudnn")[0], 99), r["work"]))

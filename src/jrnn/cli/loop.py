@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jrnn._src.interrupts import interrupted_means
+from jrnn._src.interrupts import ignored, interrupted_means
 from jrnn.checkpoint import TrainState, close, latest_step, save, write_json
 from jrnn.cli.plot import title, try_plot
 from jrnn.cli.rundir import (
@@ -182,7 +182,7 @@ def _ctrl_c() -> Iterator[_CtrlC]:
         )
 
     try:
-        previous = signal.signal(signal.SIGINT, on_sigint)
+        previous = None if ignored() else signal.signal(signal.SIGINT, on_sigint)
     except ValueError:  # not the main thread: Ctrl-C is the caller's business
         previous = None
     try:
