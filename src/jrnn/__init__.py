@@ -95,6 +95,7 @@ _SUBMODULES = (
     "bench",
     "checkpoint",
     "cli",
+    "data",
     "distributed",
     "equinox",
     "flax",

@@ -1,10 +1,13 @@
-"""The ``jrnn`` command: ``jrnn train`` (train a model on a task), ``jrnn launch`` (a
-multi-process ``jrnn train`` job on this machine, :mod:`jrnn.launch`) and ``jrnn check`` (the
-seed notebook's example and the gradient checks).
+"""The ``jrnn`` command: ``jrnn train`` (train a model on a task or on your own sequences,
+``--data``), ``jrnn eval`` and ``jrnn predict`` (a trained run on its test set or your
+file), ``jrnn launch`` (a multi-process ``jrnn train`` job on this machine,
+:mod:`jrnn.launch`), ``jrnn check`` (the seed notebook's example and the gradient checks) and
+``jrnn bench``. ``jrnn`` alone prints the usage.
 
-The package by job: :mod:`jrnn.cli.parse` (the parser), :mod:`jrnn.cli.rundir` (the run
-directory's life), :mod:`jrnn.cli.loop` (the training loop), :mod:`jrnn.cli.plot` (the
-curves) and :mod:`jrnn.cli.check`.
+The package by job: :mod:`jrnn.cli.parse` (the parser, built without jax),
+:mod:`jrnn.cli.rundir` (the run directory's life), :mod:`jrnn.cli.loop` (the training loop),
+:mod:`jrnn.cli.plot` (the curves), :mod:`jrnn.cli.infer` (eval and predict),
+:mod:`jrnn.cli.check` and :mod:`jrnn.cli.bench`.
 
 ``jrnn train`` writes a run directory (``--out``, see :mod:`jrnn.runs`):
 
