@@ -17,7 +17,7 @@ from jrnn.bench.tuning import DispatchTable, bucket
 FIELDS = {
     "schema", "device_kind", "backend", "cpu", "versions", "B", "T", "F", "H", "dtype",
     "impl", "work", "status", "reason", "median_s", "q1_s", "q3_s", "min_s", "max_s",
-    "repeats", "compile_s", "temp_bytes",
+    "repeats", "compile_s", "temp_bytes", "noisy", "remeasured",
 }  # fmt: skip
 
 

@@ -607,7 +607,12 @@ def test_the_plot_names_its_loss_and_shows_the_schedule(task):
     fig = figure(rows, config, 10)
     labels = [ax.get_ylabel() for ax in fig.axes]
     loss = "MSE" if task == "sine" else "cross-entropy"
-    expected = [loss, "learning rate", "gradient norm (before clipping)"]
+    expected = [
+        loss,
+        "learning rate",
+        "gradient norm (before clipping)",
+        "optimiser steps per second",
+    ]
     if task == "copy":
         expected[1:1] = ["accuracy", "accuracy on the last 10 steps (recall)"]
     assert labels == expected

@@ -350,3 +350,22 @@ def test_num_processes_1_is_a_run_of_its_own_even_in_a_cluster_job(monkeypatch):
     assert joined == []
     cli._join_job(None, None, None, 30)  # no option: the detected cluster job is joined
     assert joined == [((None, None, None), {"heartbeat_timeout_s": 30})]
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_launch_passes_the_runtime_chatter_only_when_verbose(verbose):
+    import io
+    import threading
+
+    from jrnn.launch import _pump
+
+    lines = [
+        "[Gloo] Rank 0 is connected to 1 peer ranks. Expected number of connected peer ranks is : 1\n",
+        "I1207 02:47:01.123456  1234 coordination_service.cc:12] registered\n",
+        "W1207 02:47:01.123456  1234 foo.cc:12] a warning stays\n",
+        "jrnn train: done, step 20\n",
+    ]
+    out = io.StringIO()
+    _pump(1, io.StringIO("".join(lines)), out, threading.Lock(), verbose)
+    kept = lines if verbose else lines[2:]
+    assert out.getvalue() == "".join(f"[1] {line}" for line in kept)

@@ -20,6 +20,13 @@ LAZY: set[tuple[str, str]] = {
     ("__main__", "checkpoint"),
     *(("cli", m) for m in ("checkpoint", "cli.loop", "cli.rundir", "runs", "distributed")),
     ("cli", "launch"),
+    # what needs jax, imported only by the commands that compute: jrnn --help and the
+    # commands' --help answer without it (test_main)
+    *(("cli", m) for m in ("cli.check", "cli.bench", "cli.infer")),
+    ("cli.bench", "bench"),
+    ("cli.bench", "bench.report"),
+    ("cli.infer", "checkpoint"),
+    ("run_config", "tasks"),
 }
 
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 import difflib
 import math
 import zipfile
-from functools import cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -268,24 +267,3 @@ def output_option(output: str) -> bool | None:
     """``--output``: ``"auto"`` is ``None`` (from the targets); ``"every"`` step or the
     ``"last"``."""
     return {"auto": None, "every": True, "last": False}[output]
-
-
-@cache
-def _file_task(path: str, mtime: float, loss: str, output: str, val: float, test: float) -> Any:
-    from jrnn.tasks import data_task
-
-    data = load(path, loss=loss_option(loss), return_sequences=output_option(output))
-    return data_task(Path(path).name, *data.split(val, test))
-
-
-def file_task(config: Any) -> Any:
-    """The :class:`~jrnn.tasks.Task` of a ``jrnn train --data`` run's config: its file,
-    checked and split (read once per file and modification time)."""
-    path = str(Path(config.data).absolute())
-    try:
-        mtime = Path(path).stat().st_mtime
-    except OSError:
-        mtime = 0.0
-    return _file_task(
-        path, mtime, config.loss, config.output, config.val_fraction, config.test_fraction
-    )

@@ -4,7 +4,8 @@ It starts ``N`` processes of ``python -m jrnn train <options> --coordinator
 127.0.0.1:<free port> --num-processes N --process-id i``, each with ``K`` devices of its
 own, and then:
 
-* prints their output, each line prefixed with ``[i]``;
+* prints their output, each line prefixed with ``[i]``, less the runtime's chatter (Gloo's
+  "Rank N is connected" lines, XLA's info-level log lines) unless ``verbose``;
 * forwards Ctrl-C to all of them (the processes run in their own session, so the terminal's
   Ctrl-C reaches the launcher alone): the job saves a checkpoint and stops together, and a
   second Ctrl-C (or SIGTERM, SIGHUP to the launcher) kills it without saving;
@@ -73,10 +74,20 @@ def _describe(code: int) -> str:
     return f"exited with status {code}"
 
 
-def _pump(index: int, pipe: TextIO, out: TextIO, lock: threading.Lock) -> None:
-    """Copies a child's lines to ``out`` with its prefix; keeps draining the pipe when
-    ``out`` fails (``jrnn launch ... | head``), or the child would block on a full pipe."""
+# the collectives' and XLA's info lines: "[Gloo] Rank 1 is connected to 1 peer ranks...",
+# "I1207 02:47:01.123456  1234 file.cc:12] ..."
+CHATTER = re.compile(r"^(\[Gloo\] |I\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ )")
+
+
+def _pump(
+    index: int, pipe: TextIO, out: TextIO, lock: threading.Lock, verbose: bool = False
+) -> None:
+    """Copies a child's lines to ``out`` with its prefix, less :data:`CHATTER` unless
+    ``verbose``; keeps draining the pipe when ``out`` fails (``jrnn launch ... | head``), or
+    the child would block on a full pipe."""
     for line in pipe:
+        if not verbose and CHATTER.match(line):
+            continue
         with lock, contextlib.suppress(OSError, ValueError):
             out.write(f"[{index}] {line}" if line.endswith("\n") else f"[{index}] {line}\n")
             out.flush()
@@ -90,6 +101,7 @@ def launch(
     port: int | None = None,
     grace_s: float = 10.0,
     out: TextIO | None = None,
+    verbose: bool = False,
 ) -> int:
     """Runs ``jrnn train <train_args>`` as one job of ``processes`` local processes.
 
@@ -101,6 +113,7 @@ def launch(
         grace_s: after a process fails, how long the others get to stop by themselves
             before they are killed.
         out: where the prefixed output goes (default ``sys.stdout``).
+        verbose: pass the runtime's chatter (:data:`CHATTER`) through too.
 
     Returns:
         0 if every process finished; else the first failure's exit status.
@@ -170,7 +183,8 @@ def launch(
             with lock:
                 print(f"jrnn launch: process {i} of {processes} started (pid {child.pid}), "
                       f"coordinator {address}", file=out, flush=True)  # fmt: skip
-            pump = threading.Thread(target=_pump, args=(i, child.stdout, out, lock), daemon=True)
+            pump = threading.Thread(target=_pump, args=(i, child.stdout, out, lock, verbose),
+                                    daemon=True)  # fmt: skip
             pump.start()
             pumps.append(pump)
         status = _supervise(children, out, lock, grace_s, signals)

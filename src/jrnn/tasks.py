@@ -30,19 +30,19 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jrnn import losses
 from jrnn._src import names
 from jrnn._src.extras import missing_extra
 from jrnn._src.validate import positive_int
 from jrnn.batch import Batch
-
-if TYPE_CHECKING:
-    from jrnn.data import Dataset
+from jrnn.data import Dataset, load, loss_option, output_option
 
 __all__ = [
     "TASKS",
@@ -302,12 +302,25 @@ def get_task(name: str) -> Task:
 
 def run_task(config: Any) -> Task:
     """The task a run (:class:`~jrnn.run_config.RunConfig`) trains: ``config.task``'s, or
-    for ``jrnn train --data`` its file's (:func:`jrnn.data.file_task`)."""
-    if config.task == "data":
-        from jrnn.data import file_task
+    for ``jrnn train --data`` its file's, checked and split (:func:`data_task`; read once
+    per file and modification time). Raises ``ValueError`` for a file that cannot be."""
+    if config.task != "data":
+        return get_task(config.task)
+    path = Path(config.data).absolute()
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        mtime = 0.0  # jrnn.data.load says what is wrong with it
+    return _file_task(
+        str(path), mtime, config.loss, config.output, config.val_fraction, config.test_fraction
+    )
 
-        return file_task(config)
-    return get_task(config.task)
+
+@functools.cache
+def _file_task(path: str, mtime: float, loss: str, output: str, val: float, test: float) -> Task:
+    del mtime  # a key of the cache only: a file written anew is read anew
+    data = load(path, loss=loss_option(loss), return_sequences=output_option(output))
+    return data_task(Path(path).name, *data.split(val, test))
 
 
 def data_task(name: str, train: Dataset, val: Dataset, test: Dataset) -> Task:
@@ -338,14 +351,14 @@ def data_task(name: str, train: Dataset, val: Dataset, test: Dataset) -> Task:
 
 
 def _on_device(data: Dataset) -> Batch:
-    return Batch(*(None if a is None else jnp.asarray(a) for a in data.batch))
+    b = data.batch
+    lengths = None if b.lengths is None else jnp.asarray(b.lengths)
+    return Batch(jnp.asarray(b.inputs), jnp.asarray(b.targets), lengths)
 
 
 def _baseline(train: Dataset, test: Dataset) -> tuple[float, float | None]:
     """The memoryless baseline's loss on ``test``, and its accuracy (classification), from
     the statistics of ``train``'s valid positions."""
-    from jrnn import losses
-
     b = train.batch
     valid = np.ones(b.targets.shape[:2] if train.return_sequences else b.targets.shape[:1], bool)
     if train.return_sequences and b.lengths is not None:

@@ -251,8 +251,8 @@ def evaluate(
 ) -> dict[str, float]:
     """Metrics of ``params`` on ``batch`` (no gradient) as Python floats: ``"loss"`` and,
     for cross-entropy, ``"accuracy"``; arguments as :func:`loss_and_metrics`. Compiled once
-    per shape and options; a function to call outside ``jit`` (inside one, the metrics of
-    :func:`loss_and_metrics` are arrays), as :meth:`jrnn.Run.evaluate` is.
+    per shape and options, and called outside ``jit``, as :meth:`jrnn.Run.evaluate` is (in
+    a trace, ``jit`` or ``eval_shape``, the metrics are the traced arrays).
 
     ``recall_steps``: with ``return_sequences`` and cross-entropy, also
     ``"recall_accuracy"``, the accuracy over the last ``recall_steps`` steps alone (the copy
@@ -273,7 +273,8 @@ def evaluate(
     arrays = {k: v for k, v in options.items() if k == "recurrent_mask"}
     static = tuple(sorted((k, v) for k, v in options.items() if k not in arrays))
     metrics = _evaluate(params, batch, arrays, loss, bool(return_sequences), recall_steps, static)
-    return {k: float(v) for k, v in metrics.items()}
+    # floats, as Run.evaluate and jrnn eval give; inside a trace the arrays, as they must be
+    return {k: v if isinstance(v, jax.core.Tracer) else float(v) for k, v in metrics.items()}
 
 
 @partial(jax.jit, static_argnums=(3, 4, 5, 6))

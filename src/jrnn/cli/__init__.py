@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None, *, program: bool = False) -> int:
         from jrnn.launch import launch
 
         try:
-            return launch(rest, args.processes, args.devices_per_process)
+            return launch(rest, args.processes, args.devices_per_process,
+                          verbose=args.verbose)  # fmt: skip
         except ValueError as err:
             print(f"jrnn launch: error: {err}", file=sys.stderr)
             return 2

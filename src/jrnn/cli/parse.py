@@ -156,6 +156,9 @@ def _add_launch(sub: Any) -> None:
     p.add_argument("--devices-per-process", type=_count(1), default=1, metavar="K",
                    help="CPU devices of each process (on a machine with GPUs, GPUs i*K to "
                    "i*K + K - 1 for process i) (default: 1)")  # fmt: skip
+    p.add_argument("--verbose", action="store_true",
+                   help="also the runtime's chatter: Gloo's connection lines, XLA's info "
+                   "lines (default: off)")  # fmt: skip
 
 
 def _add_eval_predict(sub: Any) -> None:
