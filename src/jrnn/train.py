@@ -274,7 +274,10 @@ def evaluate(
     static = tuple(sorted((k, v) for k, v in options.items() if k not in arrays))
     metrics = _evaluate(params, batch, arrays, loss, bool(return_sequences), recall_steps, static)
     # floats, as Run.evaluate and jrnn eval give; inside a trace the arrays, as they must be
-    return {k: v if isinstance(v, jax.core.Tracer) else float(v) for k, v in metrics.items()}
+    out: dict[str, Any] = {
+        k: v if isinstance(v, jax.core.Tracer) else float(v) for k, v in metrics.items()
+    }
+    return out
 
 
 @partial(jax.jit, static_argnums=(3, 4, 5, 6))

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 
 from jrnn.data import from_arrays, load, read_npz
@@ -37,7 +38,7 @@ def eval_run(run_dir: str, data: str | None, as_json: bool) -> int:
         metrics, on = run.evaluate(), f"the test set of {task.name}"
     else:
         own = load(data, loss=task.loss, return_sequences=task.return_sequences)
-        _fits(run, own.batch.inputs, data)
+        _fits(run, np.asarray(own.batch.inputs), data)
         if own.loss == "cross_entropy" and own.output_size > task.output_size:
             raise _Refused(
                 f"{data}: targets hold classes up to {own.output_size - 1}; the run's model "
@@ -75,8 +76,9 @@ def predict(run_dir: str, data: str, out: str) -> int:
     n = np.shape(inputs)[0] if np.ndim(inputs) else 0
     checked = from_arrays(inputs, np.zeros((n, 1), np.float32), lengths, loss="mse",
                           return_sequences=False, source=data).batch  # fmt: skip
-    _fits(run, checked.inputs, data)
-    outputs = np.asarray(run.predict(checked.inputs, checked.lengths))
+    _fits(run, np.asarray(checked.inputs), data)
+    valid = None if checked.lengths is None else jnp.asarray(checked.lengths)
+    outputs = np.asarray(run.predict(jnp.asarray(checked.inputs), valid))
     np.save(out, outputs)
     what = "logits" if run.task.loss == "cross_entropy" else "outputs"
     print(f"jrnn predict: wrote {out}: {what} {outputs.shape} {outputs.dtype}", file=sys.stderr)
