@@ -159,3 +159,45 @@ def test_a_call_that_fails_at_run_time_is_a_row_and_the_others_are_timed(monkeyp
     assert by[("flax", "train")]["status"] == "unavailable"
     assert by[("flax", "train")]["reason"] == "failed to run: RuntimeError: out of memory"
     assert by[("jrnn", "train")]["status"] == "ok"
+
+
+def test_the_noise_rule():
+    from jrnn.bench.report import NOISY_IQR, noisy
+
+    assert NOISY_IQR == 0.3
+    assert not noisy(0.95, 1.05, 1.0) and not noisy(0.9, 1.2, 1.0)
+    assert noisy(0.8, 1.2, 1.0) and noisy(1.777, 3.749, 2.098)  # the issue's torch row
+    assert not noisy(None, None, None)
+
+
+@pytest.mark.parametrize("second", ["narrow", "wide"])
+def test_a_wide_spread_is_timed_again_then_flagged_and_left_out_of_the_summary(monkeypatch, second):
+    """A synthetic spread (the timing replaced): timed once more; still wide, flagged in the
+    rows, the table and the report, and no ratio is built on it."""
+    from jrnn.bench import report, suite
+    from jrnn.bench.measure import Stats
+
+    wide = Stats(2.0, 1.7, 3.7, 1.5, 4.0, 10)
+    narrow = Stats(1.0, 0.98, 1.03, 0.95, 1.1, 10)
+    calls = []
+
+    def timed(group, repeats, warmup, budget_s):
+        calls.append(sorted(group))
+        again = len(group) == 1  # the re-measurement of the wide one alone
+        pick = lambda n: wide if n == "plain-scan" and (not again or second == "wide") else narrow
+        return {n: pick(n) for n in group}
+
+    monkeypatch.setattr(suite, "interleaved", timed)
+    rows = jb.run([(2, 4, 3, 4)], ("float32",), ("jrnn", "plain-scan"), repeats=3, warmup=0)
+    by = {(r["impl"], r["work"]): r for r in rows}
+    assert ["plain-scan"] in calls  # the wide one, timed again alone
+    peer, mine = by[("plain-scan", "train")], by[("jrnn", "train")]
+    assert peer["remeasured"] and not mine["remeasured"] and not mine["noisy"]
+    assert peer["noisy"] == (second == "wide")
+    table = report.table(rows)
+    summary = report.markdown(rows, "jrnn bench", "now").split("## (B, T, F, H)")[0]
+    if second == "wide":
+        assert "~2000.000 [1700.000, 3700.000]" in table and "noisy (~)" in table
+        assert "| (2, 4, 3, 4) |" not in summary  # no ratio on a noisy row
+    else:
+        assert "~" not in table and "| (2, 4, 3, 4) | float32 | 1000.000 | plain-scan |" in summary
