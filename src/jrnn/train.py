@@ -248,7 +248,7 @@ def evaluate(
     return_sequences: bool = False,
     recall_steps: int | None = None,
     **options: Any,
-) -> dict[str, float]:
+) -> dict[str, float | Array]:
     """Metrics of ``params`` on ``batch`` (no gradient) as Python floats: ``"loss"`` and,
     for cross-entropy, ``"accuracy"``; arguments as :func:`loss_and_metrics`. Compiled once
     per shape and options, and called outside ``jit``, as :meth:`jrnn.Run.evaluate` is (in
@@ -274,7 +274,7 @@ def evaluate(
     static = tuple(sorted((k, v) for k, v in options.items() if k not in arrays))
     metrics = _evaluate(params, batch, arrays, loss, bool(return_sequences), recall_steps, static)
     # floats, as Run.evaluate and jrnn eval give; inside a trace the arrays, as they must be
-    out: dict[str, Any] = {
+    out: dict[str, float | Array] = {
         k: v if isinstance(v, jax.core.Tracer) else float(v) for k, v in metrics.items()
     }
     return out
