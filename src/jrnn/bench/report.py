@@ -25,9 +25,10 @@ shape and dtype. The JSON fields (schema ``jrnn.bench/1``):
 ========================  ===========================================================
 
 Noise: a time whose interquartile range is wider than :data:`NOISY_IQR` of its median
-(another process took the cores meanwhile, say) is timed once more; if it is still that
-wide it is kept but flagged: ``~`` before it in the table, *noisy* in the report, and it is
-left out of the summary's ratios.
+(another process took the cores meanwhile, say) is timed once more, with twice the repeats
+(20 at least); if it is still that wide it is kept but flagged: ``~`` before it in the
+table, *noisy* in the report, and the summary builds no ratio on its shape (which peer is
+fastest is unknown there too).
 """
 
 from __future__ import annotations
@@ -146,14 +147,18 @@ def markdown(rows: Sequence[dict[str, Any]], command: str, when: str) -> str:
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     groups = _groups(rows)
+    noisy_shapes = []
     for (b, t, f, h, dtype), impls in groups.items():
         mine = impls.get("jrnn", {}).get("train")
-        timed = {  # a noisy row is no ground for a ratio
+        timed = {
             n: w["train"] for n, w in impls.items()
-            if "train" in w and w["train"]["status"] == "ok" and not w["train"].get("noisy")
+            if "train" in w and w["train"]["status"] == "ok"
         }  # fmt: skip
+        if any(r.get("noisy") for r in timed.values()):  # no ratio on noise, nor a "fastest"
+            noisy_shapes.append(f"({b}, {t}, {f}, {h}) {dtype}")
+            continue
         others = {n: r for n, r in timed.items() if not n.startswith("jrnn")}
-        if not mine or mine["status"] != "ok" or mine.get("noisy") or not others:
+        if not mine or mine["status"] != "ok" or not others:
             continue
         best = min(others, key=lambda n: others[n]["median_s"])
         ratio = others[best]["median_s"] / mine["median_s"]
@@ -162,6 +167,8 @@ def markdown(rows: Sequence[dict[str, Any]], command: str, when: str) -> str:
             f"| ({b}, {t}, {f}, {h}) | {dtype} | {1e3 * mine['median_s']:.3f} | {best} "
             f"| {1e3 * others[best]['median_s']:.3f} | {ratio:.2f}x | {ours} |"
         )
+    if noisy_shapes:
+        out += ["", f"Left out, a train time there being noisy: {'; '.join(noisy_shapes)}."]
     for (b, t, f, h, dtype), impls in groups.items():
         out += ["", f"## (B, T, F, H) = ({b}, {t}, {f}, {h}), {dtype}", ""]
         out.append("| " + " | ".join(HEADER) + " |")

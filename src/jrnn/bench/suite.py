@@ -127,12 +127,12 @@ def measure_shape(
                         why = f"failed to run: {type(err).__name__}: {err}"[:200]
                         rows.append(_row(base, shape, dtype, n, work, status="unavailable",
                                          reason=why))  # fmt: skip
-            # a spread too wide to be a measurement: timed once more (the group that
-            # spread, interleaved again), and flagged if it still is
+            # a spread too wide to be a measurement: timed once more (the ones that spread,
+            # interleaved again, with twice the repeats), and flagged if it still is
             wide = {n: calls[n] for n, s in timed.items() if report.noisy(s.q1, s.q3, s.median)}
             if wide:
                 try:
-                    timed |= interleaved(wide, repeats, warmup, budget_s)
+                    timed |= interleaved(wide, max(2 * repeats, 20), warmup + 1, budget_s)
                 except Exception:  # it ran once: keep that measurement, flagged
                     pass
             for n, s in timed.items():
