@@ -50,7 +50,8 @@ def test_a_tiny_shape_through_every_output(tmp_path, capsys):
     assert "B=2 T=6 F=3 H=4 float32" in text and "train ms [IQR]" in text
     report = out["md"].read_text()
     assert report.startswith("# jrnn bench") and "## Summary" in report
-    assert "| (2, 6, 3, 4) | float32 |" in report
+    # the shape's ratio, or (a sub-millisecond time can stay spread) its name among those left out
+    assert "| (2, 6, 3, 4) | float32 |" in report or "noisy: (2, 6, 3, 4) float32" in report
     assert out["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
