@@ -35,7 +35,8 @@ PRESETS: dict[str, Preset] = {
         ("float32",), repeats=10, warmup=2, budget_s=1.0,
         impls=tuple(i for i in IMPLS if i != "jrnn-deer"),
         about="4 shapes around (8, 128, 32, 64), T and H varied, float32, every "
-        "implementation but DEER (seconds a call on a CPU): under a minute on a laptop CPU",
+        "implementation but DEER (seconds a call on a CPU): about 15 s on a 2-core CPU, 30 s with "
+        "the bench extra's peers",
     ),
     "full": Preset(
         [(1, 1000, 8, 32), (16, 256, 32, 64), (32, 128, 64, 128), (64, 256, 256, 512),
