@@ -349,12 +349,7 @@ def to_torch(params: Any, *, activation: str = "tanh", batch_first: bool = True,
             (naming the layer), a nonzero ``b`` with ``bias=False``, an activation
             PyTorch lacks.
     """
-    try:
-        import torch
-    except ModuleNotFoundError as err:
-        raise missing_extra(err, "to_torch") from None
-
-    layers = _layers(params)
+    layers = _layers(params)  # the arguments first: a wrong one is wrong with torch or without
     activation = _named(activation, "to_torch", "PyTorch's nn.RNN")
     if activation not in ("tanh", "relu"):
         raise ValueError(
@@ -363,6 +358,10 @@ def to_torch(params: Any, *, activation: str = "tanh", batch_first: bool = True,
     arrays, hidden, dtype = _torch_arrays(layers)
     if not bias and any(np.any(a[2] != 0) for a in arrays):
         raise ValueError("bias=False needs every b to be zero")
+    try:
+        import torch
+    except ModuleNotFoundError as err:
+        raise missing_extra(err, "to_torch") from None
     bidirectional = isinstance(layers[0], BiRNNParams)
     t_dtype = getattr(torch, dtype.name)
 
