@@ -59,6 +59,8 @@ def test_given_loss_and_readout_override_the_reading():
     regress = jdata.from_arrays(x, ints, loss="mse")
     assert regress.loss == "mse" and regress.batch.targets.shape == (4, 1)
     assert jdata.from_arrays(x, np.ones(4, np.float32)).batch.targets.shape == (4, 1)
+    column = jdata.from_arrays(x, ints[:, None])  # a column of labels: one per sequence
+    assert not column.return_sequences and column.batch.targets.shape == (4,)
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,8 @@ What a file (or :func:`from_arrays`) holds:
 
 * ``inputs``: `(N, T, F)` numbers (floats; integers and booleans are converted);
 * ``targets``: floats `(N, O)` (one output per sequence, many-to-one) or `(N, T, O)` (one per
-  step, many-to-many), trained with the MSE; or integer classes `(N,)` / `(N, T)`, trained
-  with the softmax cross-entropy over ``max + 1`` classes;
+  step, many-to-many), trained with the MSE; or integer classes `(N,)` (or a column
+  `(N, 1)`) / `(N, T)`, trained with the softmax cross-entropy over ``max + 1`` classes;
 * ``lengths`` (optional): `(N,)` integers in ``[1, T]``, the valid steps of each
   right-padded sequence (padding reaches no loss and no gradient).
 
@@ -179,6 +179,8 @@ def from_arrays(
             raise ValueError(
                 f"{where_y} must be integer classes for the cross-entropy; got dtype {y.dtype}"
             )
+        if y.ndim == 2 and y.shape[1] == 1 and t != 1 and not return_sequences:
+            y = y[:, 0]  # a column of labels, one per sequence
         many = y.ndim == 2 if return_sequences is None else return_sequences
         want = (n, t) if many else (n,)
         if y.shape != want:
