@@ -658,7 +658,7 @@ _CTRL_C_LINES = (
 
 @pytest.fixture
 def busy_cpu(request):
-    """With ``loaded`` true: more busy processes than cores beside the test (a loaded
+    """With ``loaded`` true: a busy process per core beside the test (a loaded
     machine, where the interpreter's start-up and every step take longer)."""
     procs = []
     if request.param:
