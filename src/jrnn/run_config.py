@@ -139,7 +139,10 @@ class RunConfig:
         0.1, "--data's test split, evaluated at the end (result.json)", STRUCTURAL, _fraction
     )
     seq_len: int = _option(
-        100, "sequence length T (copy: the blanks; digits: 8 only)", TRAJECTORY, _positive
+        100,
+        "sequence length T (copy: the blanks; digits: 8 only; --data: the file's)",
+        TRAJECTORY,
+        _positive,
     )
     hidden: int = _option(64, "hidden units per layer", STRUCTURAL, _positive)
     layers: int = _option(1, "stacked Elman layers", STRUCTURAL, _positive)
@@ -299,4 +302,6 @@ def option_help(name: str) -> str:
 
 
 def _show(value: Any) -> str:
+    if value == "":
+        return "none"
     return f"{value:g}" if isinstance(value, float) else str(value)

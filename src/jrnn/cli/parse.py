@@ -61,7 +61,8 @@ def _value_type(field: dataclasses.Field) -> Any:
 
 
 TRAIN_DESCRIPTION = (
-    "Train an Elman RNN with a dense readout on a sequence task (optax, hand-written BPTT), "
+    "Train an Elman RNN with a dense readout on a sequence task, or on your own sequences "
+    "(--data FILE.npz), with optax and the hand-written BPTT, "
     "with progress, metrics.jsonl, a PNG of the curves and resumable orbax checkpoints. "
     "Each task has defaults measured to learn it (shown per task below): adding, the IRNN "
     "of Le, Jaitly & Hinton (2015) (relu, identity recurrent init, N(0, 0.001^2) input "
@@ -85,7 +86,9 @@ def _add_train(sub: Any) -> None:
             type=None if choices else _value_type(field),  # argparse lists the choices
             choices=choices,
             default=argparse.SUPPRESS,  # only the options given reach the run's config
-            metavar=None if choices else field.name.upper(),
+            metavar=None
+            if choices
+            else ("FILE.npz" if field.name == "data" else field.name.upper()),
             help=option_help(field.name),
         )
     p.add_argument("--out", help="run directory (default: runs/<task>-<date>-<time>)")
