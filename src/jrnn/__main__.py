@@ -7,14 +7,20 @@ from __future__ import annotations
 
 import sys
 
-from jrnn._src.interrupts import closed_pipe_quiet, ctrl_c_exits, install, interrupted_means
+from jrnn._src.interrupts import (
+    NOT_STARTED,
+    closed_pipe_quiet,
+    ctrl_c_exits,
+    install,
+    interrupted_means,
+)
 
 __all__ = ["main"]
 
 
 def _meaning(args: list[str]) -> None:
     if args and args[0] == "train":
-        interrupted_means("jrnn train: interrupted before training started; nothing was saved")
+        interrupted_means(NOT_STARTED)
 
 
 # The program's first line of its own (the ``jrnn`` script, or ``python -m jrnn``): Ctrl-C

@@ -25,10 +25,19 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["closed_pipe_quiet", "ctrl_c_exits", "ignored", "install", "interrupted_means"]
+__all__ = [
+    "NOT_STARTED",
+    "closed_pipe_quiet",
+    "ctrl_c_exits",
+    "ignored",
+    "install",
+    "interrupted_means",
+]
 
 # the line Ctrl-C prints; the commands update it as they go (interrupted_means)
 _MEANING = ["jrnn: interrupted"]
+NOT_STARTED = "jrnn train: interrupted before training started; nothing was saved"
+"""``jrnn train``'s line for a Ctrl-C before its run folder is set up."""
 
 
 def interrupted_means(text: str) -> None:

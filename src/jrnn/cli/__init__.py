@@ -35,6 +35,7 @@ import sys
 from typing import Any
 
 from jrnn._src.extras import EXTRAS, MissingExtraError, install_command
+from jrnn._src.interrupts import NOT_STARTED
 from jrnn.cli.parse import parser
 
 __all__ = ["PLOT_EVERY_S", "TrainError", "check", "figure", "main", "parser", "train"]
@@ -160,7 +161,7 @@ def _train(args: Any) -> int:
         print(f"jrnn train: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C before the loop (a library call): nothing to save
-        print("\njrnn train: interrupted before training started", file=sys.stderr)
+        print(f"\n{NOT_STARTED}", file=sys.stderr)
         return 130
 
 
