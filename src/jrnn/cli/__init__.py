@@ -13,10 +13,11 @@ The package by job: :mod:`jrnn.cli.parse` (the parser, built without jax),
 
 * ``config.json``: every option of the run (:class:`~jrnn.run_config.RunConfig`) and the
   history of its resumes;
-* ``metrics.jsonl``: one JSON object per line, ``{"step", "split": "train"|"test", "loss",
-  ...}``; train rows average the steps since the previous row;
-* ``metrics.png``: loss, accuracy, learning rate and gradient norm, redrawn at every
-  evaluation;
+* ``metrics.jsonl``: one JSON object per line, ``{"step", "split": "train"|"val"|"test",
+  "loss", ...}``; train rows average the steps since the previous row; ``val`` rows are a
+  ``--data`` run's evaluations during training (its test split is evaluated at the end);
+* ``metrics.png``: loss, accuracy, learning rate, gradient norm and steps per second in two
+  rows of panels, redrawn at evaluations;
 * ``checkpoints/``: orbax checkpoints of params, optimiser state, step and PRNG key, every
   ``--checkpoint-every`` steps, at the end, and on Ctrl-C;
 * ``result.json``: the final test metrics and the baseline, when the run finishes.
