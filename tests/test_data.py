@@ -269,3 +269,22 @@ def test_eval_and_predict_refuse_what_does_not_fit(tmp_path, capsys):
 def test_data_options_that_contradict(tmp_path, capsys, argv, message):
     assert main(["train", *argv, "--out", str(tmp_path / "r"), "--no-progress"]) == 2
     assert capsys.readouterr().err.splitlines()[0] == f"jrnn train: error: {message}"
+
+
+def test_a_changed_file_is_refused_by_resume_and_eval(tmp_path, capsys):
+    """The run folder keeps the file's SHA-256: a resume, or jrnn eval of the run's test
+    split, on other sequences than the run's is refused in one line."""
+    path = tmp_path / "mine.npz"
+    np.savez(path, **_arrays("many-to-one-floats"))
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(path), "--out", str(run), "--steps", "10", "--log-every",
+                 "10", "--hidden", "4", "--no-progress"]) == 0  # fmt: skip
+    assert len(json.loads((run / "config.json").read_text())["data_sha256"]) == 64
+    np.savez(path, **_arrays("many-to-one-floats", seed=7))  # the same shapes, other numbers
+    capsys.readouterr()
+    for argv in (["train", "--out", str(run), "--resume", "--steps", "20", "--no-progress"],
+                 ["eval", str(run)]):  # fmt: skip
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "has changed since the run started" in err[0], err
+    assert main(["eval", str(run), "--data", str(path)]) == 0  # a file named: evaluated as given

@@ -31,6 +31,7 @@ and on the command line ``jrnn train --data mine.npz``, then ``jrnn eval RUN`` a
 from __future__ import annotations
 
 import difflib
+import hashlib
 import math
 import zipfile
 from pathlib import Path
@@ -40,7 +41,7 @@ import numpy as np
 
 from jrnn.batch import Batch
 
-__all__ = ["KEYS", "SPLIT_SEED", "Dataset", "from_arrays", "load", "read_npz"]
+__all__ = ["KEYS", "SPLIT_SEED", "Dataset", "from_arrays", "load", "read_npz", "sha256"]
 
 KEYS = ("inputs", "targets", "lengths")
 """The arrays a file may hold (``lengths`` is optional)."""
@@ -247,6 +248,16 @@ def read_npz(
                 "integer classes, and optionally lengths (N,)"
             )
     return arrays
+
+
+def sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes: what a run folder keeps to know its ``--data`` file
+    again (``config.json``'s ``data_sha256``)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def load(

@@ -11,6 +11,8 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from jrnn.checkpoint import read_config
+from jrnn.cli.rundir import TrainError, check_data
 from jrnn.data import from_arrays, load, read_npz
 from jrnn.runs import Run, load_run
 
@@ -35,6 +37,7 @@ def eval_run(run_dir: str, data: str | None, as_json: bool) -> int:
     run = load_run(run_dir)
     task = run.task
     if data is None:
+        check_data(run.config, read_config(run.path))  # the test split the run had
         metrics, on = run.evaluate(), f"the test set of {task.name}"
     else:
         own = load(data, loss=task.loss, return_sequences=task.return_sequences)
@@ -96,6 +99,6 @@ def run_command(args: Any) -> int:
         if not Path(args.out).parent.is_dir():
             raise _Refused(f"--out {args.out}: no such folder {Path(args.out).parent}")
         return predict(args.run, args.data, args.out)
-    except (CheckpointError, ValueError, OSError) as err:
+    except (CheckpointError, TrainError, ValueError, OSError) as err:
         print(f"jrnn {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -33,6 +33,7 @@ from jrnn.checkpoint import (
     restore,
     write_config,
 )
+from jrnn.data import sha256
 from jrnn.distributed import batch_mesh, gather_json, make_sharded_train_step, replicate
 from jrnn.run_config import STRUCTURAL, TRAJECTORY, RunConfig
 from jrnn.runs import LOCK_FILE, create_default_run_dir, initial_state, lock_run_dir
@@ -169,13 +170,26 @@ def claim_run_dir(
     return run_dir, lock
 
 
-def check_data(config: RunConfig) -> None:
-    """A ``--data`` run's file read, checked and split, or a TrainError saying why."""
-    if config.task == "data":
-        try:
-            run_task(config)
-        except ValueError as err:
-            raise TrainError(f"--data {err}") from None
+def check_data(config: RunConfig, saved: dict[str, Any] | None = None) -> str | None:
+    """A ``--data`` run's file read, checked and split, or a TrainError saying why; returns
+    its SHA-256 (``None`` for a task). ``saved``: the run folder's ``config.json``, whose
+    ``data_sha256`` the file must still have (a resume, or ``jrnn eval`` of its test split,
+    on a changed file would train or test on other sequences than the run's)."""
+    if config.task != "data":
+        return None
+    try:
+        run_task(config)
+        digest = sha256(config.data)
+    except (ValueError, OSError) as err:
+        raise TrainError(f"--data {err}") from None
+    known = (saved or {}).get("data_sha256")
+    if known is not None and known != digest:
+        raise TrainError(
+            f"--data {config.data} has changed since the run started (SHA-256 {digest[:12]}..., "
+            f"the run's {known[:12]}...): its split would hold other sequences; put the run's "
+            "file back, or start a new run"
+        )
+    return digest
 
 
 def make_config(make: Any) -> RunConfig:
@@ -291,6 +305,16 @@ def _resume_config(
     return config, [*resumes, {"step": step, "changed": changed}]
 
 
+def _check_saved_data(run_dir: Path) -> None:
+    """A resumed ``--data`` run's file: the one it started with (:func:`check_data`)."""
+    saved = read_config(run_dir)
+    try:
+        config = RunConfig.from_dict(saved)
+    except (TypeError, ValueError):
+        return  # _resume_config says what is wrong with it
+    check_data(config, saved)
+
+
 def open_run(
     run_dir: Path, config: RunConfig | None, given: dict[str, Any], resume: bool, stream: TextIO
 ) -> ActiveRun | None:
@@ -298,12 +322,14 @@ def open_run(
     the run directory's config.json and metrics.jsonl."""
     resumes: list[Any] = []
     if resume:
+        _check_saved_data(run_dir)  # before any warning about the options
         resumed = _resume_config(run_dir, given, stream)
         if resumed is None:
             return None
         config, resumes = resumed
     assert config is not None  # train() makes the config of a new run
-    check_data(config)  # a resumed run's file: still there, still readable
+    # a resumed run's file: still there, still readable, still the same
+    digest = check_data(config, read_config(run_dir) if resume else None)
     # a multi-process job is always data parallel, over every process's devices
     group = jax.process_count() > 1
     parallel = config.data_parallel or group
@@ -340,7 +366,8 @@ def open_run(
             step = int(run.state.step)
             run.rows = [r for r in _read_rows(run.metrics_path) if r["step"] <= step]
     if primary:
-        write_config(run_dir, {**config.to_dict(), "resumes": resumes})
+        data = {} if digest is None else {"data_sha256": digest}
+        write_config(run_dir, {**config.to_dict(), **data, "resumes": resumes})
         run.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in run.rows))
     return run
 
