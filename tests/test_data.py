@@ -288,3 +288,41 @@ def test_a_changed_file_is_refused_by_resume_and_eval(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "has changed since the run started" in err[0], err
     assert main(["eval", str(run), "--data", str(path)]) == 0  # a file named: evaluated as given
+
+
+def test_a_run_whose_file_is_gone_still_loads_and_predicts(tmp_path, capsys):
+    """The folder records the model's sizes, loss and readout (config.json's data_info): a
+    moved file leaves predict working and the test split refused in one line."""
+    path = tmp_path / "mine.npz"
+    arrays = _arrays("many-to-many-classes")
+    np.savez(path, **arrays)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(path), "--out", str(run), "--steps", "10", "--log-every",
+                 "10", "--hidden", "4", "--no-progress"]) == 0  # fmt: skip
+    expect = np.asarray(jrnn.load_run(run).predict(arrays["inputs"], arrays["lengths"]))
+    path.rename(tmp_path / "moved.npz")
+    loaded = jrnn.load_run(run)
+    assert (loaded.task.loss, loaded.task.return_sequences) == ("cross_entropy", True)
+    np.testing.assert_array_equal(
+        np.asarray(loaded.predict(arrays["inputs"], arrays["lengths"])), expect
+    )
+    np.save(tmp_path / "x.npy", arrays["inputs"])
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "predict",
+                str(run),
+                "--data",
+                str(tmp_path / "x.npy"),
+                "--out",
+                str(tmp_path / "p.npy"),
+            ]
+        )
+        == 0
+    )
+    assert np.load(tmp_path / "p.npy").shape == (N, T, 2)
+    capsys.readouterr()
+    assert main(["eval", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0] == f"jrnn eval: error: --data {path}: no such file", err

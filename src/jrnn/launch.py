@@ -35,7 +35,7 @@ import time
 from collections.abc import Sequence
 from typing import TextIO
 
-__all__ = ["JOB_OPTIONS", "child_env", "free_port", "launch"]
+__all__ = ["CHATTER", "JOB_OPTIONS", "child_env", "free_port", "launch"]
 
 # the options jrnn launch sets for each process; given among the train options they clash
 JOB_OPTIONS = ("--coordinator", "--num-processes", "--process-id")

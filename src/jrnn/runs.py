@@ -39,7 +39,7 @@ from jrnn.checkpoint import (
 )
 from jrnn.model import ModelParams, apply, init_model
 from jrnn.run_config import RunConfig
-from jrnn.tasks import Task, run_task
+from jrnn.tasks import Task, recorded_task, run_task
 from jrnn.train import evaluate
 
 __all__ = [
@@ -87,9 +87,12 @@ def build_optimizer(config: RunConfig) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(config.clip), opt) if config.clip > 0 else opt
 
 
-def initial_state(config: RunConfig) -> tuple[optax.GradientTransformation, TrainState]:
-    """The optimiser and the step-0 :class:`~jrnn.checkpoint.TrainState` of a run."""
-    task = run_task(config)
+def initial_state(
+    config: RunConfig, task: Task | None = None
+) -> tuple[optax.GradientTransformation, TrainState]:
+    """The optimiser and the step-0 :class:`~jrnn.checkpoint.TrainState` of a run (of
+    ``task``, by default the config's: :func:`~jrnn.tasks.run_task`)."""
+    task = run_task(config) if task is None else task
     optimizer = build_optimizer(config)
     key_params, run_key = jax.random.split(jax.random.PRNGKey(config.seed))
     init = partial(
@@ -175,10 +178,12 @@ class Run:
     config: RunConfig
     step: int
     path: Path
+    # a --data run whose file is gone: its task as the folder recorded it (tasks.recorded_task)
+    recorded: Task | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def task(self) -> Task:
-        return run_task(self.config)
+        return run_task(self.config) if self.recorded is None else self.recorded
 
     def predict(self, xs: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
         """The model's outputs on ``xs`` `(B, T, F)`: `(B, O)`, or `(B, T, O)` for the
@@ -234,10 +239,13 @@ def load_run(path: str | Path) -> Run:
         config = RunConfig.from_dict(saved)
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{path / 'config.json'} holds an invalid config: {err}") from err
-    _, template = initial_state(config)
+    recorded = None
+    if config.task == "data" and not Path(config.data).is_file() and "data_info" in saved:
+        recorded = recorded_task(config.data, saved["data_info"])  # predicts; cannot test
+    _, template = initial_state(config, recorded)
     manager = open_manager(path, create=False)
     try:
         state = restore(manager, template, path, advice="")
     finally:
         close(manager)
-    return Run(state.params, config, int(state.step), path)
+    return Run(state.params, config, int(state.step), path, recorded)

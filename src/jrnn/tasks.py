@@ -49,11 +49,13 @@ __all__ = [
     "Task",
     "adding_problem",
     "copy_task",
+    "data_info",
     "data_task",
     "digits_batch",
     "digits_test_set",
     "get_task",
     "load_digits_sequences",
+    "recorded_task",
     "run_task",
     "sine_wave",
 ]
@@ -321,6 +323,30 @@ def _file_task(path: str, mtime: float, loss: str, output: str, val: float, test
     del mtime  # a key of the cache only: a file written anew is read anew
     data = load(path, loss=loss_option(loss), return_sequences=output_option(output))
     return data_task(Path(path).name, *data.split(val, test))
+
+
+def recorded_task(path: str, info: dict[str, Any]) -> Task:
+    """The task of a ``--data`` run whose file is gone, from what its folder recorded
+    (``config.json``'s ``data_info``): the model's sizes, its loss and readout, enough to
+    load and predict; its training and test sets raise ``ValueError`` naming the file."""
+
+    def gone(*_: Any, **__: Any) -> Any:
+        raise ValueError(f"{path}: no such file (the run's data; its test split needs it)")
+
+    return Task(
+        Path(path).name, input_size=info["input_size"], output_size=info["output_size"],
+        loss=info["loss"], return_sequences=info["return_sequences"],
+        default_seq_len=info["seq_len"], fixed_seq_len=info["seq_len"], sample=gone,
+        test_set=gone, baseline=gone, baseline_name="(the file is gone)",
+    )  # fmt: skip
+
+
+def data_info(task: Task) -> dict[str, Any]:
+    """What :func:`recorded_task` needs of a ``--data`` run's task."""
+    return {
+        "input_size": task.input_size, "output_size": task.output_size, "loss": task.loss,
+        "return_sequences": task.return_sequences, "seq_len": task.default_seq_len,
+    }  # fmt: skip
 
 
 def data_task(name: str, train: Dataset, val: Dataset, test: Dataset) -> Task:

@@ -18,11 +18,15 @@ import jax.numpy as jnp
 from jrnn._version import __version__
 from jrnn.bench import report
 from jrnn.bench.impls import Impl, Unavailable, build
-from jrnn.bench.measure import Compiled, compile_ahead, interleaved
+from jrnn.bench.measure import Compiled, Stats, compile_ahead, interleaved
 from jrnn.bench.presets import IMPLS, PRESETS, Shape
 from jrnn.bench.tuning import DispatchTable, device_kind
 
-__all__ = ["TUNE_SHAPES", "elapsed", "machine", "measure_shape", "now", "run", "tune"]
+__all__ = ["TUNE_SHAPES", "Timer", "elapsed", "machine", "measure_shape", "now", "run", "tune"]
+
+Timer = Callable[[dict[str, Compiled], int, int, float | None], dict[str, Stats]]
+"""``timer(calls, repeats, warmup, budget_s) -> {name: Stats}``: times a group of compiled
+calls (:func:`~jrnn.bench.measure.interleaved`, one call of each in turn per repeat)."""
 
 
 def _version(name: str) -> str | None:
@@ -93,8 +97,10 @@ def _compiled(impl: Impl) -> tuple[Compiled, Compiled]:
 def measure_shape(
     names: Sequence[str], shape: Shape, dtype: str, repeats: int, warmup: int,
     budget_s: float | None, base: dict[str, Any], interpret: bool = False,
+    timer: Timer = interleaved,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """The rows of one shape and dtype: every implementation's forward and train."""
+    """The rows of one shape and dtype: every implementation's forward and train, each
+    group of calls timed by ``timer`` (:data:`Timer`)."""
     built, missing = _built(names, shape, dtype, interpret)
     ready: dict[str, tuple[Compiled, Compiled]] = {}
     for impl in built.values():
@@ -117,12 +123,12 @@ def measure_shape(
                 continue
             calls = {n: ready[n][pick] for n in group}
             try:
-                timed = interleaved(calls, repeats, warmup, budget_s)
+                timed = timer(calls, repeats, warmup, budget_s)
             except Exception:  # a call that fails at run time: the others timed alone
                 timed = {}
                 for n, c in calls.items():
                     try:
-                        timed |= interleaved({n: c}, repeats, warmup, budget_s)
+                        timed |= timer({n: c}, repeats, warmup, budget_s)
                     except Exception as err:
                         why = f"failed to run: {type(err).__name__}: {err}"[:200]
                         rows.append(_row(base, shape, dtype, n, work, status="unavailable",
@@ -132,7 +138,7 @@ def measure_shape(
             wide = {n: calls[n] for n, s in timed.items() if report.noisy(s.q1, s.q3, s.median)}
             if wide:
                 try:
-                    timed |= interleaved(wide, max(2 * repeats, 20), warmup + 1, budget_s)
+                    timed |= timer(wide, max(2 * repeats, 20), warmup + 1, budget_s)
                 except Exception:  # it ran once: keep that measurement, flagged
                     pass
             for n, s in timed.items():
@@ -161,13 +167,16 @@ def run(
     interpret: bool = False,
     progress: Callable[[int, int, str], None] | None = None,
     on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
+    timer: Timer = interleaved,
 ) -> list[dict[str, Any]]:
     """Measures ``impls`` at each shape `(B, T, F, H)` and dtype; returns the rows
     (:mod:`jrnn.bench.report` documents their fields). Unset arguments take the
     ``preset``'s (:data:`PRESETS`). ``interpret``: time the Pallas kernels on a CPU too
     (interpret mode: for a dry run). ``time_limit_s``: no new shape is started after that
     long (the rows measured so far are returned). ``progress(done, total, what)`` is called
-    as it goes, and ``on_rows(rows)`` with each shape's rows as they are measured."""
+    as it goes, and ``on_rows(rows)`` with each shape's rows as they are measured.
+    ``timer``: what times a group of compiled calls (:data:`Timer`; default
+    :func:`~jrnn.bench.measure.interleaved`)."""
     p = PRESETS[preset]
     shapes = list(p.shapes if shapes is None else shapes)
     dtypes = tuple(p.dtypes if dtypes is None else dtypes)
@@ -190,7 +199,7 @@ def run(
         these = measure_shape(
             impls, shape, dtype, p.repeats if repeats is None else repeats,
             p.warmup if warmup is None else warmup,
-            p.budget_s if budget_s is None else budget_s, base, interpret,
+            p.budget_s if budget_s is None else budget_s, base, interpret, timer,
         )  # fmt: skip
         rows += these
         if on_rows is not None:

@@ -37,7 +37,7 @@ from jrnn.data import sha256
 from jrnn.distributed import batch_mesh, gather_json, make_sharded_train_step, replicate
 from jrnn.run_config import STRUCTURAL, TRAJECTORY, RunConfig
 from jrnn.runs import LOCK_FILE, create_default_run_dir, initial_state, lock_run_dir
-from jrnn.tasks import Task, run_task
+from jrnn.tasks import Task, data_info, run_task
 from jrnn.train import make_train_step
 
 __all__ = [
@@ -366,7 +366,7 @@ def open_run(
             step = int(run.state.step)
             run.rows = [r for r in _read_rows(run.metrics_path) if r["step"] <= step]
     if primary:
-        data = {} if digest is None else {"data_sha256": digest}
+        data = {} if digest is None else {"data_sha256": digest, "data_info": data_info(run.task)}
         write_config(run_dir, {**config.to_dict(), **data, "resumes": resumes})
         run.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in run.rows))
     return run
