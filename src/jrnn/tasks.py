@@ -322,7 +322,11 @@ def run_task(config: Any) -> Task:
 def _file_task(path: str, mtime: float, loss: str, output: str, val: float, test: float) -> Task:
     del mtime  # a key of the cache only: a file written anew is read anew
     data = load(path, loss=loss_option(loss), return_sequences=output_option(output))
-    return data_task(Path(path).name, *data.split(val, test))
+    try:
+        parts = data.split(val, test)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+    return data_task(Path(path).name, *parts)
 
 
 def recorded_task(path: str, info: dict[str, Any]) -> Task:
