@@ -31,6 +31,7 @@ from jrnn._src.names import ACTIVATIONS, IMPLS, INITIALIZERS, TASKS
 __all__ = [
     "BIAS_INITIALIZERS",
     "COSMETIC",
+    "DATA_OPTIONS",
     "OPTIMIZERS",
     "SCHEDULES",
     "STRUCTURAL",
@@ -43,6 +44,8 @@ __all__ = [
 ]
 
 STRUCTURAL, TRAJECTORY, COSMETIC = "structural", "trajectory", "cosmetic"
+DATA_OPTIONS = ("loss", "output", "val_fraction", "test_fraction")
+"""The options of a ``--data`` run alone (a task has its own loss, readout and sets)."""
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine")
 # identity and orthogonal need a square matrix, the glorot / lecun / he ones a fan-in and
@@ -215,8 +218,11 @@ class RunConfig:
                 if self.task == "data"
                 else f"task: --data trains on the file; the {self.task} task takes no --data"
             )
-        own = {"loss": "auto", "output": "auto", "val_fraction": 0.1, "test_fraction": 0.1}
-        changed = [k for k, v in own.items() if getattr(self, k) != v]
+        changed = [
+            f.name
+            for f in dataclasses.fields(self)
+            if f.name in DATA_OPTIONS and getattr(self, f.name) != f.default
+        ]
         if changed and not self.data:
             raise ValueError(f"{changed[0]}: --{changed[0].replace('_', '-')} is for --data runs")
         if self.data:
