@@ -31,6 +31,7 @@ and on the command line ``jrnn train --data mine.npz``, then ``jrnn eval RUN`` a
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import math
 import zipfile
@@ -41,7 +42,16 @@ import numpy as np
 
 from jrnn.batch import Batch
 
-__all__ = ["KEYS", "SPLIT_SEED", "Dataset", "from_arrays", "load", "read_npz", "sha256"]
+__all__ = [
+    "KEYS",
+    "SPLIT_SEED",
+    "Dataset",
+    "check_inputs",
+    "from_arrays",
+    "load",
+    "read_npz",
+    "sha256",
+]
 
 KEYS = ("inputs", "targets", "lengths")
 """The arrays a file may hold (``lengths`` is optional)."""
@@ -106,8 +116,7 @@ class Dataset(NamedTuple):
             if not 0 <= f < 1:
                 raise ValueError(f"{name} must lie in [0, 1); got {f}")
         n = self.size
-        n_val = math.ceil(n * val_fraction) if val_fraction else 0
-        n_test = math.ceil(n * test_fraction) if test_fraction else 0
+        n_val, n_test = math.ceil(n * val_fraction), math.ceil(n * test_fraction)
         if n - n_val - n_test < 1:
             raise ValueError(
                 f"{n} sequences cannot be split into train, {val_fraction:g} validation and "
@@ -139,6 +148,34 @@ def _float_array(name: str, value: Any, source: str) -> np.ndarray:
     return a
 
 
+def check_inputs(
+    inputs: Any, lengths: Any = None, *, source: str = ""
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``inputs`` `(N, T, F)` as float32 and ``lengths`` `(N,)` as int32 (``None`` stays
+    ``None``), checked as :func:`from_arrays` checks them: what a model's outputs need."""
+    x = _float_array("inputs", inputs, source)
+    if x.ndim != 3 or 0 in x.shape:
+        raise ValueError(
+            f"{_where('inputs', source)} must be (N, T, F) with N, T, F >= 1; got {x.shape}"
+        )
+    if lengths is None:
+        return x, None
+    n, t, _ = x.shape
+    lengths = np.asarray(lengths)
+    where = _where("lengths", source)
+    if lengths.shape != (n,) or not np.issubdtype(lengths.dtype, np.integer):
+        raise ValueError(
+            f"{where} must be ({n},) integers, one per sequence; got {lengths.shape} "
+            f"{lengths.dtype}"
+        )
+    if lengths.min() < 1 or lengths.max() > t:
+        raise ValueError(
+            f"{where} must lie in [1, T = {t}]; got values in "
+            f"[{int(lengths.min())}, {int(lengths.max())}]"
+        )
+    return x, lengths.astype(np.int32)
+
+
 def from_arrays(
     inputs: Any,
     targets: Any,
@@ -163,11 +200,7 @@ def from_arrays(
     """
     if loss not in (None, "mse", "cross_entropy"):
         raise ValueError(f"loss must be None, 'mse' or 'cross_entropy'; got {loss!r}")
-    x = _float_array("inputs", inputs, source)
-    if x.ndim != 3 or 0 in x.shape:
-        raise ValueError(
-            f"{_where('inputs', source)} must be (N, T, F) with N, T, F >= 1; got {x.shape}"
-        )
+    x, lengths = check_inputs(inputs, lengths, source=source)
     n, t, _ = x.shape
     y = np.asarray(targets)
     integer = np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_)
@@ -203,20 +236,6 @@ def from_arrays(
             shown = f"(N, T, O) with T = {t}" if many else "(N, O)"
             raise ValueError(f"{where_y} must be {shown} for the MSE; got {given}")
         output_size = int(y.shape[-1])
-    if lengths is not None:
-        lengths = np.asarray(lengths)
-        where_l = _where("lengths", source)
-        if lengths.shape != (n,) or not np.issubdtype(lengths.dtype, np.integer):
-            raise ValueError(
-                f"{where_l} must be ({n},) integers, one per sequence; got {lengths.shape} "
-                f"{lengths.dtype}"
-            )
-        if lengths.size and (lengths.min() < 1 or lengths.max() > t):
-            raise ValueError(
-                f"{where_l} must lie in [1, T = {t}]; got values in "
-                f"[{int(lengths.min())}, {int(lengths.max())}]"
-            )
-        lengths = lengths.astype(np.int32)
     return Dataset(Batch(x, y, lengths), loss, bool(many), output_size)
 
 
@@ -233,8 +252,6 @@ def read_npz(
             arrays = {k: npz[k] for k in npz.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
         raise ValueError(f"{path}: not a readable .npz file ({err})") from None
-    if not isinstance(arrays, dict):
-        raise ValueError(f"{path}: an .npz file (numpy.savez) is expected, not a single array")
     for key in arrays:
         if key not in KEYS:
             close = difflib.get_close_matches(key, KEYS, n=1)
@@ -252,7 +269,15 @@ def read_npz(
 
 def sha256(path: str | Path) -> str:
     """The SHA-256 of a file's bytes: what a run folder keeps to know its ``--data`` file
-    again (``config.json``'s ``data_sha256``)."""
+    again (``config.json``'s ``data_sha256``). Read once per file, size and modification
+    time (a run's start checks the file twice)."""
+    stat = Path(path).stat()
+    return _sha256(str(Path(path).absolute()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.cache
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    del size, mtime_ns  # the cache's key only: a file written anew is read anew
     digest = hashlib.sha256()
     with Path(path).open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -381,9 +381,7 @@ def data_task(name: str, train: Dataset, val: Dataset, test: Dataset) -> Task:
 
 
 def _on_device(data: Dataset) -> Batch:
-    b = data.batch
-    lengths = None if b.lengths is None else jnp.asarray(b.lengths)
-    return Batch(jnp.asarray(b.inputs), jnp.asarray(b.targets), lengths)
+    return jax.tree.map(jnp.asarray, data.batch)  # a None (no lengths) stays None
 
 
 def _baseline(train: Dataset, test: Dataset) -> tuple[float, float | None]:

@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None, *, program: bool = False) -> int:
     commands = _commands(p)
     if argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
         p.error(f"the command comes first: jrnn {{{','.join(commands)}}} {' '.join(argv)}")
-    if not argv[0].startswith("-") and argv[0] not in commands:
+    elif not argv[0].startswith("-") and argv[0] not in commands:
         close = difflib.get_close_matches(argv[0], commands, n=1, cutoff=0.5)
         hint = f" (did you mean {close[0]}?)" if close else ""
         p.error(f"unknown command {argv[0]!r}{hint}; the commands: {', '.join(commands)}")

@@ -13,20 +13,16 @@ import numpy as np
 
 from jrnn.checkpoint import read_config
 from jrnn.cli.rundir import TrainError, check_data
-from jrnn.data import from_arrays, load, read_npz
+from jrnn.data import check_inputs, load, read_npz
 from jrnn.runs import Run, load_run
 
 __all__ = ["eval_run", "predict"]
 
 
-class _Refused(ValueError):
-    """A file that does not fit the run; the message says why."""
-
-
 def _fits(run: Run, inputs: np.ndarray, where: str) -> None:
     features = run.task.input_size
     if inputs.shape[-1] != features:
-        raise _Refused(
+        raise ValueError(
             f"{where}: inputs have {inputs.shape[-1]} features; the run's model takes {features}"
         )
 
@@ -43,12 +39,12 @@ def eval_run(run_dir: str, data: str | None, as_json: bool) -> int:
         own = load(data, loss=task.loss, return_sequences=task.return_sequences)
         _fits(run, np.asarray(own.batch.inputs), data)
         if own.loss == "cross_entropy" and own.output_size > task.output_size:
-            raise _Refused(
+            raise ValueError(
                 f"{data}: targets hold classes up to {own.output_size - 1}; the run's model "
                 f"has {task.output_size} classes"
             )
         if own.loss == "mse" and own.output_size != task.output_size:
-            raise _Refused(
+            raise ValueError(
                 f"{data}: targets have {own.output_size} outputs; the run's model gives "
                 f"{task.output_size}"
             )
@@ -71,17 +67,14 @@ def predict(run_dir: str, data: str, out: str) -> int:
         try:
             inputs = np.load(data, allow_pickle=False)
         except (OSError, ValueError) as err:
-            raise _Refused(f"{data}: not a readable .npy file ({err})") from None
+            raise ValueError(f"{data}: not a readable .npy file ({err})") from None
     else:
         arrays = read_npz(data, need=("inputs",))
         inputs, lengths = arrays["inputs"], arrays.get("lengths")
-    # the inputs and lengths checked as training data would be (a dummy target per sequence)
-    n = np.shape(inputs)[0] if np.ndim(inputs) else 0
-    checked = from_arrays(inputs, np.zeros((n, 1), np.float32), lengths, loss="mse",
-                          return_sequences=False, source=data).batch  # fmt: skip
-    _fits(run, np.asarray(checked.inputs), data)
-    valid = None if checked.lengths is None else jnp.asarray(checked.lengths)
-    outputs = np.asarray(run.predict(jnp.asarray(checked.inputs), valid))
+    inputs, lengths = check_inputs(inputs, lengths, source=data)
+    _fits(run, inputs, data)
+    valid = None if lengths is None else jnp.asarray(lengths)
+    outputs = np.asarray(run.predict(jnp.asarray(inputs), valid))
     np.save(out, outputs)
     what = "logits" if run.task.loss == "cross_entropy" else "outputs"
     print(f"jrnn predict: wrote {out}: {what} {outputs.shape} {outputs.dtype}", file=sys.stderr)
@@ -97,7 +90,7 @@ def run_command(args: Any) -> int:
         if args.command == "eval":
             return eval_run(args.run, args.data, args.json)
         if not Path(args.out).parent.is_dir():
-            raise _Refused(f"--out {args.out}: no such folder {Path(args.out).parent}")
+            raise ValueError(f"--out {args.out}: no such folder {Path(args.out).parent}")
         return predict(args.run, args.data, args.out)
     except (CheckpointError, TrainError, ValueError, OSError) as err:
         print(f"jrnn {args.command}: error: {err}", file=sys.stderr)

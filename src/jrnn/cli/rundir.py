@@ -328,8 +328,7 @@ def open_run(
             return None
         config, resumes = resumed
     assert config is not None  # train() makes the config of a new run
-    # a resumed run's file: still there, still readable, still the same
-    digest = check_data(config, read_config(run_dir) if resume else None)
+    digest = check_data(config)  # the file's SHA-256 (a resume's: checked above)
     # a multi-process job is always data parallel, over every process's devices
     group = jax.process_count() > 1
     parallel = config.data_parallel or group
