@@ -104,6 +104,16 @@ CASES = [
     ("bf16 H=128 lengths+mask", "bfloat16", 128, 64, {"lengths": True, "recurrent_mask": True}),
     ("bf16 H=200 B=70 relu mask", "bfloat16", 200, 70,
      {"activation": "relu", "recurrent_mask": True}),
+    # tiny and unrolled: a loop of one trip and a rest of three steps
+    ("f32 H=5 B=3 T=7 relu time-major unroll=4", "float32", 5, 3,
+     {"steps": 7, "activation": "relu", "time_major": True, "unroll": 4}),
+    ("bf16 H=5 B=3 T=7 unroll=4 lengths+mask", "bfloat16", 5, 3,
+     {"steps": 7, "unroll": 4, "lengths": True, "recurrent_mask": True}),
+    # unrolled at the limits: four steps' operands in one loop body
+    ("f32 H=128 unroll=4 lengths+mask", "float32", 128, 64,
+     {"unroll": 4, "lengths": True, "recurrent_mask": True}),
+    ("bf16 H=256 T=9 reverse unroll=4 lengths+mask", "bfloat16", 256, 64,
+     {"steps": 9, "reverse": True, "unroll": 4, "lengths": True, "recurrent_mask": True}),
 ]  # fmt: skip
 QUICK = {"f32 H=128 lengths+mask", "bf16 H=256 B=256 reverse+lengths+mask"}
 STEPS, FEATURES = 1000, 4
@@ -154,7 +164,7 @@ def _launch(form: str, batch: int, hidden: int, dtype: str) -> tuple[int, int]:
     if form == "mosaic_gpu":
         return 128, -(-batch // mosaic_gpu.ROWS)
     tiles = triton.tiling(batch, hidden)
-    return (4 if tiles.hp <= 64 else 8) * 32, tiles.bp // tiles.bt
+    return triton.num_warps(tiles.hp) * 32, tiles.bp // tiles.bt
 
 
 def compile_case(device, form: str, case) -> tuple[dict[str, dict[str, int]], str]:
@@ -166,8 +176,11 @@ def compile_case(device, form: str, case) -> tuple[dict[str, dict[str, int]], st
     spec = lambda *shape, d=dt: jax.ShapeDtypeStruct(shape, d, sharding=sharding)
     params = jrnn.RNNParams(spec(FEATURES, hidden), spec(hidden, hidden), spec(hidden))
     options = dict(options)
-    lead = (STEPS,) if batch is None else ((STEPS, batch) if options.get("time_major") else
-                                           (batch, STEPS))  # fmt: skip
+    steps = options.pop("steps", STEPS)
+    if batch is None:
+        lead = (steps,)
+    else:
+        lead = (steps, batch) if options.get("time_major") else (batch, steps)
     xs = spec(*lead, FEATURES)
     arrays = {}
     if options.pop("lengths", False):

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 from jrnn.cli.plot import figure
+from jrnn.cli.runs import learning_rate
 from jrnn.run_config import RunConfig
-from jrnn.runs import learning_rate
 
 
 def redraw(run: Path) -> Path:

@@ -19,9 +19,9 @@ from helpers import xla_cache_env
 
 import jrnn
 from jrnn.__main__ import main as jrnn_main
-from jrnn.checkpoint import latest_step
 from jrnn.cli import main
-from jrnn.runs import load_run
+from jrnn.cli.checkpoint import latest_step
+from jrnn.cli.runs import load_run
 
 # a constant learning rate: a cosine schedule depends on --steps, which these tests change
 SMALL = ["--schedule", "constant", "--seq-len", "10", "--hidden", "8", "--batch", "8", "--log-every", "10",

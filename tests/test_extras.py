@@ -119,7 +119,7 @@ def test_load_run_and_the_digits_task_name_the_train_extra(tmp_path):
         f"""
         import jrnn
         from jrnn._src.extras import MissingExtraError
-        from jrnn.checkpoint import write_config
+        from jrnn.cli.checkpoint import write_config
         from jrnn.run_config import RunConfig
         (p := __import__("pathlib").Path({str(tmp_path)!r}) / "run" / "checkpoints" / "1").mkdir(parents=True)
         write_config(p.parent.parent, RunConfig().to_dict())

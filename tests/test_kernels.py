@@ -31,8 +31,8 @@ from jax.experimental.pallas import tpu as pltpu
 from tpu_aot import TOPOLOGIES
 
 import jrnn
-from jrnn._src.kernels import common, forms, mosaic_gpu, tpu, triton
-from jrnn._src.kernels.common import Call, Form, Tuning
+from jrnn._src.kernels import common, forms, tpu, triton
+from jrnn._src.kernels.common import Form
 from jrnn._src.options import prepare
 from jrnn._src.rnn import rnn_core
 from jrnn.activations import get_activation
@@ -50,14 +50,28 @@ def _with_forms(kernel_forms):
         p = prepare(params, xs, h0, options, caller="rnn")
         opts = p.opts if p.opts.impl != "pallas" else replace(p.opts, forms=kernel_forms)
         hs, h_last = rnn_core(p.ops, opts)
-        return p.hs_to_caller(hs), p.state_to_caller(h_last)
+        return p.to_caller(hs), p.state_to_caller(h_last)
 
     return run
 
 
+def _run_kernels(form, activation, reverse, unroll, xw, w, h0, lengths, mask, dhs, dh_last):
+    """The forward and adjoint kernels of ``form`` on time-major operands, as
+    :mod:`jrnn._src.fused` calls a backend's ``recurrence``: ``(hs, h_last, das, dh0)``."""
+    static = {"act": get_activation(activation), "unroll": unroll, "interpret": form.interpret}
+    static.update({} if form.tiles is None else {"tiles": form.tiles})
+    recurrence = forms.kernel_module(form.name).recurrence
+    hs, h_last = recurrence("forward", lengths, [xw], w, [h0, mask], reverse=reverse, **static)
+    das, dh0 = recurrence(
+        "adjoint", lengths, [hs, dhs], w.T, [dh_last, mask], reverse=not reverse, **static
+    )
+    return hs, h_last, das, dh0
+
+
 # the Mosaic GPU kernels in their interpret mode, alone: its callbacks' IO effect cannot sit
 # in a platform switch under vmap
-MOSAIC_GPU_INTERPRETED = _with_forms((Form("mosaic_gpu", InterpretGPUParams()),) * 4)
+HOPPER = Form("mosaic_gpu", InterpretGPUParams())
+MOSAIC_GPU_INTERPRETED = _with_forms((HOPPER,) * 4)
 
 
 def _loss(params, xs, h0, mask=None, rnn=jrnn.rnn, **options):
@@ -174,7 +188,7 @@ def _scan_reference(xw, w, h0, lengths, mask, dhs, dh_last, act, reverse):
 
 
 # small tiles and time blocks, so the TPU grid has several of each
-SMALL_TILES = Tuning(tpu_max_tile=8, tpu_stream_bytes=2 * 3 * 16 * 128 * 4 * 4)  # 4 steps
+SMALL_TILES = tpu.Tiles(max_rows=8, stream_bytes=2 * 3 * 16 * 128 * 4 * 4)  # 4 steps
 
 
 @pytest.mark.parametrize(
@@ -189,16 +203,15 @@ def test_kernels_over_several_tiles_and_time_blocks(form, reverse, activation):
     # padded), 2 of the forward (one stream fewer: blocks of 6 steps)
     xw, w, h0, lengths, mask, dhs = _kernel_case(t, b, h)
     dh_last = jnp.flip(h0, 1)
-    call = Call(get_activation(activation), reverse, 1, form)
     if form.name == "tpu":
-        tiles = tpu.tiling(t, b, h, 3, call)
+        tiles = tpu.tiling(t, b, h, 3, form.tiles)
         assert tiles.tc == 4 and tiles.tp == 12 and tiles.bt == 8 and tiles.bp == 24
     else:
         tiles = triton.tiling(b, h)
         assert tiles.bp // tiles.bt == 2 and tiles.hp == 32
-    module = tpu if form.name == "tpu" else triton
-    hs, h_last = module.forward(xw, w, h0, lengths, mask, call)
-    das, dh0 = module.adjoint(hs, dhs, dh_last, w, lengths, mask, call)
+    hs, h_last, das, dh0 = _run_kernels(
+        form, activation, reverse, 1, xw, w, h0, lengths, mask, dhs, dh_last
+    )
     ref_hs, ref_last, ref_das, ref_dh0 = _scan_reference(
         xw, w, h0, lengths, mask, dhs, dh_last, activation, reverse
     )
@@ -218,9 +231,9 @@ def test_hopper_kernels_over_several_row_tiles(activation, reverse, with_mask):
     if not with_mask:
         lengths, mask, dhs = None, None, None
     dh_last = jnp.flip(h0, 1)
-    call = Call(get_activation(activation), reverse, 2, Form("mosaic_gpu", InterpretGPUParams()))
-    hs, h_last = mosaic_gpu.forward(xw, w, h0, lengths, mask, call)
-    das, dh0 = mosaic_gpu.adjoint(hs, dhs, dh_last, w, lengths, mask, call)
+    hs, h_last, das, dh0 = _run_kernels(
+        HOPPER, activation, reverse, 2, xw, w, h0, lengths, mask, dhs, dh_last
+    )
     dhs_ref = jnp.zeros_like(hs) if dhs is None else dhs
     ref_hs, ref_last, ref_das, ref_dh0 = _scan_reference(
         xw, w, h0, lengths, mask, dhs_ref, dh_last, activation, reverse
@@ -239,9 +252,9 @@ def test_hopper_kernels_over_two_warpgroups(dtype, hidden, reverse):
     xw, w, h0, lengths, mask, dhs = _kernel_case(t, b, h, seed=5)
     xw, w, h0, mask, dhs = (a.astype(dtype) for a in (xw, w, h0, mask, dhs))
     dh_last = jnp.flip(h0, 1)
-    call = Call(get_activation("tanh"), reverse, 1, Form("mosaic_gpu", InterpretGPUParams()))
-    hs, h_last = mosaic_gpu.forward(xw, w, h0, lengths, mask, call)
-    das, dh0 = mosaic_gpu.adjoint(hs, dhs, dh_last, w, lengths, mask, call)
+    hs, h_last, das, dh0 = _run_kernels(
+        HOPPER, "tanh", reverse, 1, xw, w, h0, lengths, mask, dhs, dh_last
+    )
     up = lambda a: a.astype(jnp.float32)
     ref = _scan_reference(up(xw), up(w), up(h0), lengths, up(mask), up(dhs), up(dh_last), "tanh",
                           reverse)  # fmt: skip
@@ -315,7 +328,7 @@ def test_the_gpu_kernels_choice(monkeypatch):
     assert forms.gpu_kernels() == "mosaic_gpu"  # no CUDA device here: lowerings target Hopper
     monkeypatch.setenv(forms.GPU_KERNELS_VAR, "triton")
     assert forms.gpu_kernels() == "triton"
-    monkeypatch.setenv(forms.GPU_KERNELS_VAR, "mosaic")  # the earlier name
+    monkeypatch.setenv(forms.GPU_KERNELS_VAR, "mosaic_gpu")
     assert forms.gpu_kernels() == "mosaic_gpu"
     # the rule for real devices: Hopper alone runs wgmma; any other (or unknown) is Triton's
     assert forms.form_for(["9.0"]) == forms.form_for(["9.0", "9.0"]) == "mosaic_gpu"
@@ -368,9 +381,9 @@ def test_hopper_kernels_equal_the_scan_loops(
     lengths, mask = (lengths if with_lengths else None), (mask if with_mask else None)
     dhs = dhs if with_dhs else None
     dh_last = jnp.flip(h0, 1)
-    call = Call(get_activation(activation), reverse, 1, Form("mosaic_gpu", InterpretGPUParams()))
-    hs, h_last = mosaic_gpu.forward(xw, w, h0, lengths, mask, call)
-    das, dh0 = mosaic_gpu.adjoint(hs, dhs, dh_last, w, lengths, mask, call)
+    hs, h_last, das, dh0 = _run_kernels(
+        HOPPER, activation, reverse, 1, xw, w, h0, lengths, mask, dhs, dh_last
+    )
     ref_hs, ref_last, ref_das, ref_dh0 = _scan_reference(
         xw, w, h0, lengths, mask, jnp.zeros_like(hs) if dhs is None else dhs, dh_last,
         activation, reverse,
@@ -381,9 +394,8 @@ def test_hopper_kernels_equal_the_scan_loops(
 
 def test_kernel_adjoint_without_a_cotangent_on_hs():
     xw, w, h0, lengths, _, _ = _kernel_case(6, 3, 8, seed=1)
-    call = Call(get_activation("tanh"), False, 2, Form("tpu", pltpu.InterpretParams()))
-    hs, _ = tpu.forward(xw, w, h0, lengths, None, call)
-    das, dh0 = tpu.adjoint(hs, None, h0, w, lengths, None, call)
+    form = Form("tpu", pltpu.InterpretParams())
+    hs, _, das, dh0 = _run_kernels(form, "tanh", False, 2, xw, w, h0, lengths, None, None, h0)
     _, _, ref_das, ref_dh0 = _scan_reference(
         xw, w, h0, lengths, None, jnp.zeros_like(hs), h0, "tanh", False
     )
@@ -498,7 +510,7 @@ def test_empty_sequences_and_batches():
 def test_rnn_over_several_tiles_and_time_blocks():
     # the whole path (time-major operands, padding, the adjoint's slot order, the h0 term of
     # dW_h) where the CPU kernel runs 3 batch tiles and several time blocks
-    small = _with_forms(forms.kernel_forms(cpu=forms.CPU_FORM._replace(tuning=SMALL_TILES)))
+    small = _with_forms(forms.kernel_forms(cpu=forms.CPU_FORM._replace(tiles=SMALL_TILES)))
     params, xs, h0 = _small(seed=7, batch=19, steps=11, hidden=6)
     lengths = jnp.arange(19) % 12
     mask = jnp.where(jnp.arange(6) % 3 == 0, 0.0, 1.5) * jnp.ones((19, 1))

@@ -24,7 +24,7 @@ from helpers import xla_cache_env
 
 import jrnn
 from jrnn import cli, distributed
-from jrnn.launch import child_env, free_port, launch
+from jrnn.cli.launch import child_env, free_port, launch
 
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1", **xla_cache_env()}
 ENV.pop("XLA_FLAGS", None)
@@ -356,7 +356,7 @@ def test_num_processes_1_is_a_run_of_its_own_even_in_a_cluster_job(monkeypatch):
 
 def test_the_runtime_chatter_launch_leaves_out():
     """What jrnn launch drops unless --verbose (the job above shows it is dropped)."""
-    from jrnn.launch import CHATTER
+    from jrnn.cli.launch import CHATTER
 
     chatter = [
         "[Gloo] Rank 0 is connected to 1 peer ranks. Expected number of connected peer ranks is : 1",

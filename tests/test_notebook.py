@@ -7,7 +7,13 @@ import pytest
 from helpers import rel_err
 
 import jrnn
-from jrnn.notebook import SEED_H_LAST, SEED_NOTEBOOK_DH, SEED_NOTEBOOK_DX, seed_example, seed_loss
+from jrnn.cli.notebook import (
+    SEED_H_LAST,
+    SEED_NOTEBOOK_DH,
+    SEED_NOTEBOOK_DX,
+    seed_example,
+    seed_loss,
+)
 
 # The true gradients of L = 0.5 * ||h_T||^2 for the seed example, as printed by
 # `python -m jrnn` (hand-written BPTT; autodiff and finite differences agree to the last digit).

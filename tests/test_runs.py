@@ -1,4 +1,4 @@
-"""jrnn.runs: the run folder's lock and names, and loading a trained run."""
+"""jrnn.cli.runs: the run folder's lock and names, and loading a trained run."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import jrnn
-from jrnn.checkpoint import CheckpointError
 from jrnn.cli import main
-from jrnn.runs import RunDirError, create_default_run_dir, lock_run_dir
+from jrnn.cli.checkpoint import CheckpointError
+from jrnn.cli.runs import RunDirError, create_default_run_dir, lock_run_dir
 
 TINY = ["--seq-len", "6", "--hidden", "8", "--batch", "4", "--log-every", "10", "--eval-every", "10",
         "--checkpoint-every", "10", "--eval-size", "20", "--no-progress"]  # fmt: skip

@@ -10,7 +10,8 @@ The public face: the names below and the documented submodules; the machinery li
 * :mod:`jrnn.layers`: bidirectional and stacked RNNs, input dropout, streaming.
 * :mod:`jrnn.model`, :mod:`jrnn.losses`, :mod:`jrnn.train`, :mod:`jrnn.tasks`: a dense
   readout, masked losses, the optax train step, truncated BPTT and the sequence tasks
-  (``jrnn train`` on the command line: :mod:`jrnn.cli`).
+  (``jrnn train`` on the command line: :mod:`jrnn.cli`, which also holds what only the
+  program uses: run folders, checkpoints, ``jrnn launch``).
 """
 
 import importlib
@@ -18,30 +19,46 @@ from typing import TYPE_CHECKING, Any
 
 from jrnn._version import __version__ as __version__
 
-if TYPE_CHECKING:  # the names below, for type checkers and the docs; imported on first use
-    from jrnn._src.bptt import backward
-    from jrnn._src.options import ScanOptions
-    from jrnn._src.rnn import rnn
-    from jrnn._src.scan import forward
-    from jrnn.activations import ACTIVATIONS
-    from jrnn.batch import Batch
-    from jrnn.gradcheck import GradCheckReport, check_grads
-    from jrnn.layers import BiRNNParams, bidirectional, init_stack, stack, zero_state
-    from jrnn.model import ModelParams, init_model
-    from jrnn.params import INITIALIZERS, RNNParams, init_params
-    from jrnn.runs import Run, load_run
-    from jrnn.train import evaluate, make_train_step, truncated_bptt
+if TYPE_CHECKING:  # the names of _NAMES, for type checkers and the docs (test_structure
+    # holds the two lists equal); imported on first use otherwise
+    from jrnn._src.bptt import backward as backward
+    from jrnn._src.options import ScanOptions as ScanOptions
+    from jrnn._src.options import TuningTable as TuningTable
+    from jrnn._src.rnn import rnn as rnn
+    from jrnn._src.scan import forward as forward
+    from jrnn.activations import ACTIVATIONS as ACTIVATIONS
+    from jrnn.batch import Batch as Batch
+    from jrnn.cli.runs import Run as Run
+    from jrnn.cli.runs import load_run as load_run
+    from jrnn.gradcheck import GradCheckReport as GradCheckReport
+    from jrnn.gradcheck import check_grads as check_grads
+    from jrnn.layers import BiRNNParams as BiRNNParams
+    from jrnn.layers import bidirectional as bidirectional
+    from jrnn.layers import init_stack as init_stack
+    from jrnn.layers import stack as stack
+    from jrnn.layers import zero_state as zero_state
+    from jrnn.model import ModelParams as ModelParams
+    from jrnn.model import init_model as init_model
+    from jrnn.params import INITIALIZERS as INITIALIZERS
+    from jrnn.params import RNNParams as RNNParams
+    from jrnn.params import init_params as init_params
+    from jrnn.train import evaluate as evaluate
+    from jrnn.train import make_train_step as make_train_step
+    from jrnn.train import truncated_bptt as truncated_bptt
 
-# each public name -> the module that defines it: ``import jrnn`` imports nothing heavy
-# (not even jax) until a name is used, so the ``jrnn`` program can take Ctrl-C from its
-# first moment (jrnn.__main__)
+# The public names, each with the module that defines it: ``import jrnn`` imports nothing
+# heavy (not even jax) until a name is used, so the ``jrnn`` program can take Ctrl-C from
+# its first moment (jrnn.__main__)
 _NAMES = {
     "backward": "jrnn._src.bptt",
     "ScanOptions": "jrnn._src.options",
+    "TuningTable": "jrnn._src.options",
     "rnn": "jrnn._src.rnn",
     "forward": "jrnn._src.scan",
     "ACTIVATIONS": "jrnn.activations",
     "Batch": "jrnn.batch",
+    "Run": "jrnn.cli.runs",
+    "load_run": "jrnn.cli.runs",
     "GradCheckReport": "jrnn.gradcheck",
     "check_grads": "jrnn.gradcheck",
     "BiRNNParams": "jrnn.layers",
@@ -54,38 +71,12 @@ _NAMES = {
     "INITIALIZERS": "jrnn.params",
     "RNNParams": "jrnn.params",
     "init_params": "jrnn.params",
-    "Run": "jrnn.runs",
-    "load_run": "jrnn.runs",
     "evaluate": "jrnn.train",
     "make_train_step": "jrnn.train",
     "truncated_bptt": "jrnn.train",
 }
 
-__all__ = [
-    "ACTIVATIONS",
-    "INITIALIZERS",
-    "Batch",
-    "BiRNNParams",
-    "GradCheckReport",
-    "ModelParams",
-    "RNNParams",
-    "Run",
-    "ScanOptions",
-    "backward",
-    "bidirectional",
-    "check_grads",
-    "evaluate",
-    "forward",
-    "init_model",
-    "init_params",
-    "init_stack",
-    "load_run",
-    "make_train_step",
-    "rnn",
-    "stack",
-    "truncated_bptt",
-    "zero_state",
-]
+__all__ = sorted(_NAMES)
 
 # Submodules reachable as attributes (``jrnn.tasks``, ``jrnn.parallel``, ...), imported on
 # first use so that ``import jrnn`` stays light.
@@ -93,7 +84,6 @@ _SUBMODULES = (
     "activations",
     "batch",
     "bench",
-    "checkpoint",
     "cli",
     "data",
     "distributed",

@@ -439,9 +439,9 @@ def check_grads(
     with enable_x64():
         # Validate in the caller's dtypes first, so errors name the caller's arguments.
         p = prepare(params, xs, h0, options, caller="check_grads")
-        arrays = (*p.params, p.xs_to_caller(p.xs), p.state_to_caller(p.h0))
+        arrays = (*p.ops.params, p.to_caller(p.ops.xs), p.state_to_caller(p.ops.h0))
         inputs = {name: _f64(a) for name, a in zip(_NAMES, arrays, strict=True)}
-        if p.lengths is not None:
+        if p.ops.lengths is not None:
             options["lengths"] = np.asarray(options["lengths"])
         if options.get("recurrent_mask") is not None:
             options["recurrent_mask"] = _f64(options["recurrent_mask"])
@@ -466,7 +466,7 @@ def check_grads(
     desc = (
         f"activation={get_activation(options.get('activation', 'tanh')).name}, "
         f"reverse={options.get('reverse', False)}, "
-        f"lengths={'given' if p.lengths is not None else 'none'}, xs {tuple(np.shape(xs))}"
+        f"lengths={'given' if p.ops.lengths is not None else 'none'}, xs {tuple(np.shape(xs))}"
     )
     report = GradCheckReport(tuple(rows), value, flat_bp, flat_ad, fds, desc, second)
     return _report(report, verbose)

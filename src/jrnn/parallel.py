@@ -243,7 +243,7 @@ def _solver(
         raise ValueError(f"backward must be one of {list(BACKWARDS)}; got {backward!r}")
     if not isinstance(fallback, bool | np.bool_):
         raise TypeError(f"fallback must be a bool; got {type(fallback).__name__} {fallback!r}")
-    tol = _default_tol(p.xs.dtype) if tol is None else positive_float("tol", tol)
+    tol = _default_tol(p.ops.xs.dtype) if tol is None else positive_float("tol", tol)
     atol = positive_float("atol", atol, allow_zero=True)
     max_iter = positive_int("max_iter", max_iter)
     return _Solver(method, tol, atol, max_iter, bool(fallback), backward)
@@ -342,7 +342,7 @@ def _to_tm(p: Prepared, a: jax.Array | None) -> jax.Array | None:
 
 def _to_caller(p: Prepared, a: jax.Array) -> jax.Array:
     """A time-major `(T, B, ...)` array in the caller's layout."""
-    return p.hs_to_caller(_to_tm(p, a))
+    return p.to_caller(_to_tm(p, a))
 
 
 def forward(
@@ -384,7 +384,7 @@ def forward(
         info = ParallelInfo(
             jnp.asarray(0, jnp.int32), jnp.asarray(True), jnp.asarray(0.0), jnp.asarray(False)
         )
-        return jnp.zeros(p.hs_shape, p.xs.dtype), p.state_to_caller(p.h0), info
+        return jnp.zeros(p.hs_shape, p.ops.xs.dtype), p.state_to_caller(p.ops.h0), info
     out, h_last, info = _forward_tm(ops, opts, solver)
     return _to_caller(p, out), p.state_to_caller(h_last), info
 
@@ -407,9 +407,9 @@ def backward(
     p, ops, opts = _prepare(params, xs, h0, options, "parallel.backward")
     hs, dhs, dh_last = prepare_cotangents(p, hs, dhs, dh_last)
     if p.num_steps == 0:
-        dh0 = jnp.zeros_like(p.h0) if dh_last is None else dh_last
-        zeros = jax.tree.map(jnp.zeros_like, p.params)
-        return zeros, jnp.zeros(jnp.shape(xs), p.xs.dtype), p.state_to_caller(dh0)
+        dh0 = jnp.zeros_like(p.ops.h0) if dh_last is None else dh_last
+        zeros = jax.tree.map(jnp.zeros_like, p.ops.params)
+        return zeros, jnp.zeros(jnp.shape(xs), p.ops.xs.dtype), p.state_to_caller(dh0)
     grads, dxs_t, dh0 = _adjoint_tm(ops, _to_tm(p, hs), _to_tm(p, dhs), dh_last, opts)
     return grads, _to_caller(p, dxs_t), p.state_to_caller(dh0)
 

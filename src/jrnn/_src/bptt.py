@@ -242,4 +242,4 @@ def backward(
     p = prepare(params, xs, h0, options, caller="backward")
     hs, dhs, dh_last = prepare_cotangents(p, hs, dhs, dh_last)
     dparams, dxs, dh0 = adjoint_loop(p.ops, hs, dhs, dh_last, p.opts)
-    return dparams, p.xs_to_caller(dxs), p.state_to_caller(dh0)
+    return dparams, p.to_caller(dxs), p.state_to_caller(dh0)

@@ -18,6 +18,7 @@ on a CPU) therefore sees the real kernel.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 
 import jax
@@ -28,82 +29,73 @@ from jax.interpreters import batching, mlir
 from jax.sharding import PartitionSpec as P
 
 from jrnn._src.compat import explicit_sharding
-from jrnn._src.kernels.common import Call, Form
+from jrnn._src.kernels.common import Form
 from jrnn._src.kernels.forms import PLATFORMS, kernel_module
 from jrnn._src.options import Operands, Options
 from jrnn._src.scopes import scoped
 
 __all__ = ["adjoint", "forward"]
 
-# what each argument of a kernel entry is, for the split of an explicitly sharded batch:
-# "s" a time-major (T, B, ...) sequence, "r" a (B, ...) per-row array, "w" the weight
-_KINDS = {"forward": ("swrrr", "sr"), "adjoint": ("ssrwrr", "sr")}
 
+def _recurrence(kind: str, opts: Options, lengths, streamed: list, weight, per_row: list):
+    """``(seq_out, row_out)`` of the ``kind`` kernel (``recurrence`` of a backend module,
+    arguments as :func:`jrnn._src.kernels.tpu.recurrence`'s) of the form of the platform
+    being lowered for; ``None`` operands (no lengths, mask or cotangent) stay ``None``.
 
-def _per_platform(name: str, opts: Options, *args):
-    """``forward(*args, call)`` or ``adjoint(...)`` (``name``) of the form of the platform
-    being lowered for.
-
-    ``None`` arguments (no mask, no cotangent) pass through as ``None``. A batch sharded
-    over Explicit mesh axes runs one kernel per shard (a ``shard_map`` over those axes: a
-    kernel is one custom call, which the partitioner cannot split).
+    A batch sharded over Explicit mesh axes runs one kernel per shard (a ``shard_map``
+    over those axes: a kernel is one custom call, which the partitioner cannot split).
     """
-    sharding = explicit_sharding(args[0])
+    operands = [lengths, *streamed, weight, *per_row]
+    # what each operand is: "r" a (B, ...) per-row array, "s" a time-major (T, B, H)
+    # sequence, "w" the weight; the outputs are a sequence and a per-row array
+    roles = "r" + "s" * len(streamed) + "w" + "r" * len(per_row)
+    given = [x for x in operands if x is not None]
+    ns = len(streamed)
+
+    def run(form: Form, *arrays: jax.Array) -> tuple[jax.Array, jax.Array]:
+        full = iter(arrays)
+        lengths, *xs = [None if x is None else next(full) for x in operands]
+        # the form's module, imported when this branch is traced (kernel_module)
+        return kernel_module(form.name).recurrence(
+            kind,
+            lengths,
+            xs[:ns],
+            xs[ns],
+            xs[ns + 1 :],
+            act=opts.act,
+            reverse=opts.reverse,
+            # unroll=True (no loop at all) is no option inside a kernel: it unrolls by 1
+            unroll=1 if isinstance(opts.unroll, bool) else opts.unroll,
+            interpret=form.interpret,
+            **({} if form.tiles is None else {"tiles": form.tiles}),
+        )
+
+    roles = "".join(k for k, x in zip(roles, operands, strict=True) if x is not None)
+    sharding = explicit_sharding(given[roles.index("s")])
     if sharding is None:
-        return _on_platform(name, opts, *args)
-    kinds, out_kinds = _KINDS[name]
+        return _per_platform(run, opts, given, roles)
     rows = sharding.spec[1] if len(sharding.spec) > 1 else None
     spec = {"s": P(None, rows), "r": P(rows), "w": P()}
-    present = [a for a in args if a is not None]
-    specs = tuple(spec[k] for k, a in zip(kinds, args, strict=True) if a is not None)
-
-    def local(*arrays):
-        return _on_platform(name, opts, *_refill(args, arrays))
-
-    mapped = jax.shard_map(
-        local,
+    return jax.shard_map(
+        lambda *arrays: _per_platform(run, opts, arrays, roles),
         mesh=sharding.mesh,
-        in_specs=specs,
-        out_specs=tuple(spec[k] for k in out_kinds),
+        in_specs=tuple(spec[k] for k in roles),
+        out_specs=(spec["s"], spec["r"]),
         axis_names=set(jax.tree.leaves(rows)),
-    )
-    return mapped(*present)
+    )(*given)
 
 
-def _refill(template: tuple, arrays: tuple) -> list:
-    """``arrays`` (the present ones) back in the places of ``template``, ``None`` kept."""
-    given = iter(arrays)
-    return [None if a is None else next(given) for a in template]
-
-
-def _on_platform(name: str, opts: Options, *args):
-    """:func:`_per_platform` on one shard (or an unsharded call)."""
-    # unroll=True (no loop at all) is no option inside a kernel: its loop unrolls by 1
-    unroll = opts.unroll if not isinstance(opts.unroll, bool) else 1
-
-    def branch(form: Form):
-        call = Call(opts.act, opts.reverse, unroll, form)
-
-        def run_on(*arrays):
-            # the form's module, imported when this branch is traced (kernel_module)
-            run = getattr(kernel_module(form.name), name)
-            return run(*_refill(args, arrays), call)
-
-        return run_on
-
+def _per_platform(run, opts: Options, arrays, roles: str):
+    """``run(form, *arrays)`` for the form of the platform being lowered for."""
     forms = opts.forms
     assert forms is not None, "prepare() sets the kernel forms of impl='pallas'"
-    operands = [a for a in args if a is not None]
     if len(set(forms)) == 1:  # one form everywhere: no platform switch to lower
-        return branch(forms[0])(*operands)
-    if any(not isinstance(f.interpret, bool) for f in forms):
+        return run(forms[0], *arrays)
+    branches = tuple((p, partial(run, f)) for p, f in zip(PLATFORMS, forms, strict=True))
+    if any(not isinstance(f.interpret, bool | None) for f in forms):
         # the TPU interpret mode (under shard_map) carries effects: JAX's own switch
-        return lax.platform_dependent(
-            *operands, **{p: branch(f) for p, f in zip(PLATFORMS, forms, strict=True)}
-        )
-    kinds = [k for k, a in zip(_KINDS[name][0], args, strict=True) if a is not None]
-    branches = tuple((p, branch(f)) for p, f in zip(PLATFORMS, forms, strict=True))
-    return _kernel_p.bind(*operands, branches=branches, like=(0, kinds.index("r")))
+        return lax.platform_dependent(*arrays, **dict(branches))
+    return _kernel_p.bind(*arrays, branches=branches, like=(roles.index("s"), roles.index("r")))
 
 
 # One kernel call, a form per platform. Unlike lax.platform_dependent, whose branches are
@@ -168,7 +160,7 @@ def forward(ops: Operands, opts: Options) -> tuple[jax.Array, jax.Array]:
     xw = jnp.einsum(f"{opts.layout},fh->tbh", xs, w_x) + b  # (T, B, H), one GEMM
     if num_steps == 0 or h0.shape[0] == 0:
         return _time_major(xw, opts.axis), h0
-    hs, h_last = _per_platform("forward", opts, xw, w_h, h0, ops.lengths, mask)
+    hs, h_last = _recurrence("forward", opts, ops.lengths, [xw], w_h, [h0, mask])
     return _time_major(hs, opts.axis), h_last.astype(h0.dtype)
 
 
@@ -194,9 +186,8 @@ def adjoint(
     w_h, mask, axis = ops.params.w_h, ops.mask, opts.axis
     if dh_last.shape[0] == 0:  # (T = 0 never gets here: adjoint_loop returns first)
         return dh_last, jnp.zeros_like(hs)
-    dhs_tm = None if dhs is None else _time_major(dhs, axis)
-    das, dh0 = _per_platform(
-        "adjoint", opts, _time_major(hs, axis), dhs_tm, dh_last, w_h, ops.lengths, mask
-    )
+    streamed = [_time_major(hs, axis), None if dhs is None else _time_major(dhs, axis)]
+    back = replace(opts, reverse=not opts.reverse)  # the adjoint walks the other way
+    das, dh0 = _recurrence("adjoint", back, ops.lengths, streamed, w_h.T, [dh_last, mask])
     das = jnp.roll(das, 1 if opts.reverse else -1, axis=0)  # dA_t into slot sigma(t)
     return dh0.astype(dh_last.dtype), _time_major(das, axis)

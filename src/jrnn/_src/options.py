@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypedDict
+from typing import Any, NamedTuple, Protocol, TypedDict, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +38,6 @@ from jrnn.activations import ACTIVATIONS, Activation, get_activation
 from jrnn.params import RNNParams
 
 __all__ = [
-    "AUTO",
     "GRADS",
     "IMPLS",
     "PARALLEL_KEYS",
@@ -48,6 +47,7 @@ __all__ = [
     "ParallelOptions",
     "Prepared",
     "ScanOptions",
+    "TuningTable",
     "check_choice",
     "check_impl",
     "check_like",
@@ -55,6 +55,16 @@ __all__ = [
     "prepare",
     "prepare_cotangents",
 ]
+
+
+@runtime_checkable
+class TuningTable(Protocol):
+    """What ``tuning=`` takes: a table that picks the implementation per call (the one
+    ``jrnn bench --tune`` measures and :func:`jrnn.bench.load_tuning` reads is one)."""
+
+    def choose(self, dtype: Any, batch: int, steps: int, hidden: int) -> str:
+        """``"pallas"`` or ``"scan"`` for a call of ``dtype`` and `(B, T, H)` shape."""
+        ...
 
 
 class ScanOptions(TypedDict, total=False):
@@ -77,6 +87,9 @@ class ScanOptions(TypedDict, total=False):
             values outside ``[0, T]`` act as if clipped to it. Padded steps of ``xs``
             reach no value and no gradient (a NaN there included).
         unroll: loop unroll factor (an int >= 1, or ``True`` for a full unroll); default 1.
+            The kernels (``impl="pallas"``) unroll their step loop by it where their
+            registers hold several steps (``True`` counts as 1 there; the GPU kernels at
+            the largest hidden sizes run one step per trip: docs/guide/accelerators.md).
         time_major: ``xs`` and ``hs`` are `(T, B, ...)` instead of `(B, T, ...)` (default
             ``False``).
         recurrent_mask: ``None`` (default) or a `(B, H)` (unbatched `(H,)`) multiplier
@@ -116,7 +129,7 @@ class ScanOptions(TypedDict, total=False):
     recurrent_mask: Float[ArrayLike, "*batch hidden"] | None
     impl: str
     grad: str
-    tuning: Any
+    tuning: TuningTable | None
 
 
 class ParallelOptions(TypedDict, total=False):
@@ -145,8 +158,6 @@ PARALLEL_KEYS = ("activation", "reverse", "lengths", "time_major")
 """The options the parallel-in-time entry points take (no unroll, no recurrent mask)."""
 GRADS = ("bptt", "autodiff")
 """The values of ``grad``."""
-AUTO = "scan"
-"""What ``impl="auto"`` runs (see :class:`ScanOptions`' ``impl``)."""
 
 
 @dataclass(frozen=True)
@@ -158,11 +169,10 @@ class Options:
         reverse: run from the last (valid) step to the first.
         unroll: the loop unroll factor (an int >= 1 or ``True``).
         layout: where the time axis of ``xs`` and ``hs`` lies: ``"btf"`` or ``"tbf"``.
-        impl: ``"scan"`` (the loops) or ``"pallas"`` (the kernels); ``"auto"`` is resolved.
-        forms: with ``impl="pallas"``, the kernel form per platform, chosen when the call
-            is prepared (:func:`jrnn._src.kernels.forms.kernel_forms`): part of the static
-            key of the jitted loops, so a changed ``$JRNN_GPU_KERNELS`` counts at the next
-            call.
+        forms: ``None`` for the loops (``impl="scan"``), else the kernel form per
+            platform (``impl="pallas"``), chosen when the call is prepared
+            (:func:`jrnn._src.kernels.forms.kernel_forms`): part of the static key of the
+            jitted loops, so a changed ``$JRNN_GPU_KERNELS`` counts at the next call.
         grad: ``"bptt"`` or ``"autodiff"``: how :func:`jrnn.rnn` is differentiated.
     """
 
@@ -170,9 +180,13 @@ class Options:
     reverse: bool = False
     unroll: int | bool = 1
     layout: str = "btf"
-    impl: str = "scan"
     forms: tuple[Form, ...] | None = None
     grad: str = "bptt"
+
+    @property
+    def impl(self) -> str:
+        """What runs the recurrence: ``"scan"`` (the loops) or ``"pallas"`` (the kernels)."""
+        return "scan" if self.forms is None else "pallas"
 
     @property
     def axis(self) -> int:
@@ -204,35 +218,19 @@ class Operands(NamedTuple):
 
 
 class Prepared(NamedTuple):
-    """A validated call: its operands, its options and the caller's layout.
+    """A validated call: its operands, its options and whether the caller's ``xs`` had a
+    batch axis (the caller's layout is then ``opts.layout``; an unbatched call runs as
+    `(T, 1, ...)`).
 
     Attributes:
         ops: the :class:`Operands`.
         opts: the :class:`Options`.
         batched: whether the caller's ``xs`` had a batch axis.
-        time_major: whether the caller's arrays are time-major.
     """
 
     ops: Operands
     opts: Options
     batched: bool
-    time_major: bool
-
-    @property
-    def params(self) -> RNNParams:
-        return self.ops.params
-
-    @property
-    def xs(self) -> jax.Array:
-        return self.ops.xs
-
-    @property
-    def h0(self) -> jax.Array:
-        return self.ops.h0
-
-    @property
-    def lengths(self) -> jax.Array | None:
-        return self.ops.lengths
 
     @property
     def num_steps(self) -> int:
@@ -248,7 +246,7 @@ class Prepared(NamedTuple):
         t, b, h = self.num_steps, self.batch_size, self.ops.h0.shape[1]
         if not self.batched:
             return (t, h)
-        return (t, b, h) if self.time_major else (b, t, h)
+        return (t, b, h) if self.opts.axis == 0 else (b, t, h)
 
     @property
     def state_shape(self) -> tuple[int, ...]:
@@ -259,17 +257,13 @@ class Prepared(NamedTuple):
         """Caller-layout hidden states to the internal layout (unbatched gains `B = 1`)."""
         return hs if self.batched else hs[:, None, :]
 
-    def hs_to_caller(self, hs: jax.Array) -> jax.Array:
-        """Internal-layout hidden states (or ``xs``-shaped arrays) to the caller's layout."""
+    def to_caller(self, hs: jax.Array) -> jax.Array:
+        """Internal-layout `(..., T, ...)` arrays (``hs``, ``dL/dxs``) to the caller's layout."""
         return hs if self.batched else hs[:, 0, :]
 
     def state_to_caller(self, h: jax.Array) -> jax.Array:
         """`(B, H)` to the caller's `(B, H)` or, unbatched, `(H,)`."""
         return h if self.batched else h[0]
-
-    def xs_to_caller(self, xs: jax.Array) -> jax.Array:
-        """Internal-layout ``xs``-shaped arrays (``dL/dxs``) to the caller's layout."""
-        return self.hs_to_caller(xs)
 
 
 def check_params(params: Any) -> RNNParams:
@@ -378,17 +372,21 @@ def check_impl(impl: Any) -> str:
 
 
 def _resolve_impl(
-    impl: str, dtype: Any, shape: tuple[int, int, int], tuning: Any, act: Activation
+    impl: str,
+    dtype: Any,
+    shape: tuple[int, int, int],
+    tuning: TuningTable | None,
+    act: Activation,
 ) -> str:
     """``"scan"`` or ``"pallas"`` for a call of ``dtype`` and ``shape`` `(B, T, H)`: ``"auto"``
-    is :data:`AUTO`, or the ``tuning`` table's choice (the scan loop where the kernels cannot
-    hold the call or the shape is symbolic); a shape, dtype or activation the kernels cannot
-    hold for ``"pallas"`` is a ValueError."""
+    runs the loops unless a ``tuning`` table chose the kernels for this call's bucket and
+    they can hold it (a known shape, a dtype, hidden size and activation they take); a
+    call the kernels cannot hold for ``"pallas"`` is a ValueError."""
     batch, steps, hidden = shape
     symbolic = not known(*shape)
     if impl == "auto":
         if symbolic or tuning is None or tuning.choose(dtype, batch, steps, hidden) != "pallas":
-            return AUTO
+            return "scan"
         return "scan" if _kernels_refuse(dtype, hidden, act) else "pallas"
     if impl != "pallas":
         return "scan"
@@ -526,21 +524,17 @@ def prepare(
     # cotangents of its inputs' own types; the cast's transpose (a psum) is JAX's own
     (params, xs, h0, lengths, mask), varying = _vary_together(params, xs, h0, lengths, mask)
     tuning = o["tuning"]
-    if tuning is not None and not callable(getattr(tuning, "choose", None)):
+    if tuning is not None and not isinstance(tuning, TuningTable):
         raise TypeError(
-            "tuning must be None or a table from jrnn.bench.load_tuning; got "
-            f"{type(tuning).__name__}"
+            "tuning must be None or a table with a choose() method (jrnn.TuningTable), such "
+            f"as jrnn.bench.load_tuning's; got {type(tuning).__name__}"
         )
-    impl = (
-        _resolve_impl(o["impl"], dtype, (batch, steps, h), tuning, act)
-        if "impl" in accepted
-        else "scan"
-    )
-    # an explicitly sharded batch runs the kernels inside a shard_map: varying operands
-    varying = varying or explicit_sharding(xs) is not None
-    forms = kernel_forms(varying=varying) if impl == "pallas" else None
-    opts = Options(act, bool(o["reverse"]), o["unroll"], layout, impl, forms, o["grad"])
-    return Prepared(Operands(params, xs, h0, lengths, mask), opts, batched, time_major)
+    forms = None
+    if _resolve_impl(o["impl"], dtype, (batch, steps, h), tuning, act) == "pallas":
+        # an explicitly sharded batch runs the kernels inside a shard_map: varying operands
+        forms = kernel_forms(varying=varying or explicit_sharding(xs) is not None)
+    opts = Options(act, bool(o["reverse"]), o["unroll"], layout, forms, o["grad"])
+    return Prepared(Operands(params, xs, h0, lengths, mask), opts, batched)
 
 
 def _zero_state(xs: jax.Array, axis: int, hidden: int) -> jax.Array:
@@ -575,11 +569,11 @@ def prepare_cotangents(
 ) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
     """Checks a backward pass's ``hs``, ``dhs`` and ``dh_last`` against the prepared
     arguments; returns them in the internal layout (``None`` kept)."""
-    dtype = p.h0.dtype
+    dtype = p.ops.h0.dtype
     hs = p.hs_to_internal(check_like(hs, "hs", p.hs_shape, "forward's hs", dtype))
     if dhs is not None:
         dhs = p.hs_to_internal(check_like(dhs, "dhs", p.hs_shape, "hs", dtype))
     if dh_last is not None:
         dh_last = check_like(dh_last, "dh_last", p.state_shape, "h_last", dtype)
-        dh_last = jnp.reshape(dh_last, p.h0.shape)
+        dh_last = jnp.reshape(dh_last, p.ops.h0.shape)
     return hs, dhs, dh_last

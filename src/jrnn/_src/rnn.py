@@ -108,4 +108,4 @@ def rnn(
         hs, h_last = (forward_loop if autodiff else rnn_core)(p.ops, p.opts)
     else:
         hs, h_last = (remat_loop if autodiff else remat_rnn)(p.ops, p.opts, remat)
-    return p.hs_to_caller(hs), p.state_to_caller(h_last)
+    return p.to_caller(hs), p.state_to_caller(h_last)

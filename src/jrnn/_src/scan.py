@@ -183,4 +183,4 @@ def forward(
     """
     p = prepare(params, xs, h0, options, caller="forward")
     hs, h_last = forward_loop(p.ops, p.opts)
-    return p.hs_to_caller(hs), p.state_to_caller(h_last)
+    return p.to_caller(hs), p.state_to_caller(h_last)

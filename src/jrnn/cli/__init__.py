@@ -1,7 +1,7 @@
 """The ``jrnn`` command: ``jrnn train`` (train a model on a task or on your own sequences,
 ``--data``), ``jrnn eval`` and ``jrnn predict`` (a trained run on its test set or your
 file), ``jrnn launch`` (a multi-process ``jrnn train`` job on this machine,
-:mod:`jrnn.launch`), ``jrnn check`` (the seed notebook's example and the gradient checks) and
+:mod:`jrnn.cli.launch`), ``jrnn check`` (the seed notebook's example and the gradient checks) and
 ``jrnn bench``. ``jrnn`` alone prints the usage.
 
 The package by job: :mod:`jrnn.cli.parse` (the parser, built without jax),
@@ -9,7 +9,7 @@ The package by job: :mod:`jrnn.cli.parse` (the parser, built without jax),
 :mod:`jrnn.cli.plot` (the curves), :mod:`jrnn.cli.infer` (eval and predict),
 :mod:`jrnn.cli.check` and :mod:`jrnn.cli.bench`.
 
-``jrnn train`` writes a run directory (``--out``, see :mod:`jrnn.runs`):
+``jrnn train`` writes a run directory (``--out``, see :mod:`jrnn.cli.runs`):
 
 * ``config.json``: every option of the run (:class:`~jrnn.run_config.RunConfig`) and the
   history of its resumes;
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None, *, program: bool = False) -> int:
 
         return run_command(args)
     if args.command == "launch":
-        from jrnn.launch import launch
+        from jrnn.cli.launch import launch
 
         try:
             return launch(rest, args.processes, args.devices_per_process,
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None, *, program: bool = False) -> int:
             print(f"jrnn launch: error: {err}", file=sys.stderr)
             return 2
     if program:  # orbax's abandoned writer tasks may be collected as late as at the exit
-        from jrnn.checkpoint import drop_abandoned_writes_for_the_process
+        from jrnn.cli.checkpoint import drop_abandoned_writes_for_the_process
 
         drop_abandoned_writes_for_the_process()
     return _train(args)
@@ -143,10 +143,10 @@ def _commands(p: argparse.ArgumentParser) -> list[str]:
 
 def _train(args: Any) -> int:
     """``jrnn train`` from its parsed arguments; the exit code."""
-    from jrnn.checkpoint import CheckpointError, abandoned_writes_dropped
+    from jrnn.cli.checkpoint import CheckpointError, abandoned_writes_dropped
     from jrnn.cli.loop import train
     from jrnn.cli.rundir import TrainError
-    from jrnn.runs import RunDirError
+    from jrnn.cli.runs import RunDirError
 
     job = ("coordinator", "num_processes", "process_id", "heartbeat_timeout")
     given = {

@@ -7,8 +7,8 @@ import numpy as np
 
 from jrnn._src.compat import enable_x64
 from jrnn._src.scan import forward
+from jrnn.cli.notebook import SEED_H_LAST, seed_example, seed_loss
 from jrnn.gradcheck import check_grads
-from jrnn.notebook import SEED_H_LAST, seed_example, seed_loss
 from jrnn.params import init_params
 
 __all__ = ["check"]

@@ -11,10 +11,10 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from jrnn.checkpoint import read_config
+from jrnn.cli.checkpoint import read_config
 from jrnn.cli.rundir import TrainError, check_data
+from jrnn.cli.runs import Run, load_run
 from jrnn.data import check_inputs, load, read_npz
-from jrnn.runs import Run, load_run
 
 __all__ = ["eval_run", "predict"]
 
@@ -84,7 +84,7 @@ def predict(run_dir: str, data: str, out: str) -> int:
 def run_command(args: Any) -> int:
     """``jrnn eval`` or ``jrnn predict`` from its parsed arguments; 2 with one line on a
     run folder or a file that cannot be used."""
-    from jrnn.checkpoint import CheckpointError
+    from jrnn.cli.checkpoint import CheckpointError
 
     try:
         if args.command == "eval":

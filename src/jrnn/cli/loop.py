@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jrnn._src.interrupts import ignored, interrupted_means
-from jrnn.checkpoint import TrainState, close, latest_step, save, write_json
+from jrnn.cli.checkpoint import TrainState, close, latest_step, save, write_json
 from jrnn.cli.plot import title, try_plot
 from jrnn.cli.rundir import (
     ActiveRun,
@@ -31,9 +31,9 @@ from jrnn.cli.rundir import (
     open_run,
     write_errors,
 )
+from jrnn.cli.runs import learning_rate
 from jrnn.distributed import gather_json
 from jrnn.run_config import RunConfig
-from jrnn.runs import learning_rate
 from jrnn.train import evaluate
 
 __all__ = ["train"]

@@ -20,7 +20,7 @@ import jax
 import optax
 
 from jrnn._version import __version__
-from jrnn.checkpoint import (
+from jrnn.cli.checkpoint import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
     CheckpointError,
@@ -33,10 +33,10 @@ from jrnn.checkpoint import (
     restore,
     write_config,
 )
+from jrnn.cli.runs import LOCK_FILE, create_default_run_dir, initial_state, lock_run_dir
 from jrnn.data import sha256
 from jrnn.distributed import batch_mesh, gather_json, make_sharded_train_step, replicate
 from jrnn.run_config import STRUCTURAL, TRAJECTORY, RunConfig
-from jrnn.runs import LOCK_FILE, create_default_run_dir, initial_state, lock_run_dir
 from jrnn.tasks import Task, data_info, run_task
 from jrnn.train import make_train_step
 
@@ -130,7 +130,7 @@ def claim_run_dir(
     config: RunConfig | None, out: str | Path | None, resume: bool
 ) -> tuple[Path, Any]:
     """The run directory, checked (:func:`_check_run_dir`) and locked
-    (:func:`~jrnn.runs.lock_run_dir`); returns it and the lock. In a multi-process job only
+    (:func:`~jrnn.cli.runs.lock_run_dir`); returns it and the lock. In a multi-process job only
     process 0 does this and holds the lock; the others take its folder, or its refusal."""
     group = jax.process_count() > 1
     lock, run_dir, refused = None, None, None

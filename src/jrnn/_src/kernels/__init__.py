@@ -1,10 +1,11 @@
-"""The Pallas kernels of ``impl="pallas"``, one module per form (as jax's Pallas ops are laid out).
+"""The Pallas kernels of ``impl="pallas"``, one module per backend (as jax's Pallas ops are
+laid out), each with its kernels, its kernel call (``recurrence``) and its tiles.
 
-* :mod:`.common`: the recurrences, the call description (:class:`.common.Call`,
-  :class:`.common.Form`, :class:`.common.Tuning`), the limits and the step bodies;
 * :mod:`.tpu`: Mosaic TPU; :mod:`.triton`: Triton; :mod:`.mosaic_gpu`: Mosaic GPU
   (Hopper's ``wgmma``);
-* :mod:`.forms`: which form runs on which platform.
+* :mod:`.common`: what they share: the recurrences, the limits, :class:`.common.Form`,
+  the step bodies;
+* :mod:`.forms`: the table of forms, and which runs on which platform.
 
 :mod:`jrnn._src.fused` is the one bridge between them and the call model.
 """

@@ -1,6 +1,6 @@
-"""What the kernel forms share: the call description, the limits and the step bodies.
+"""What the kernel backends share: the limits, the form of a call, and the step bodies.
 
-The two recurrences every form runs (references: :func:`jrnn._src.scan.forward_loop` and
+The two recurrences every backend runs (references: :func:`jrnn._src.scan.forward_loop` and
 :func:`jrnn._src.bptt.adjoint_loop`). Forward, all ``T`` steps::
 
     h_t = act(xw_t + (h_{t-1} * m) W_h)        # xw_t = x_t W_x + b, the hoisted input GEMM
@@ -14,6 +14,10 @@ With ``lengths``, a padded step keeps the state (forward) or passes ``c`` throug
 stay outside the kernels (:mod:`jrnn._src.fused`): the kernels hold only the sequential
 part.
 
+Each backend module (:mod:`.tpu`, :mod:`.triton`, :mod:`.mosaic_gpu`) has one entry,
+``recurrence(kind, lengths, streamed, weight, per_row, *, act, reverse, unroll,
+interpret, ...)``, whose operands are named by :data:`REFS` (absent ones ``None``).
+
 Limits (:data:`MAX_HIDDEN`): ``W_h`` must fit the on-chip budget of the smallest target,
 the Triton form's registers: ``H <= 128`` in float32 (64 KiB), ``H <= 256`` in bfloat16
 (128 KiB); the Mosaic GPU form's shared memory holds the same. TPU VMEM holds far more,
@@ -25,32 +29,25 @@ and the activations are float32 on chip, the streamed arrays keep the operands' 
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jrnn.activations import Activation
-
 __all__ = [
-    "ADJOINT_REFS",
     "DTYPES",
-    "FORWARD_REFS",
     "MAX_HIDDEN",
-    "Call",
+    "REFS",
     "Form",
     "Matmul",
-    "Tuning",
     "adjoint_step",
     "dot",
     "forward_step",
-    "launch_adjoint",
-    "launch_forward",
     "lengths_or_all",
     "load_mask",
     "pad",
+    "present",
     "round_up",
     "split_refs",
     "split_tf32",
@@ -64,51 +61,48 @@ MAX_HIDDEN = {jnp.dtype(jnp.float32): 128, jnp.dtype(jnp.bfloat16): 256}
 """The largest hidden size whose ``W_h`` the kernels hold on chip, per dtype."""
 
 
-class Tuning(NamedTuple):
-    """The tile sizes of the kernels: explicit, and part of a call's static key.
-
-    Attributes:
-        tpu_max_tile: the most batch rows in one tile of the TPU form (a larger batch is
-            split into tiles of this many rows and padded to whole tiles).
-        tpu_stream_bytes: the VMEM the TPU form gives to the double-buffered blocks of the
-            streamed `(T, B, H)` arrays: it sets how many steps one block holds.
-    """
-
-    tpu_max_tile: int = 128
-    tpu_stream_bytes: int = 4 << 20
-
-
 class Form(NamedTuple):
-    """One kernel form and how it runs.
+    """One kernel form: which backend runs a call, and how.
 
     Attributes:
-        name: ``"tpu"`` (Mosaic TPU), ``"triton"`` or ``"mosaic_gpu"``: the module of
-            this package that holds the form.
-        interpret: ``False`` to compile, else the Pallas interpret mode (``True``, a
-            ``pltpu.InterpretParams`` or, for ``"mosaic_gpu"``, the Mosaic GPU interpret
-            params).
-        tuning: the tile sizes (:class:`Tuning`).
+        name: the backend, named as its module in this package: ``"tpu"`` (Mosaic TPU),
+            ``"triton"`` or ``"mosaic_gpu"``.
+        interpret: ``None`` to compile; else what the backend's kernel call takes as its
+            interpret mode (``True``: Pallas' HLO interpreter; ``pltpu.InterpretParams``:
+            the TPU interpret mode; the Mosaic GPU interpret params).
+        tiles: the backend's tile sizes (:class:`jrnn._src.kernels.tpu.Tiles`), or
+            ``None`` for its defaults (the GPU backends size their tiles themselves).
     """
 
     name: str
-    interpret: Any = False
-    tuning: Tuning = Tuning()
+    interpret: Any = None
+    tiles: Any = None
 
 
-class Call(NamedTuple):
-    """The static description of one kernel call.
+REFS = {
+    "forward": ("lengths", "xw", "w", "w_lo", "h0", "mask", "hs", "h_last"),
+    "adjoint": ("lengths", "hs", "dhs", "w", "w_lo", "dh_last", "mask", "das", "dh0"),
+}
+"""A kernel's refs by kind, in order: its inputs ``(lengths, *streamed, weight, w_lo,
+*per_row)`` and its outputs ``(seq_out, row_out)``. ``w_lo`` is the low TF32 part of a
+split float32 weight (Mosaic GPU); ``lengths``, ``dhs``, ``mask`` and ``w_lo`` may be
+absent."""
 
-    Attributes:
-        act: the activation.
-        reverse: the kernel walks time from the last step to the first.
-        unroll: the unroll factor of the in-kernel step loop.
-        form: which kernel form runs it, and how (:class:`Form`).
-    """
 
-    act: Activation
-    reverse: bool
-    unroll: int
-    form: Form
+def present(inputs: list[Any]) -> tuple[bool, ...]:
+    """Which of a kernel's refs (:data:`REFS`) are there: the inputs that are not ``None``,
+    and the two outputs."""
+    return (*(x is not None for x in inputs), True, True)
+
+
+def split_refs(refs: tuple[Any, ...], kind: str, flags: tuple[bool, ...]) -> dict[str, Any]:
+    """A kernel's refs by name (:data:`REFS` of ``kind``); an absent one (``flags``, as
+    :func:`present` gives them) maps to ``None``; refs past the names are under
+    ``"scratch"``."""
+    given = iter(refs)
+    out = {n: next(given) if f else None for n, f in zip(REFS[kind], flags, strict=True)}
+    out["scratch"] = tuple(given)
+    return out
 
 
 def dot(a: jax.Array, w: jax.Array) -> jax.Array:
@@ -137,20 +131,27 @@ def split_tf32(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     return hi, x - hi
 
 
-def unrolled_loop(at: Callable[[Any, Any], Any], h: Any, n: int, unroll: int) -> Any:
-    """``at(j, h)`` for ``j`` in ``0..n-1``, ``unroll`` steps per loop iteration (written
-    out here: Triton's lowering of ``fori_loop`` takes no ``unroll``)."""
+def unrolled_loop(
+    step: Callable[[Any, Any], Any], state: Any, n: int, unroll: int, reverse: bool
+) -> Any:
+    """``state = step(t, state)`` for ``t`` over ``0..n-1`` (``n-1..0`` if ``reverse``),
+    ``unroll`` steps per loop iteration, the ``n % unroll`` left over written out after
+    the loop (written out here: Triton's lowering of ``fori_loop`` takes no ``unroll``; a
+    second loop for the rest made ptxas spill at small ``n``)."""
     u = max(1, min(unroll, n))
 
-    def body(i, h):
-        for k in range(u):
-            h = at(i * u + k, h)
-        return h
+    def at(j: Any) -> Any:
+        return n - 1 - j if reverse else j
 
-    h = lax.fori_loop(0, n // u, body, h)
-    if n % u:
-        h = lax.fori_loop(n - n % u, n, at, h)
-    return h
+    def body(i, state):
+        for k in range(u):
+            state = step(at(i * u + k), state)
+        return state
+
+    state = lax.fori_loop(0, n // u, body, state)
+    for j in range(n - n % u, n):
+        state = step(at(j), state)
+    return state
 
 
 def round_up(n: int, m: int) -> int:
@@ -181,9 +182,13 @@ Matmul = Callable[[jax.Array], jax.Array]
 """``a -> a @ W`` with the resident weight ``W``, a float32 result."""
 
 
-def forward_step(xw_ref, hs_ref, matmul: Matmul, lengths, mask, start, act):
-    """The forward kernels' step ``(j, h) -> h``: block step ``j`` of a block whose first
-    step has time index ``start``; ``matmul(a)`` is ``a @ W_h``."""
+# The step bodies of the Mosaic TPU and Triton kernels (Mosaic GPU's overlap the loads
+# with their wgmma and are its own).
+def forward_step(r: dict[str, Any], matmul: Matmul, start: Any, act: Callable) -> Callable:
+    """The forward step ``(j, h) -> h`` on the refs ``r`` (:func:`split_refs`): block step
+    ``j`` of a block whose first step has time index ``start``; ``matmul(a)`` is
+    ``a @ W_h``."""
+    xw_ref, hs_ref, lengths, mask = r["xw"], r["hs"], r["lengths"][...], load_mask(r["mask"])
 
     def step(j, h):
         h_in = h if mask is None else h * mask
@@ -195,10 +200,12 @@ def forward_step(xw_ref, hs_ref, matmul: Matmul, lengths, mask, start, act):
     return step
 
 
-def adjoint_step(hs_ref, dhs_ref, das_ref, matmul: Matmul, lengths, mask, start, act_grad):
-    """The adjoint kernels' step ``(j, c) -> c``, as :func:`forward_step`:
+def adjoint_step(r: dict[str, Any], matmul: Matmul, start: Any, act_grad: Callable | None):
+    """The adjoint step ``(j, c) -> c``, as :func:`forward_step`:
     ``dA_t = (g_t + c_t) * act'(h_t)``; ``c_{t-1} = (dA_t W_h^T) * m`` (``matmul(a)`` is
     ``a @ W_h^T``); padded steps pass ``c`` on."""
+    hs_ref, dhs_ref, das_ref = r["hs"], r["dhs"], r["das"]
+    lengths, mask = r["lengths"][...], load_mask(r["mask"])
 
     def step(j, c):
         g = c if dhs_ref is None else c + dhs_ref[j].astype(jnp.float32)  # (Bt, H)
@@ -213,67 +220,3 @@ def adjoint_step(hs_ref, dhs_ref, das_ref, matmul: Matmul, lengths, mask, start,
         return jnp.where(valid, c_new, c)
 
     return step
-
-
-def split_refs(refs: tuple[Any, ...], names: tuple[str, ...], present: dict[str, bool]) -> dict:
-    """A kernel's refs by name, in ``names``' order; a name whose ``present`` flag is
-    ``False`` has no ref and maps to ``None``; refs past ``names`` are under ``"scratch"``."""
-    given = iter(refs)
-    out = {n: next(given) if present.get(n, True) else None for n in names}
-    out["scratch"] = tuple(given)
-    return out
-
-
-FORWARD_REFS = ("lengths", "xw", "w", "h0", "mask", "hs", "h_last")
-"""The forward kernels' refs, in order (``mask`` only with a mask)."""
-ADJOINT_REFS = ("lengths", "hs", "dhs", "w_t", "dh_last", "mask", "das", "dh0")
-"""The adjoint kernels' refs, in order (``dhs`` and ``mask`` only when given)."""
-
-
-def launch_forward(sequential_call, kernel, xw, w_h, h0, lengths, mask, call: Call):
-    """The forward recurrence as one kernel call, on time-major operands.
-
-    Args:
-        sequential_call: the form's ``(name, kernel, call, lengths, streamed, weight,
-            per_row, dtype) -> (seq_out, row_out)``.
-        kernel: the form's forward kernel, taking ``has_mask``.
-        xw: `(T, B, H)` the input projection ``x_t W_x + b`` (zero at padded steps).
-        w_h: `(H, H)`.
-        h0: `(B, H)`.
-        lengths: `(B,)` int32, or ``None``: every step is valid.
-        mask: `(B, H)` multiplier of ``h_{t-1}`` or ``None``.
-        call: the static options.
-
-    Returns:
-        ``(hs, h_last)``: `(T, B, H)` in ``xw``'s dtype, zero at padded steps, and the
-        `(B, H)` float32 final state.
-    """
-    kernel = partial(kernel, has_mask=mask is not None)
-    per_row = [h0] if mask is None else [h0, mask]
-    lengths = lengths_or_all(lengths, xw.shape)
-    return sequential_call("forward", kernel, call, lengths, [xw], w_h, per_row, xw.dtype)
-
-
-def launch_adjoint(sequential_call, kernel, hs, dhs, dh_last, w_h, lengths, mask, call: Call):
-    """The adjoint recurrence as one kernel call, on time-major operands.
-
-    Args:
-        sequential_call: as :func:`launch_forward`.
-        kernel: the form's adjoint kernel, taking ``has_mask`` and ``has_dhs``.
-        hs: `(T, B, H)` the forward kernel's states.
-        dhs: `(T, B, H)` cotangent of ``hs``, or ``None`` (zero).
-        dh_last: `(B, H)` cotangent of ``h_last``.
-        w_h: `(H, H)`: the kernel holds its transpose.
-        lengths, mask: as given to :func:`launch_forward`.
-        call: the static options of the forward call; the adjoint walks the other way.
-
-    Returns:
-        ``(das, dh0)``: `(T, B, H)` ``dL/da_t`` in ``hs``' dtype (zero at padded steps) and
-        the `(B, H)` float32 ``dL/dh0``.
-    """
-    kernel = partial(kernel, has_mask=mask is not None, has_dhs=dhs is not None)
-    streamed = [hs] if dhs is None else [hs, dhs]
-    per_row = [dh_last] if mask is None else [dh_last, mask]
-    back = call._replace(reverse=not call.reverse)
-    lengths = lengths_or_all(lengths, hs.shape)
-    return sequential_call("adjoint", kernel, back, lengths, streamed, w_h.T, per_row, hs.dtype)

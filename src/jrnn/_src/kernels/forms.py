@@ -1,6 +1,6 @@
-"""Which kernel form ``impl="pallas"`` runs on each platform: the one place it is chosen.
+"""Which kernel form ``impl="pallas"`` runs on each platform: the one table of forms.
 
-The forms are named as the modules that hold them (:class:`.common.Form`): ``"tpu"``
+The forms are named as the backend modules that hold them (:data:`FORMS`): ``"tpu"``
 (Mosaic TPU) on TPU; on CUDA ``"mosaic_gpu"`` for Hopper GPUs and ``"triton"`` for the
 others (:func:`gpu_kernels`, the one reader of ``$JRNN_GPU_KERNELS``); ``"triton"`` on
 ROCm; and on CPU the ``"tpu"`` form in Pallas' interpret mode. :func:`kernel_forms` is
@@ -23,11 +23,11 @@ from typing import Any
 import jax
 from jax.experimental.pallas import tpu as pltpu
 
-from jrnn._src.kernels.common import Form, Tuning
+from jrnn._src.kernels.common import Form
 
 __all__ = [
     "CPU_FORM",
-    "DEFAULT_TUNING",
+    "FORMS",
     "GPU_KERNELS",
     "GPU_KERNELS_VAR",
     "PLATFORMS",
@@ -37,6 +37,12 @@ __all__ = [
     "kernel_module",
 ]
 
+FORMS = {
+    "tpu": "Mosaic TPU",
+    "triton": "Triton (GPUs without wgmma, ROCm)",
+    "mosaic_gpu": "Mosaic GPU (Hopper's wgmma)",
+}
+"""The kernel forms, named as their modules in :mod:`jrnn._src.kernels`: what each is."""
 PLATFORMS = ("cpu", "tpu", "cuda", "rocm")
 """The platforms of :func:`kernel_forms`, in its order (JAX's lowering platforms)."""
 
@@ -59,20 +65,18 @@ GPU_KERNELS = ("mosaic_gpu", "triton")
 def gpu_kernels() -> str:
     """Which form ``impl="pallas"`` runs on CUDA: ``"mosaic_gpu"`` or ``"triton"``.
 
-    ``$JRNN_GPU_KERNELS`` decides if set (``mosaic`` is accepted for ``mosaic_gpu``, its
-    earlier name). Otherwise ``"mosaic_gpu"`` when every local CUDA device is a
-    Hopper GPU (compute capability 9.0: its ``wgmma`` instructions), or when there is no
-    local CUDA device (a cross-platform lowering targets Hopper), else ``"triton"``
-    (Ampere, Ada, Blackwell). Read at each call of the entry points (``jrnn.forward``,
-    ``jrnn.rnn``, ...) with ``impl="pallas"``; inside a jitted function, when that is
-    traced.
+    ``$JRNN_GPU_KERNELS`` decides if set. Otherwise ``"mosaic_gpu"`` when every local
+    CUDA device is a Hopper GPU (compute capability 9.0: its ``wgmma`` instructions), or
+    when there is no local CUDA device (a cross-platform lowering targets Hopper), else
+    ``"triton"`` (Ampere, Ada, Blackwell). Read at each call of the entry points
+    (``jrnn.forward``, ``jrnn.rnn``, ...) with ``impl="pallas"``; inside a jitted function,
+    when that is traced.
 
     Raises:
         ValueError: ``$JRNN_GPU_KERNELS`` names no form of :data:`GPU_KERNELS`.
     """
     chosen = os.environ.get(GPU_KERNELS_VAR, "")
     if chosen:
-        chosen = "mosaic_gpu" if chosen == "mosaic" else chosen
         if chosen not in GPU_KERNELS:
             raise ValueError(
                 f"${GPU_KERNELS_VAR} must be one of {', '.join(GPU_KERNELS)}; got "
@@ -87,15 +91,15 @@ def gpu_kernels() -> str:
 
 
 def kernel_module(name: str) -> Any:
-    """The module of jrnn that holds the form ``name`` (``"tpu"``, ``"triton"``,
-    ``"mosaic_gpu"``), imported on first use: a form's Pallas backend is imported only when
-    a program runs or lowers that form (the Triton one is deprecated from JAX 0.11 on and
-    may be missing from a later jax).
+    """The module of jrnn that holds the form ``name`` (:data:`FORMS`), imported on first
+    use: a form's Pallas backend is imported only when a program runs or lowers that form
+    (a jax may lack one: Pallas' Triton backend is deprecated).
 
     Raises:
         ValueError: this jax has no Pallas backend for the form (one line, naming
             ``impl``).
     """
+    assert name in FORMS, name
     try:
         return importlib.import_module(f"jrnn._src.kernels.{name}")
     except ImportError as error:
@@ -114,18 +118,11 @@ def form_for(capabilities: list[str]) -> str:
     return "mosaic_gpu" if all(c == "9.0" for c in capabilities) else "triton"
 
 
-DEFAULT_TUNING = Tuning()
-"""The tile sizes ``impl="pallas"`` compiles with."""
-
-
-def kernel_forms(
-    cpu: Form = CPU_FORM, tuning: Tuning = DEFAULT_TUNING, *, varying: bool = False
-) -> tuple[Form, ...]:
+def kernel_forms(cpu: Form = CPU_FORM, *, varying: bool = False) -> tuple[Form, ...]:
     """The form ``impl="pallas"`` runs per platform, in :data:`PLATFORMS`' order.
 
     Args:
-        cpu: the CPU form (the tests give the Mosaic GPU form in its interpret mode).
-        tuning: the tile sizes of the compiled forms.
+        cpu: the CPU form (tests give another interpret mode, or the TPU form's tiles).
         varying: the operands vary along manual mesh axes (inside ``shard_map`` with
             ``check_vma=True``). The CUDA form is then Triton's: ``pallas_call`` traces a
             kernel's body without the operands' varying axes, Mosaic GPU's kernel API
@@ -135,9 +132,9 @@ def kernel_forms(
     Returns:
         Four :class:`.common.Form`; the CUDA one is :func:`gpu_kernels`' choice.
     """
-    if not varying:
-        return (cpu, Form("tpu", False, tuning), Form(gpu_kernels(), False, tuning), Form("triton"))
-    # JAX's HLO interpreter of a kernel refuses varying operands (its own error asks for an
-    # issue); the TPU interpret mode takes them
-    cpu = cpu if cpu != CPU_FORM else _CPU_FORM_VARYING
-    return (cpu, Form("tpu", False, tuning), Form("triton", False, tuning), Form("triton"))
+    cuda = "triton" if varying else gpu_kernels()
+    if varying and cpu == CPU_FORM:
+        # JAX's HLO interpreter of a kernel refuses varying operands (its own error asks for
+        # an issue); the TPU interpret mode takes them
+        cpu = _CPU_FORM_VARYING
+    return (cpu, Form("tpu"), Form(cuda), Form("triton"))

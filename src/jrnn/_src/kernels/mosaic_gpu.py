@@ -20,8 +20,8 @@ product. Per step::
 
 What stays on chip, per CTA: ``W`` in SMEM for the whole call (swizzled, loaded once by
 TMA), the state in registers (float32), the lengths of the tile's rows and, with a mask,
-the tile's mask in registers (in the operands' dtype). Lowered with Lane semantics (jax
-0.11's default is Warpgroup; only Lane is verified).
+the tile's mask in registers (in the operands' dtype). Lowered with Lane semantics, the
+ones verified here.
 
 Precision. bfloat16 operands go to one bfloat16 ``wgmma`` with float32 accumulation.
 float32 operands would be read as TF32 (10 mantissa bits) by the tensor cores, so the
@@ -29,15 +29,14 @@ float32 form splits both operands, ``x = x_hi + x_lo`` with ``x_hi`` exact in TF
 accumulates ``a_hi W_hi + a_hi W_lo + a_lo W_hi`` in three ``wgmma``: about 2^-21
 relative error per product, float32's own order (the scan path's 1e-5 contract).
 
-Registers, as ptxas (12.9, sm_90a, compile-only) reports them for every case of
-``benchmarks/gpu_compile.py`` (the limits, each option, odd and large batches): 128-254
-a thread, no spill. A `(64, n)` float32 array is ``n / 2`` registers a thread: with one
-warpgroup for all of ``H = 128`` float32 or ``H = 256`` bfloat16, the accumulator, the
-kept state (``lengths``), the mask and the step's operands passed a thread's 255, and
-ptxas spilled up to ~2.5 KB a thread (16 of 22 builds); with the columns split, none do.
-The forward loads ``xw_t`` during its own ``wgmma`` (an earlier form loaded the next
-step's, which kept two steps' operands live), except bfloat16 with both lengths and a
-mask, which loads it after (96 B of spills otherwise).
+Registers. A `(64, n)` float32 array is ``n / 2`` registers a thread: one warpgroup
+holding all of ``H = 128`` float32 or ``H = 256`` bfloat16 (the accumulator, the kept state,
+the mask and the step's operands) passes a thread's 255, hence the columns split over
+warpgroups; and the step loop unrolls only with one warpgroup (two leave no registers
+for several steps). The forward loads ``xw_t`` during its own ``wgmma`` (not the next step's, which
+would keep two steps' operands live), except bfloat16 with both lengths and a mask, which
+loads it after. What ptxas reports of every build, compile-only:
+``benchmarks/RESULTS-gpu-compile.md``.
 
 SMEM (of Hopper's 227 KiB per CTA): bfloat16 ``H <= 256``: ``W`` 128 KiB (``wgmma``'s
 ``N`` is at most 256) + the shared state operand 32 KiB; float32 ``H <= 128``: ``W_hi``,
@@ -71,9 +70,9 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from jrnn._src.compat import struct_like
-from jrnn._src.kernels.common import Call, pad, round_up, split_tf32, unrolled_loop
+from jrnn._src.kernels.common import pad, present, round_up, split_refs, split_tf32, unrolled_loop
 
-__all__ = ["ROWS", "adjoint", "forward"]
+__all__ = ["ROWS", "recurrence"]
 
 ROWS = 64
 """Batch rows per CTA: the ``M`` of one Hopper ``wgmma`` (one warpgroup)."""
@@ -82,7 +81,7 @@ _SWIZZLE = 128  # bytes: H is padded to whole 128-byte rows, the widest swizzle
 
 @functools.cache
 def _load_takes_index() -> bool:
-    """plgpu.load's index: required in jax 0.10, optional (and deprecated) from 0.11."""
+    """Whether this jax's ``plgpu.load`` requires an index (newer ones deprecate it)."""
     idx = inspect.signature(plgpu.load).parameters.get("idx")
     return idx is not None and idx.default is inspect.Parameter.empty
 
@@ -106,9 +105,15 @@ class _Kernel:
     """
 
     def __init__(
-        self, act: Any, reverse: bool, unroll: int, interpret: Any, split: bool,
-        groups: int, width: int,
-    ):  # fmt: skip
+        self,
+        act: Any,
+        reverse: bool,
+        unroll: int,
+        interpret: Any,
+        split: bool,
+        groups: int,
+        width: int,
+    ):
         self.act, self.reverse, self.unroll = act, reverse, unroll
         self.interpret, self.split = interpret, split
         self.groups, self.width = groups, width
@@ -202,18 +207,18 @@ class _Kernel:
         their dtype), for the step to call where it needs them: the forward while its
         ``wgmma`` runs, the adjoint before it (its operand is made of them)."""
 
-        def at(j, state):
-            t = n - 1 - j if self.reverse else j
+        def at(t, state):
             return step(t, state, lambda: tuple(self.load(self.tile(ref, t)) for ref in streams))
 
-        return unrolled_loop(at, state, n, self.unroll)
+        return unrolled_loop(at, state, n, self.unroll, self.reverse)
 
 
-def _prologue(k: _Kernel, w_refs, scratch, len_ref, mask_ref):
+def _prologue(k: _Kernel, r: dict[str, Any]):
     """Loads the weights into SMEM (TMA, every copy in flight at once, issued by the first
     warpgroup) and this warpgroup's lengths and mask into registers; returns
     ``(valid_at, mask, matmul)``."""
-    nw = len(w_refs)
+    w_refs = [w for w in (r["w"], r["w_lo"]) if w is not None]
+    nw, scratch = len(w_refs), r["scratch"]
     w_smem, a_smem, (barriers, syncs) = scratch[:nw], scratch[nw:-2], scratch[-2:]
 
     def copy():
@@ -228,18 +233,14 @@ def _prologue(k: _Kernel, w_refs, scratch, len_ref, mask_ref):
         plgpu.barrier_wait(barriers.at[i])
     # the mask in its own dtype (the operands': bfloat16 holds it in half the registers),
     # made float32 where it multiplies
-    mask = None if mask_ref is None else k.load(k.tile(mask_ref))
-    return k.valid_fn(len_ref, k.width), mask, k.matmul(w_smem, a_smem, syncs)
+    mask = None if r["mask"] is None else k.load(k.tile(r["mask"]))
+    return k.valid_fn(r["lengths"], k.width), mask, k.matmul(w_smem, a_smem, syncs)
 
 
-def _forward_kernel(*refs, k: _Kernel, has_lengths: bool, has_mask: bool, nw: int) -> None:
-    len_ref, *rest = refs if has_lengths else [None, *refs]
-    xw_ref, *rest = rest
-    w_refs, (h0_ref, *rest) = rest[:nw], rest[nw:]
-    mask_ref, *rest = rest if has_mask else [None, *rest]
-    hs_ref, h_last_ref, *scratch = rest
-    num_steps = hs_ref.shape[0]
-    valid_at, mask, matmul = _prologue(k, w_refs, scratch, len_ref, mask_ref)
+def _forward_kernel(*refs, k: _Kernel, flags: tuple[bool, ...]) -> None:
+    r = split_refs(refs, "forward", flags)
+    xw_ref, hs_ref = r["xw"], r["hs"]
+    valid_at, mask, matmul = _prologue(k, r)
 
     # this step's xw is loaded while its wgmma runs (no earlier: a prefetched next step's
     # operand would be live across the wgmma too, and pass the registers); bfloat16 with
@@ -261,21 +262,14 @@ def _forward_kernel(*refs, k: _Kernel, has_lengths: bool, has_mask: bool, nw: in
         k.tile(hs_ref, t)[...] = jnp.where(valid, h_new, 0).astype(hs_ref.dtype)
         return jnp.where(valid, h_new, h)
 
-    h0 = k.load(k.tile(h0_ref)).astype(jnp.float32)
-    k.tile(h_last_ref)[...] = k.time_loop(step, h0, [xw_ref], num_steps)
+    h0 = k.load(k.tile(r["h0"])).astype(jnp.float32)
+    k.tile(r["h_last"])[...] = k.time_loop(step, h0, [xw_ref], hs_ref.shape[0])
 
 
-def _adjoint_kernel(
-    *refs, k: _Kernel, has_lengths: bool, has_mask: bool, has_dhs: bool, nw: int
-) -> None:
-    len_ref, *rest = refs if has_lengths else [None, *refs]
-    hs_ref, *rest = rest
-    dhs_ref, *rest = rest if has_dhs else [None, *rest]
-    w_refs, (dh_last_ref, *rest) = rest[:nw], rest[nw:]
-    mask_ref, *rest = rest if has_mask else [None, *rest]
-    das_ref, dh0_ref, *scratch = rest
-    num_steps = das_ref.shape[0]
-    valid_at, mask, matmul = _prologue(k, w_refs, scratch, len_ref, mask_ref)
+def _adjoint_kernel(*refs, k: _Kernel, flags: tuple[bool, ...]) -> None:
+    r = split_refs(refs, "adjoint", flags)
+    hs_ref, dhs_ref, das_ref = r["hs"], r["dhs"], r["das"]
+    valid_at, mask, matmul = _prologue(k, r)
     act_grad = k.act.grad_from_output
     streams = ([] if act_grad is None else [hs_ref]) + ([] if dhs_ref is None else [dhs_ref])
 
@@ -294,8 +288,8 @@ def _adjoint_kernel(
             c_new = c_new * mask.astype(jnp.float32)
         return c_new if valid is None else jnp.where(valid, c_new, c)
 
-    dh_last = k.load(k.tile(dh_last_ref)).astype(jnp.float32)
-    k.tile(dh0_ref)[...] = k.time_loop(step, dh_last, streams, num_steps)
+    dh_last = k.load(k.tile(r["dh_last"])).astype(jnp.float32)
+    k.tile(r["dh0"])[...] = k.time_loop(step, dh_last, streams, das_ref.shape[0])
 
 
 def _groups(hp: int, dtype: Any) -> int:
@@ -305,94 +299,69 @@ def _groups(hp: int, dtype: Any) -> int:
     return max(1, hp // (64 if jnp.dtype(dtype) == jnp.float32 else 128))
 
 
-def _sequential_call(
-    name: str,
-    kernel: Callable[..., None],
-    call: Call,
+def recurrence(
+    kind: str,
     lengths: jax.Array | None,
-    streamed: list[jax.Array],
+    streamed: list[jax.Array | None],
     weight: jax.Array,
-    per_row: list[jax.Array],
+    per_row: list[jax.Array | None],
+    *,
+    act: Any,
+    reverse: bool,
+    unroll: int,
+    interpret: Any = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """One Mosaic GPU kernel over a grid of 64-row tiles; arguments as
-    :func:`jrnn._src.kernels.tpu`'s ``_sequential_call`` takes them (``weight`` is the ``B`` of
-    ``state @ B``). The `(T, B, H)` output has ``streamed[0]``'s dtype."""
-    t, b, h = streamed[0].shape
-    dtype = jnp.dtype(streamed[0].dtype)
-    if t == 0:  # nothing to run: no steps, the state passes through
-        return jnp.zeros((0, b, h), dtype), per_row[0].astype(jnp.float32)
+    """One ``kind`` recurrence in one Mosaic GPU kernel over a grid of 64-row tiles;
+    arguments and results as :func:`jrnn._src.kernels.tpu.recurrence`'s (``interpret``:
+    ``None`` to compile, else the Mosaic GPU interpret params)."""
+    first = streamed[0]
+    assert first is not None, "the first streamed array is always given"
+    t, b, h = first.shape
+    dtype = jnp.dtype(first.dtype)
     split = dtype == jnp.float32
     hp = round_up(h, _SWIZZLE // dtype.itemsize)
     bp = round_up(b, ROWS)
-    streamed = [pad(x, (t, bp, hp)) for x in streamed]
-    per_row = [pad(x, (bp, hp)) for x in per_row]
-    # padded rows have length 0; without lengths they run on zeros (act(0) = 0)
-    given = [] if lengths is None else [pad(lengths.astype(jnp.int32), (bp,))]
     weight = pad(weight.astype(dtype), (hp, hp))
-    interpret = None if call.form.interpret is False else call.form.interpret
-    if split:
-        w_parts = list(split_tf32(weight))
-        if interpret is None:  # K-major: TF32 wgmma reads B transposed (see the docstring)
-            w_parts = [w.T for w in w_parts]
-    else:
-        w_parts = [weight]
+    w_parts: list[Any] = list(split_tf32(weight)) if split else [weight, None]
+    if split and interpret is None:  # K-major: TF32 wgmma reads B transposed (see above)
+        w_parts = [w.T for w in w_parts]
+    state, mask = per_row
+    assert state is not None, "the initial state is always given"
+    # padded rows have length 0; without lengths they run on zeros (act(0) = 0)
+    inputs = [
+        None if lengths is None else pad(lengths.astype(jnp.int32), (bp,)),
+        *[None if x is None else pad(x, (t, bp, hp)) for x in streamed],
+        *w_parts,
+        pad(state.astype(jnp.float32), (bp, hp)),
+        None if mask is None else pad(mask.astype(dtype), (bp, hp)),
+    ]
     groups = _groups(hp, dtype)
-    k = _Kernel(call.act, call.reverse, call.unroll, interpret, split, groups, hp // groups)
+    # unrolled, two warpgroups' step loop passes a thread's registers (ptxas spills)
+    k = _Kernel(act, reverse, unroll if groups == 1 else 1, interpret, split, groups, hp // groups)
+    nw = 2 if split else 1
     operand = plgpu.SMEM((ROWS, hp), dtype, transforms=_swizzled(dtype.itemsize))
     # the wgmma's state operand: float32 split in two; bfloat16: registers, unless several
     # warpgroups share it (or interpreted)
     operands = 2 if split else 0 if interpret is None and groups == 1 else 1
+    kernel = _forward_kernel if kind == "forward" else _adjoint_kernel
     seq_out, row_out = plgpu.kernel(
-        partial(kernel, k=k, has_lengths=lengths is not None, nw=len(w_parts)),
+        partial(kernel, k=k, flags=present(inputs)),
         out_type=(
-            struct_like((t, bp, hp), dtype, streamed[0]),
-            struct_like((bp, hp), jnp.float32, streamed[0]),
+            struct_like((t, bp, hp), dtype, first),
+            struct_like((bp, hp), jnp.float32, first),
         ),
         scratch_types=[
-            *[plgpu.SMEM((hp, hp), dtype, transforms=_swizzled(dtype.itemsize))] * len(w_parts),
+            *[plgpu.SMEM((hp, hp), dtype, transforms=_swizzled(dtype.itemsize))] * nw,
             *[operand] * operands,
-            plgpu.Barrier(num_barriers=len(w_parts)),
+            plgpu.Barrier(num_barriers=nw),
             plgpu.Barrier(num_arrivals=groups, num_barriers=2),  # the warpgroups' syncs
         ],
         grid=(bp // ROWS,),
         grid_names=("rows",),
         num_threads=groups,
         thread_name="wg",
-        # Lane semantics, the form verified here (jax 0.11 defaults to Warpgroup)
         compiler_params=plgpu.CompilerParams(lowering_semantics=plgpu.LoweringSemantics.Lane),
         interpret=interpret,
-        kernel_name=f"jrnn_{name}",
-    )(*given, *streamed, *w_parts, *per_row)
+        kernel_name=f"jrnn_{kind}",
+    )(*[x for x in inputs if x is not None])
     return seq_out[:, :b, :h], row_out[:b, :h]
-
-
-def forward(
-    xw: jax.Array,
-    w_h: jax.Array,
-    h0: jax.Array,
-    lengths: jax.Array | None,
-    mask: jax.Array | None,
-    call: Call,
-) -> tuple[jax.Array, jax.Array]:
-    """The forward recurrence on Hopper; contract of :func:`.common.launch_forward`."""
-    kernel = partial(_forward_kernel, has_mask=mask is not None)
-    per_row = [h0.astype(jnp.float32)] + ([] if mask is None else [mask.astype(xw.dtype)])
-    return _sequential_call("forward", kernel, call, lengths, [xw], w_h, per_row)
-
-
-def adjoint(
-    hs: jax.Array,
-    dhs: jax.Array | None,
-    dh_last: jax.Array,
-    w_h: jax.Array,
-    lengths: jax.Array | None,
-    mask: jax.Array | None,
-    call: Call,
-) -> tuple[jax.Array, jax.Array]:
-    """The adjoint recurrence on Hopper; contract of :func:`.common.launch_adjoint`."""
-    kernel = partial(_adjoint_kernel, has_mask=mask is not None, has_dhs=dhs is not None)
-    streamed = [hs] if dhs is None else [hs, dhs]
-    per_row = [dh_last.astype(jnp.float32)]
-    per_row += [] if mask is None else [mask.astype(hs.dtype)]
-    back = call._replace(reverse=not call.reverse)
-    return _sequential_call("adjoint", kernel, back, lengths, streamed, w_h.T, per_row)

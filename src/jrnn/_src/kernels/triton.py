@@ -5,18 +5,16 @@ One program per batch tile of :data:`TILE` rows runs all ``T`` steps: ``W_h`` is
 once into registers and the state stays in registers; each step loads ``xw_t`` (or
 ``h_t``, ``g_t``) and stores ``h_t`` (or ``dA_t``). ``B`` and ``H`` are padded to powers
 of two (at least 16, Triton's smallest dot). float32 multiplies as three TF32 products of
-split operands (:func:`_matmul`).
-
-What ptxas (12.9) reports of it, compile-only (``benchmarks/gpu_compile.py``): no spill in
-any build on sm_90a or sm_80; float32 ``H = 128`` 179-193 registers a thread (8 warps),
-bfloat16 ``H = 256`` 78-110. Before the split, the float32 forward took Triton's FMA path
-and spilled about 3 KB a thread in every variant; with three pipeline stages, bfloat16
-``H = 256`` asked an A100 for 180 KB of shared memory (it has 163) and did not compile.
+split operands (:func:`_matmul`): a float32 dot at full precision takes Triton's FMA
+path, whose registers pass ptxas' limit. Two pipeline stages, not Triton's three, so that
+bfloat16 ``H = 256`` fits an A100's shared memory. The step loop unrolls only where
+``W_h`` takes at most :data:`UNROLL_BYTES` of registers (:func:`kernel_unroll`). What
+ptxas reports of every build (registers, spills, shared memory), compile-only:
+``benchmarks/RESULTS-gpu-compile.md``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -27,27 +25,34 @@ from jax.experimental.pallas import triton as pltriton
 
 from jrnn._src.compat import struct_like
 from jrnn._src.kernels.common import (
-    ADJOINT_REFS,
-    FORWARD_REFS,
-    Call,
     Matmul,
     adjoint_step,
     dot,
     forward_step,
-    launch_adjoint,
-    launch_forward,
-    load_mask,
+    lengths_or_all,
     pad,
+    present,
     round_up,
     split_refs,
     split_tf32,
     unrolled_loop,
 )
 
-__all__ = ["TILE", "Tiling", "adjoint", "forward", "tiling"]
+__all__ = ["TILE", "UNROLL_BYTES", "Tiling", "kernel_unroll", "num_warps", "recurrence", "tiling"]
 
 TILE = 16
 """Batch rows per program."""
+UNROLL_BYTES = 32 << 10
+"""The largest ``W_h`` in registers (float32: its two TF32 parts) beside which the step
+loop unrolls: a larger one leaves no registers for several steps' operands (ptxas spills)
+nor shared memory for their pipelined loads (an A100's runs out)."""
+
+
+def kernel_unroll(unroll: int, hp: int, dtype: Any) -> int:
+    """The unroll of the step loop for ``unroll`` asked, on ``hp`` (padded) units of
+    ``dtype``: ``unroll`` where ``W_h`` fits :data:`UNROLL_BYTES`, else 1."""
+    per_unit = 8 if jnp.dtype(dtype) == jnp.float32 else jnp.dtype(dtype).itemsize
+    return unroll if hp * hp * per_unit <= UNROLL_BYTES else 1
 
 
 class Tiling(NamedTuple):
@@ -63,22 +68,15 @@ def tiling(b: int, h: int) -> Tiling:
     return Tiling(round_up(b, TILE), max(16, 1 << (h - 1).bit_length()), TILE)
 
 
-def _all_steps(step, state_in, state_out, t: int, call: Call) -> None:
-    """Runs ``step(j, state)`` over all ``t`` steps in ``call``'s direction, from
-    ``state_in``, and stores the final state in ``state_out``."""
-
-    def at(j, h):
-        return step(t - 1 - j if call.reverse else j, h)
-
-    h = unrolled_loop(at, state_in[...].astype(jnp.float32), t, call.unroll)
-    state_out[...] = h.astype(state_out.dtype)
+def num_warps(hp: int) -> int:
+    """The warps of one program on ``hp`` (padded) units."""
+    return 4 if hp <= 64 else 8
 
 
 def _matmul(w: jax.Array) -> Matmul:
     """``a -> a @ w`` on the tensor cores, ``w`` loaded once, before the loop, into
-    registers. float32 as three TF32 products of the split operands
-    (:func:`.common.split_tf32`): a float32 dot at full precision takes Triton's FMA path,
-    whose registers pass ptxas' limit (it spilled ~3 KB a thread at ``H = 128``)."""
+    registers; float32 as three TF32 products of the split operands
+    (:func:`.common.split_tf32`)."""
     if w.dtype != jnp.float32:
         return lambda a: dot(a, w)
     w_hi, w_lo = split_tf32(w)
@@ -92,74 +90,79 @@ def _matmul(w: jax.Array) -> Matmul:
     return matmul
 
 
-def _forward_kernel(*refs, call: Call, t: int, has_mask: bool) -> None:
-    r = split_refs(refs, FORWARD_REFS, {"mask": has_mask})
+def _kernel(*refs, kind: str, flags: tuple[bool, ...], act, reverse: bool, unroll: int, t: int):
+    """The step kernel of one batch tile: all ``t`` steps of ``kind``'s recurrence."""
+    r = split_refs(refs, kind, flags)
     matmul, start = _matmul(r["w"][...]), jnp.int32(0)
-    step = forward_step(
-        r["xw"], r["hs"], matmul, r["lengths"][...], load_mask(r["mask"]), start, call.act.fn
-    )
-    _all_steps(step, r["h0"], r["h_last"], t, call)
+    if kind == "forward":
+        step = forward_step(r, matmul, start, act.fn)
+        state_in, state_out = r["h0"], r["h_last"]
+    else:
+        step = adjoint_step(r, matmul, start, act.grad_from_output)
+        state_in, state_out = r["dh_last"], r["dh0"]
+    h = unrolled_loop(step, state_in[...].astype(jnp.float32), t, unroll, reverse)
+    state_out[...] = h.astype(state_out.dtype)
 
 
-def _adjoint_kernel(*refs, call: Call, t: int, has_mask: bool, has_dhs: bool) -> None:
-    r = split_refs(refs, ADJOINT_REFS, {"mask": has_mask, "dhs": has_dhs})
-    matmul, start = _matmul(r["w_t"][...]), jnp.int32(0)
-    step = adjoint_step(
-        r["hs"], r["dhs"], r["das"], matmul, r["lengths"][...], load_mask(r["mask"]), start,
-        call.act.grad_from_output,
-    )  # fmt: skip
-    _all_steps(step, r["dh_last"], r["dh0"], t, call)
-
-
-def _sequential_call(
-    name: str,
-    kernel: Callable[..., None],
-    call: Call,
-    lengths: jax.Array,
-    streamed: list[jax.Array],
+def recurrence(
+    kind: str,
+    lengths: jax.Array | None,
+    streamed: list[jax.Array | None],
     weight: jax.Array,
-    per_row: list[jax.Array],
-    dtype: Any,
+    per_row: list[jax.Array | None],
+    *,
+    act: Any,
+    reverse: bool,
+    unroll: int,
+    interpret: Any = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """One ``pallas_call`` of a step kernel over a grid of batch tiles; arguments and
-    results as :func:`jrnn._src.kernels.tpu`'s (the whole sequence is one block)."""
-    t, b, h = streamed[0].shape
+    """One ``kind`` recurrence in one Triton kernel over a grid of batch tiles (the whole
+    sequence one block); arguments and results as :func:`jrnn._src.kernels.tpu.recurrence`'s
+    (``interpret``: ``None`` to compile, ``True`` for Pallas' HLO interpreter)."""
+    first = streamed[0]
+    assert first is not None, "the first streamed array is always given"
+    t, b, h = first.shape
+    dtype = first.dtype
     bp, hp, bt = tiling(b, h)
-    streamed = [pad(x, (t, bp, hp)) for x in streamed]
-    per_row = [pad(x, (bp, hp)) for x in per_row]
-    lengths = pad(lengths, (bp,))[:, None]  # padded rows have length 0
+    inputs = [lengths_or_all(lengths, (t, b, h)), *streamed, weight, None, *per_row]
+    flags = present(inputs)
     seq_spec = pl.BlockSpec((t, bt, hp), lambda i: (0, i, 0))
     row_spec = pl.BlockSpec((bt, hp), lambda i: (i, 0))
+    sizes: list[Any] = [
+        (bp,),
+        *[(t, bp, hp)] * len(streamed),
+        (hp, hp),
+        None,
+        *[(bp, hp)] * len(per_row),
+    ]
+    specs = [
+        pl.BlockSpec((bt, 1), lambda i: (i, 0)),
+        *[seq_spec] * len(streamed),
+        pl.BlockSpec((hp, hp), lambda i: (0, 0)),
+        None,
+        *[row_spec] * len(per_row),
+    ]
+    args = [pad(x, s) for x, s in zip(inputs, sizes, strict=True) if x is not None]
+    args[0] = args[0][:, None]  # padded rows have length 0
     seq_out, row_out = pl.pallas_call(
-        partial(kernel, call=call, t=t),
+        partial(
+            _kernel,
+            kind=kind,
+            flags=flags,
+            act=act,
+            reverse=reverse,
+            t=t,
+            unroll=kernel_unroll(unroll, hp, weight.dtype),
+        ),
         out_shape=(
-            struct_like((t, bp, hp), dtype, streamed[0]),
-            struct_like((bp, hp), jnp.float32, streamed[0]),
+            struct_like((t, bp, hp), dtype, first),
+            struct_like((bp, hp), jnp.float32, first),
         ),
         grid=(bp // bt,),
-        in_specs=[
-            pl.BlockSpec((bt, 1), lambda i: (i, 0)),
-            *[seq_spec] * len(streamed),
-            pl.BlockSpec((hp, hp), lambda i: (0, 0)),
-            *[row_spec] * len(per_row),
-        ],
+        in_specs=[s for s, x in zip(specs, inputs, strict=True) if x is not None],
         out_specs=(seq_spec, row_spec),
-        # two pipeline stages: three (Triton's default) pass an A100's shared memory at
-        # bfloat16 H = 256 (180 KB of 163)
-        compiler_params=pltriton.CompilerParams(num_warps=4 if hp <= 64 else 8, num_stages=2),
-        interpret=call.form.interpret,
-        name=f"jrnn_{name}",
-    )(lengths, *streamed, pad(weight, (hp, hp)), *per_row)
+        compiler_params=pltriton.CompilerParams(num_warps=num_warps(hp), num_stages=2),
+        interpret=interpret is not None,
+        name=f"jrnn_{kind}",
+    )(*args)
     return seq_out[:, :b, :h], row_out[:b, :h]
-
-
-def forward(xw, w_h, h0, lengths, mask, call: Call) -> tuple[jax.Array, jax.Array]:
-    """The forward recurrence in one Triton kernel (:func:`.common.launch_forward`)."""
-    return launch_forward(_sequential_call, _forward_kernel, xw, w_h, h0, lengths, mask, call)
-
-
-def adjoint(hs, dhs, dh_last, w_h, lengths, mask, call: Call) -> tuple[jax.Array, jax.Array]:
-    """The adjoint recurrence in one Triton kernel (:func:`.common.launch_adjoint`)."""
-    return launch_adjoint(
-        _sequential_call, _adjoint_kernel, hs, dhs, dh_last, w_h, lengths, mask, call
-    )
