@@ -377,7 +377,7 @@ def test_bad_options_are_refused(tmp_path, capsys, argv, message):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--task", "adding", "--seq-len", "1"], "the adding problem needs at least 2 steps"),
+        (["--task", "adding", "--seq-len", "1"], "the adding task needs at least 2 steps"),
         (["--task", "digits", "--seq-len", "5"], "the digits task has length 8 only"),
         (["--warmup", "100", "--steps", "100"], "--warmup (100) must be below steps (100)"),
     ],

@@ -43,7 +43,7 @@ def test_round_trip_and_old_files():
         ({"bias_init": "identity"}, ValueError, "bias_init must be one of"),
         ({"seed": 2**32}, ValueError, "seed must lie in [0, 2^32)"),
         ({"warmup": 10, "steps": 10}, ValueError, "warmup (10) must be below steps (10)"),
-        ({"seq_len": 1}, ValueError, "the adding problem needs at least 2 steps"),
+        ({"seq_len": 1}, ValueError, "the adding task needs at least 2 steps"),
     ],
 )
 def test_bad_options_name_themselves(options, error, message):

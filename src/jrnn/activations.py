@@ -29,11 +29,11 @@ import jax.numpy as jnp
 
 from jrnn._src import names
 
-__all__ = ["ACTIVATIONS", "Activation", "get_activation"]
+__all__ = ["ACTIVATIONS", "Activation", "get_activation", "layer_activations"]
 
 
 class Activation(NamedTuple):
-    """A cell nonlinearity.
+    """A cell nonlinearity: all that jrnn knows of it, in one entry.
 
     Attributes:
         name: the name users pass as ``activation=`` (a callable's ``__name__``).
@@ -42,12 +42,25 @@ class Activation(NamedTuple):
             ``None`` where the derivative is identically one (no multiply needed) or,
             for a callable of the user's (``builtin=False``), unknown: see :meth:`slope`.
         builtin: one of :data:`ACTIVATIONS` (the kernels run these only).
+        kernel_fn: ``act(a)`` as the kernels compute it: ``fn`` without a custom
+            derivative rule (``jax.nn.relu``'s ``custom_jvp``, which Mosaic GPU's lowering
+            does not take; a kernel is never differentiated).
+        read_back: the scan loop reads its new state back from its output buffer rather
+            than carrying ``act``'s result: XLA duplicates a cheap activation into both
+            users of the new state and then copies the whole buffer each step; ``tanh`` is
+            not duplicated and keeps the direct carry (docs/performance, "Design choices").
+        layers: the other libraries whose simple RNN layer computes it (:mod:`jrnn.interop`):
+            ``"torch"`` (``nn.RNN``'s ``nonlinearity``), ``"keras"`` (``SimpleRNN``'s
+            ``activation``).
     """
 
     name: str
     fn: Callable[[jax.Array], jax.Array]
     grad_from_output: Callable[[jax.Array], jax.Array] | None
     builtin: bool = True
+    kernel_fn: Callable[[jax.Array], jax.Array] | None = None
+    read_back: bool = True
+    layers: tuple[str, ...] = ()
 
     def slope(self, a: jax.Array) -> jax.Array:
         """``act'(a)`` from the pre-activation ``a``, elementwise, by ``jax.jvp``."""
@@ -62,14 +75,26 @@ def _relu_grad(h: jax.Array) -> jax.Array:
     return (h > 0).astype(h.dtype)
 
 
+def _relu(a: jax.Array) -> jax.Array:
+    return jnp.maximum(a, 0)
+
+
+def _linear(a: jax.Array) -> jax.Array:
+    return a
+
+
 ACTIVATIONS: dict[str, Activation] = {
-    "tanh": Activation("tanh", jnp.tanh, _tanh_grad),
+    "tanh": Activation(
+        "tanh", jnp.tanh, _tanh_grad, kernel_fn=jnp.tanh, read_back=False, layers=("torch", "keras")
+    ),
     # jax.nn.relu: its derivative at 0 is 0, as _relu_grad's (jnp.maximum's would be 1/2)
-    "relu": Activation("relu", jax.nn.relu, _relu_grad),
-    "linear": Activation("linear", lambda a: a, None),
+    "relu": Activation("relu", jax.nn.relu, _relu_grad, kernel_fn=_relu, layers=("torch", "keras")),
+    "linear": Activation("linear", _linear, None, kernel_fn=_linear, layers=("keras",)),
 }
 """The built-in activations by name: ``tanh``, ``relu`` and ``linear``, each with its
-derivative written from the output (what BPTT needs)."""
+derivative written from the output (what BPTT needs), the kernels' form of it and the
+libraries that have it. A new activation is one entry here (and its name in
+``jrnn._src.names``, which the command line reads without importing jax)."""
 names.agree("activations", names.ACTIVATIONS, ACTIVATIONS)
 
 # the callables that are built-ins, by identity (flax's nn.tanh is jnp.tanh, nn.relu is
@@ -116,3 +141,8 @@ def get_activation(activation: str | Callable[[jax.Array], jax.Array]) -> Activa
         f"activation must be a string, one of {sorted(ACTIVATIONS)}, or an elementwise "
         f"callable; got {type(activation).__name__} {activation!r}"
     )
+
+
+def layer_activations(library: str) -> tuple[str, ...]:
+    """The built-in activations whose layer ``library`` (``"torch"``, ``"keras"``) has."""
+    return tuple(name for name, act in ACTIVATIONS.items() if library in act.layers)

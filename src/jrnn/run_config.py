@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 # the names only (jrnn._src.names): the jrnn program's parser reads this module without jax
+from jrnn._src import names
 from jrnn._src.names import ACTIVATIONS, IMPLS, INITIALIZERS, TASKS
 
 __all__ = [
@@ -54,7 +55,10 @@ BIAS_INITIALIZERS = ("pytorch", "small_normal", "zeros")
 
 _TANH = {"activation": "tanh", "recurrent_init": "orthogonal", "kernel_init": "glorot_uniform"}
 # Settings measured to learn each task (README, "jrnn train"); the field defaults are the
-# adding task's, the IRNN of Le, Jaitly & Hinton (2015).
+# adding task's, the IRNN of Le, Jaitly & Hinton (2015). The one source of a run's defaults,
+# seq_len included; they live here, not in jrnn.tasks' entries, because `jrnn train --help`
+# shows them without importing jax. What a task is (sizes, loss, the lengths it has) is
+# its entry in jrnn.tasks.TASKS.
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "adding": {},
     "copy": {**_TANH, "seq_len": 10, "hidden": 256, "lr": 1e-3, "batch": 64, "steps": 8000},
@@ -63,6 +67,7 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "data": {**_TANH, "lr": 3e-3, "steps": 2000, "eval_every": 250, "checkpoint_every": 500},
     "digits": {**_TANH, "seq_len": 8, "hidden": 128, "lr": 3e-3, "batch": 64, "steps": 3000},
 }
+names.agree("task defaults", (*names.TASKS, "data"), TASK_DEFAULTS)
 
 
 def _positive(value: Any) -> str | None:
@@ -232,8 +237,9 @@ class RunConfig:
         task = get_task(self.task)
         if task.fixed_seq_len is not None and self.seq_len != task.fixed_seq_len:
             raise ValueError(f"seq_len: the {task.name} task has length {task.fixed_seq_len} only")
-        if task.name == "adding" and self.seq_len < 2:
-            raise ValueError("seq_len: the adding problem needs at least 2 steps")
+        if self.seq_len < task.min_seq_len:
+            least = task.min_seq_len
+            raise ValueError(f"seq_len: the {task.name} task needs at least {least} steps")
         self._check_steps()
 
     def _check_steps(self) -> None:

@@ -181,12 +181,8 @@ def digits_test_set(seq_len: int | None = None, size: int | None = None) -> Batc
 
 
 def _synthetic_test_set(
-    sample: Callable[[jax.Array, int, int], Batch],
-    default_seq_len: int,
-    seq_len: int | None = None,
-    size: int = 1000,
+    sample: Callable[[jax.Array, int, int], Batch], seq_len: int, size: int = 1000
 ) -> Batch:
-    seq_len = default_seq_len if seq_len is None else seq_len
     # one compiled program (as the training batches are drawn), not one per eager op
     return jax.jit(sample, static_argnums=(1, 2))(jax.random.PRNGKey(TEST_KEY), size, seq_len)
 
@@ -200,12 +196,12 @@ class Task(NamedTuple):
         output_size: readout width ``O`` (classes for cross-entropy).
         loss: ``"mse"`` or ``"cross_entropy"``.
         return_sequences: many-to-many (``True``) or many-to-one.
-        default_seq_len: the ``seq_len`` used when none is given.
-        fixed_seq_len: the task only has this length (digits), else ``None``.
+        fixed_seq_len: the task only has this length (digits, your own data), else
+            ``None`` (a run's ``seq_len`` is its config's: :data:`jrnn.run_config.TASK_DEFAULTS`).
         sample: ``sample(key, batch, seq_len) -> Batch`` (jit-able).
-        test_set: ``test_set(seq_len=None, size=1000) -> Batch``, the fixed test set: the
-            digits' held-out split, or ``size`` sequences drawn from a fixed key (the same
-            for every training seed).
+        test_set: ``test_set(seq_len, size=1000) -> Batch``, the fixed test set: the
+            digits' held-out split (``seq_len`` may be omitted), or ``size`` sequences of
+            ``seq_len`` steps drawn from a fixed key (the same for every training seed).
         baseline: ``baseline(seq_len)``: the loss of the memoryless baseline.
         baseline_name: what that baseline predicts.
         baseline_accuracy: ``baseline_accuracy(seq_len)``, that baseline's accuracy, for
@@ -216,6 +212,8 @@ class Task(NamedTuple):
         val_set: ``val_set()``, the held-out set the evaluations during training use where
             the test set is kept for the end (your own data's validation split); ``None``:
             they use ``test_set``.
+        min_seq_len: the fewest steps the task has (the adding problem's two markers need
+            two).
     """
 
     name: str
@@ -223,7 +221,6 @@ class Task(NamedTuple):
     output_size: int
     loss: str
     return_sequences: bool
-    default_seq_len: int
     fixed_seq_len: int | None
     sample: Callable[[jax.Array, int, int], Batch]
     test_set: Callable[..., Batch]
@@ -233,13 +230,12 @@ class Task(NamedTuple):
     recall_steps: int | None = None
     recall_chance: float | None = None
     val_set: Callable[..., Batch] | None = None
+    min_seq_len: int = 1
 
 
 def _synthetic(name: str, sample: Callable[[jax.Array, int, int], Batch], **fields) -> Task:
-    test_set = functools.partial(_synthetic_test_set, sample, 100)
-    return Task(
-        name, default_seq_len=100, fixed_seq_len=None, sample=sample, test_set=test_set, **fields
-    )
+    test_set = functools.partial(_synthetic_test_set, sample)
+    return Task(name, fixed_seq_len=None, sample=sample, test_set=test_set, **fields)
 
 
 TASKS: dict[str, Task] = {
@@ -252,6 +248,7 @@ TASKS: dict[str, Task] = {
         return_sequences=False,
         baseline=lambda t: 1.0 / 6.0,
         baseline_name="the constant 1",
+        min_seq_len=2,
     ),
     "copy": _synthetic(
         "copy",
@@ -282,7 +279,6 @@ TASKS: dict[str, Task] = {
         output_size=10,
         loss="cross_entropy",
         return_sequences=False,
-        default_seq_len=8,
         fixed_seq_len=8,
         sample=digits_batch,
         test_set=digits_test_set,
@@ -340,7 +336,7 @@ def recorded_task(path: str, info: dict[str, Any]) -> Task:
     return Task(
         Path(path).name, input_size=info["input_size"], output_size=info["output_size"],
         loss=info["loss"], return_sequences=info["return_sequences"],
-        default_seq_len=info["seq_len"], fixed_seq_len=info["seq_len"], sample=gone,
+        fixed_seq_len=info["seq_len"], sample=gone,
         test_set=gone, baseline=gone, baseline_name="(the file is gone)",
     )  # fmt: skip
 
@@ -349,7 +345,7 @@ def data_info(task: Task) -> dict[str, Any]:
     """What :func:`recorded_task` needs of a ``--data`` run's task."""
     return {
         "input_size": task.input_size, "output_size": task.output_size, "loss": task.loss,
-        "return_sequences": task.return_sequences, "seq_len": task.default_seq_len,
+        "return_sequences": task.return_sequences, "seq_len": task.fixed_seq_len,
     }  # fmt: skip
 
 
@@ -370,7 +366,7 @@ def data_task(name: str, train: Dataset, val: Dataset, test: Dataset) -> Task:
     loss, accuracy = _baseline(train, test)
     return Task(
         name, input_size=train.input_size, output_size=train.output_size, loss=train.loss,
-        return_sequences=train.return_sequences, default_seq_len=t, fixed_seq_len=t,
+        return_sequences=train.return_sequences, fixed_seq_len=t,
         sample=sample, test_set=lambda seq_len=None, size=None: test_set,
         baseline=lambda seq_len: loss,
         baseline_name="the training targets' mean" if train.loss == "mse"

@@ -97,14 +97,9 @@ def _scan_loop(ops: Operands, opts: Options) -> tuple[jax.Array, jax.Array]:
     if num_steps == 0:
         return buf, h0
 
-    # relu, linear: XLA duplicates a cheap activation into both users of the new state, the
-    # carry and the in-place update of `buf`; the copy for the carry reads `buf` while the
-    # update writes it, so XLA copies the whole (T, B, H) buffer twice per step. Reading the
-    # carry back from `buf` leaves the update as the only user. tanh is not duplicated, and
-    # the read-back would cost it at small shapes, so it keeps the direct carry (the
-    # measurements: docs/performance, "Design choices"). A callable of the user's reads back:
-    # it may be as cheap as relu.
-    read_back = opts.act.name != "tanh" or not opts.act.builtin
+    # the carry read back from `buf` for a cheap activation (Activation.read_back: XLA
+    # would otherwise copy the whole buffer twice per step)
+    read_back = opts.act.read_back
     # Batch 1 runs the loop on vectors: carry (H,), buffer (T, H), both free reshapes. A
     # (1, H) carry costs XLA:CPU a copy per step to feed the matmul as (H, 1); as a vector it
     # feeds the matvec as it lies.

@@ -117,9 +117,7 @@ class _Kernel:
         self.act, self.reverse, self.unroll = act, reverse, unroll
         self.interpret, self.split = interpret, split
         self.groups, self.width = groups, width
-        # a custom_jvp's primal function (jax.nn.relu): the kernels are never
-        # differentiated, and Mosaic GPU's lowering takes no custom_jvp_call
-        self.fn = getattr(act.fn, "fun", act.fn)
+        self.fn = act.kernel_fn
 
     @staticmethod
     def rows() -> Any:

@@ -84,7 +84,7 @@ def _kernel(*refs, kind: str, flags: tuple[bool, ...], act, reverse: bool, unrol
     start = (num_blocks - 1 - block if reverse else block) * tc  # this block's first step
     w = r["w"]
     if kind == "forward":
-        step = forward_step(r, lambda a: dot(a, w[...]), start, act.fn)
+        step = forward_step(r, lambda a: dot(a, w[...]), start, act.kernel_fn)
         state_in, state_out = r["h0"], r["h_last"]
     else:
         step = adjoint_step(r, lambda a: dot(a, w[...]), start, act.grad_from_output)

@@ -95,7 +95,7 @@ def _kernel(*refs, kind: str, flags: tuple[bool, ...], act, reverse: bool, unrol
     r = split_refs(refs, kind, flags)
     matmul, start = _matmul(r["w"][...]), jnp.int32(0)
     if kind == "forward":
-        step = forward_step(r, matmul, start, act.fn)
+        step = forward_step(r, matmul, start, act.kernel_fn)
         state_in, state_out = r["h0"], r["h_last"]
     else:
         step = adjoint_step(r, matmul, start, act.grad_from_output)
