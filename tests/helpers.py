@@ -4,6 +4,7 @@ hypothesis strategy that draws random problems."""
 from __future__ import annotations
 
 import os
+import re
 from typing import NamedTuple
 
 import jax
@@ -241,3 +242,11 @@ FLAX_CASES = [
     ("tanh", True, True, False, False, False, True),
     ("relu", True, True, True, False, True, True),
 ]
+
+
+def scopes(fn, *args) -> set[str]:
+    """The jrnn named scopes (``jrnn.forward``, ``jrnn.bptt``, ...: jrnn._src.scopes) in the
+    compiled program of ``fn(*args)``: which of jrnn's loops a computation runs, seen from
+    outside, as a profile shows them."""
+    text = jax.jit(fn).lower(*args).compile().as_text()
+    return set(re.findall(r"jrnn\.[a-z]+(?:\.[a-z]+)?", text))

@@ -7,11 +7,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import enable_x64, tree_rel_err
+from helpers import enable_x64, random_problem, tree_rel_err
 
 import jrnn
 from jrnn import interop, parallel
-from jrnn.activations import ACTIVATIONS, get_activation
+from jrnn.activations import ACTIVATIONS, Activation, get_activation
 
 
 def softsign(a):
@@ -133,3 +133,19 @@ def test_what_cannot_hold_a_callable_says_so_in_one_line():
         TypeError, match=r"activation must be a string, one of .* or an elementwise"
     ):
         jrnn.rnn(params, xs, activation=3)
+
+
+def test_an_activation_of_your_own_with_its_derivative(x64):
+    """An Activation with the derivative written from the output: the BPTT uses it as given,
+    check_grads holds it against autodiff, and the kernels refuse it (built-ins only)."""
+    softsign = Activation("softsign", jax.nn.soft_sign, lambda h: (1 - jnp.abs(h)) ** 2)
+    params, xs, h0, _ = random_problem(jax.random.PRNGKey(3))
+    assert jrnn.check_grads(params, xs, h0, activation=softsign).ok()
+    act = get_activation(softsign)
+    assert act.fn is softsign.fn and not act.builtin and act.from_output
+    # a claim to be a built-in is not taken from outside
+    assert not get_activation(softsign._replace(builtin=True)).builtin
+    with pytest.raises(ValueError, match=r"impl='pallas' runs the built-in activations"):
+        jrnn.rnn(params, xs, h0, activation=softsign, impl="pallas")
+    with pytest.raises(TypeError, match="grad_from_output must be callable or None"):
+        get_activation(Activation("bad", jnp.tanh, "1 - h**2"))

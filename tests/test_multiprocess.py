@@ -348,9 +348,9 @@ def test_num_processes_1_is_a_run_of_its_own_even_in_a_cluster_job(monkeypatch):
     # cli imports them when it joins (jrnn check needs no distributed runtime)
     monkeypatch.setattr(jrnn.distributed, "cluster_processes", lambda: 4)
     monkeypatch.setattr(jrnn.distributed, "initialize", lambda *a, **k: joined.append((a, k)))
-    cli._join_job(None, 1, None, 30)
+    cli.join_job(None, 1, None, 30)
     assert joined == []
-    cli._join_job(None, None, None, 30)  # no option: the detected cluster job is joined
+    cli.join_job(None, None, None, 30)  # no option: the detected cluster job is joined
     assert joined == [((None, None, None), {"heartbeat_timeout_s": 30})]
 
 

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import random_problem, rel_err, tree_rel_err
+from helpers import random_problem, rel_err, scopes, tree_rel_err
 
 import jrnn
 import jrnn._src.bptt
@@ -19,20 +19,13 @@ def _loss(fn, **kw):
     return loss
 
 
-def test_grad_runs_the_hand_written_backward(x64, monkeypatch):
-    calls = []
-    original = jrnn._src.bptt.adjoint_loop
-
-    def spy(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(jrnn._src.bptt, "adjoint_loop", spy)
+def test_grad_runs_the_hand_written_backward(x64):
     params, xs, h0, _ = random_problem(jax.random.PRNGKey(0))
-    jax.grad(_loss(jrnn.rnn))(params, xs, h0)
-    assert len(calls) == 1
-    jax.grad(_loss(jrnn.forward))(params, xs, h0)
-    assert len(calls) == 1  # plain autodiff never calls it
+    assert "jrnn.bptt" in scopes(jax.grad(_loss(jrnn.rnn)), params, xs, h0)
+    assert "jrnn.remat.bptt" in scopes(jax.grad(_loss(jrnn.rnn, remat=2)), params, xs, h0)
+    # plain autodiff of the loop, and grad="autodiff", never run it
+    assert "jrnn.bptt" not in scopes(jax.grad(_loss(jrnn.forward)), params, xs, h0)
+    assert "jrnn.bptt" not in scopes(jax.grad(_loss(jrnn.rnn, grad="autodiff")), params, xs, h0)
 
 
 @pytest.mark.parametrize("activation", ["tanh", "relu", "linear"])

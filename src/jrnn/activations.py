@@ -62,6 +62,12 @@ class Activation(NamedTuple):
     read_back: bool = True
     layers: tuple[str, ...] = ()
 
+    @property
+    def from_output(self) -> bool:
+        """Whether ``act'(a)`` is known from ``h = act(a)`` (:attr:`grad_from_output`, or
+        one for ``linear``); else BPTT recomputes ``a`` for :meth:`slope`."""
+        return self.builtin or self.grad_from_output is not None
+
     def slope(self, a: jax.Array) -> jax.Array:
         """``act'(a)`` from the pre-activation ``a``, elementwise, by ``jax.jvp``."""
         return jax.jvp(self.fn, (a,), (jnp.ones_like(a),))[1]
@@ -107,15 +113,20 @@ _BUILTIN_CALLABLES: tuple[tuple[Callable[[jax.Array], jax.Array], str], ...] = (
 )
 
 
-def get_activation(activation: str | Callable[[jax.Array], jax.Array]) -> Activation:
+def get_activation(
+    activation: str | Callable[[jax.Array], jax.Array] | Activation,
+) -> Activation:
     """Looks up an activation by name, or wraps a callable.
 
     Args:
-        activation: one of ``"tanh"``, ``"relu"``, ``"linear"``, or an elementwise,
+        activation: one of ``"tanh"``, ``"relu"``, ``"linear"``, an elementwise,
             traceable callable ``act(a)`` (its derivative comes from JAX; ``jnp.tanh``,
-            ``jax.lax.tanh``, ``jax.nn.relu`` and ``jax.nn.identity`` are the built-ins).
-            Pass the same function object each time: it is part of the static key under
-            which a call is compiled.
+            ``jax.lax.tanh``, ``jax.nn.relu`` and ``jax.nn.identity`` are the built-ins),
+            or an :class:`Activation` of your own: its ``fn`` with the derivative you
+            write as ``grad_from_output(h)``, which the BPTT then uses as it is (checked
+            against autodiff by :func:`jrnn.check_grads`; ``None``: JAX's, as for a
+            callable). Pass the same function objects each time: they are part of the
+            static key under which a call is compiled.
 
     Returns:
         The :class:`Activation`.
@@ -131,6 +142,21 @@ def get_activation(activation: str | Callable[[jax.Array], jax.Array]) -> Activa
             raise ValueError(
                 f"activation must be one of {sorted(ACTIVATIONS)} or a callable; got {activation!r}"
             ) from None
+    if isinstance(activation, Activation):
+        if activation in ACTIVATIONS.values():
+            return activation
+        if not isinstance(activation.name, str) or not callable(activation.fn):
+            raise TypeError(
+                "activation: an Activation needs a name (str) and fn (callable); got "
+                f"{activation.name!r}, {type(activation.fn).__name__}"
+            )
+        grad = activation.grad_from_output
+        if grad is not None and not callable(grad):
+            raise TypeError(
+                f"activation: grad_from_output must be callable or None; got {type(grad).__name__}"
+            )
+        # the kernels run the built-ins only; the loops take it as it is
+        return activation._replace(builtin=False, kernel_fn=None)
     if callable(activation):
         for known, builtin in _BUILTIN_CALLABLES:
             if activation is known:

@@ -43,7 +43,7 @@ from jrnn.layers import BiRNNParams, bidirectional, stack
 from jrnn.model import ModelParams, apply
 from jrnn.params import RNNParams
 
-__all__ = ["GradCheckReport", "GradCheckRow", "check_grads", "default_loss"]
+__all__ = ["GradCheckReport", "GradCheckRow", "check_grads", "default_loss", "scaled_error"]
 
 Loss = Callable[[jax.Array, jax.Array], jax.Array]
 _NAMES = ("w_x", "w_h", "b", "xs", "h0")
@@ -208,8 +208,10 @@ class GradCheckReport(NamedTuple):
         return self.table()
 
 
-def _errors(a: np.ndarray, ref: np.ndarray, floor: float) -> tuple[float, float]:
-    """``(abs, rel)``: ``max |a - ref|`` and it over ``max(max |ref|, max |a|, floor)``."""
+def scaled_error(a: np.ndarray, ref: np.ndarray, floor: float) -> tuple[float, float]:
+    """``(abs, rel)``: ``max |a - ref|``, and it over ``max(max |ref|, max |a|, floor)``:
+    the report's error measure (its ``floor`` is :attr:`GradCheckReport.grad_scale`, so
+    rounding noise on a zero gradient reads as noise, not as a relative error of 1)."""
     if a.size == 0:
         return 0.0, 0.0
     err = float(np.max(np.abs(a - ref)))
@@ -280,9 +282,9 @@ def _row(
     floor: float,
 ) -> GradCheckRow:
     """One table row: BPTT against autodiff on every entry, both against the differences."""
-    abs_ad, rel_ad = _errors(g_bp, g_ad, floor)
-    abs_fd, rel_fd = _errors(g_bp.ravel()[idx], fd_vals, floor)
-    _, rel_ad_fd = _errors(g_ad.ravel()[idx], fd_vals, floor)
+    abs_ad, rel_ad = scaled_error(g_bp, g_ad, floor)
+    abs_fd, rel_fd = scaled_error(g_bp.ravel()[idx], fd_vals, floor)
+    _, rel_ad_fd = scaled_error(g_ad.ravel()[idx], fd_vals, floor)
     if not idx.size:  # nothing checked: say so rather than report a zero error
         abs_fd = rel_fd = rel_ad_fd = float("nan")
     scale = float(np.max(np.abs(g_ad))) if g_ad.size else 0.0

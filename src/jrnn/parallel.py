@@ -164,8 +164,8 @@ def _linearise(params, u, h0, hs, act, valid, diagonal):
 
 
 def _slope(act, a: jax.Array | None, h: jax.Array) -> jax.Array:
-    """``act'(a)``: from the output ``h = act(a)`` for a built-in, by JAX for a callable."""
-    if not act.builtin:
+    """``act'(a)``: from the output ``h = act(a)`` where known, else by JAX (a callable)."""
+    if not act.from_output:
         assert a is not None, "a callable's slope needs the pre-activation"
         return act.slope(a)
     return jnp.ones_like(h) if act.grad_from_output is None else act.grad_from_output(h)
@@ -300,7 +300,8 @@ def _adjoint_tm(ops: Operands, out_t, dhs_t, dh_last, opts: Options):
         dhs_t = None if dhs_t is None else _gather_time(dhs_t, order)
     valid = _valid_mask(lengths, steps, out_t.dtype)
     h_prev = jnp.concatenate([h0[None], out_t[:-1]], axis=0)  # (T, B, H), valid at valid t
-    pre = None if act.builtin else xs_t @ w_x + ops.params.b + h_prev @ w_h  # a_t, for a callable
+    # a_t, for a derivative not known from the output (a callable of the user's)
+    pre = None if act.from_output else xs_t @ w_x + ops.params.b + h_prev @ w_h
     d = _slope(act, pre, out_t)
     e = jnp.zeros_like(out_t) if dhs_t is None else dhs_t  # (T, B, H): dL/dhs_t
     if valid is not None:

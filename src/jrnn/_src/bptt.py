@@ -128,7 +128,7 @@ def adjoint_loop(
         h0_read = h0_read * recurrent_mask
     xs_read = jnp.roll(xs, shift, axis)  # x_t in slot sigma(t)
     slopes = None
-    if not opts.act.builtin:  # act'(a_t) by JAX, at a_t recomputed in slot sigma(t)
+    if not opts.act.from_output:  # act'(a_t) by JAX, at a_t recomputed in slot sigma(t)
         pre = jnp.einsum(f"{opts.layout},fh->{opts.h_layout}", xs_read, w_x) + params.b
         pre = first.add(pre + h_read @ params.w_h, h0_read @ params.w_h)  # (layout of hs)
         slopes = opts.act.slope(pre)

@@ -76,8 +76,9 @@ class ScanOptions(TypedDict, total=False):
     Attributes:
         activation: ``"tanh"`` (default), ``"relu"``, ``"linear"``, or an elementwise,
             traceable callable of your own (``jax.nn.gelu``, ``jnp.sin``, ...): the BPTT
-            takes its derivative from JAX (:mod:`jrnn.activations`); the kernels run the
-            three built-ins only.
+            takes its derivative from JAX (:mod:`jrnn.activations`), or an
+            :class:`~jrnn.activations.Activation` with the derivative you write; the
+            kernels run the three built-ins only.
         reverse: run from the end (default ``False``); with ``lengths``, each sequence
             starts at its last valid step. ``hs`` is returned in input order either way.
         lengths: ``None`` (default) or `(B,)` integers in ``[0, T]`` (unbatched: a
@@ -121,7 +122,7 @@ class ScanOptions(TypedDict, total=False):
             such bucket, or the kernels cannot hold the call). Used only where passed.
     """
 
-    activation: str | Callable[[jax.Array], jax.Array]
+    activation: str | Callable[[jax.Array], jax.Array] | Activation
     reverse: bool
     lengths: Int[ArrayLike, "*batch"] | None
     unroll: int | bool
@@ -135,7 +136,7 @@ class ScanOptions(TypedDict, total=False):
 class ParallelOptions(TypedDict, total=False):
     """The keyword options of the :mod:`jrnn.parallel` entry points (as :class:`ScanOptions`)."""
 
-    activation: str | Callable[[jax.Array], jax.Array]
+    activation: str | Callable[[jax.Array], jax.Array] | Activation
     reverse: bool
     lengths: Int[ArrayLike, "*batch"] | None
     time_major: bool

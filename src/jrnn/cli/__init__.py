@@ -5,9 +5,12 @@ file), ``jrnn launch`` (a multi-process ``jrnn train`` job on this machine,
 ``jrnn bench``. ``jrnn`` alone prints the usage.
 
 The package by job: :mod:`jrnn.cli.parse` (the parser, built without jax),
-:mod:`jrnn.cli.rundir` (the run directory's life), :mod:`jrnn.cli.loop` (the training loop),
+:mod:`jrnn.cli.rundir` (the run directory's life), :mod:`jrnn.cli.runs` (run folders, their
+lock, the optimiser of a run, :func:`~jrnn.cli.runs.load_run`), :mod:`jrnn.cli.checkpoint`
+(orbax checkpoints and the JSON files), :mod:`jrnn.cli.loop` (the training loop),
 :mod:`jrnn.cli.plot` (the curves), :mod:`jrnn.cli.infer` (eval and predict),
-:mod:`jrnn.cli.check` and :mod:`jrnn.cli.bench`.
+:mod:`jrnn.cli.launch`, :mod:`jrnn.cli.check` with :mod:`jrnn.cli.notebook` (the seed
+notebook's example) and :mod:`jrnn.cli.bench`. The library never imports any of it.
 
 ``jrnn train`` writes a run directory (``--out``, see :mod:`jrnn.cli.runs`):
 
@@ -39,7 +42,7 @@ from jrnn._src.extras import EXTRAS, MissingExtraError, install_command
 from jrnn._src.interrupts import NOT_STARTED
 from jrnn.cli.parse import parser
 
-__all__ = ["PLOT_EVERY_S", "TrainError", "check", "figure", "main", "parser", "train"]
+__all__ = ["PLOT_EVERY_S", "TrainError", "check", "figure", "join_job", "main", "parser", "train"]
 
 # what needs jax, imported when first used: the parser and ``jrnn --help`` need none of it
 _LAZY = {
@@ -51,13 +54,17 @@ _LAZY = {
 }
 
 
-_SUBMODULES = ("bench", "check", "infer", "loop", "parse", "plot", "rundir")
+# reachable as attributes (jrnn.cli.rundir) without an import of their own first
+_SUBMODULES = (
+    "bench", "check", "checkpoint", "infer", "launch", "loop", "notebook", "parse", "plot",
+    "rundir", "runs",
+)  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
-    if name in _SUBMODULES:  # jrnn.cli.rundir without importing it first, as before
+    if name in _SUBMODULES:
         return importlib.import_module(f"jrnn.cli.{name}")
     raise AttributeError(f"module 'jrnn.cli' has no attribute {name!r}")
 
@@ -155,7 +162,7 @@ def _train(args: Any) -> int:
         if k not in ("command", "out", "resume", "progress", *job)
     }
     try:
-        _join_job(*(getattr(args, k) for k in job))
+        join_job(*(getattr(args, k) for k in job))
         with abandoned_writes_dropped():
             return train(given, args.out, resume=args.resume, progress=args.progress)
     except (TrainError, CheckpointError, RunDirError, MissingExtraError) as err:
@@ -166,7 +173,7 @@ def _train(args: Any) -> int:
         return 130
 
 
-def _join_job(
+def join_job(
     coordinator: str | None, num_processes: int | None, process_id: int | None, heartbeat: int
 ) -> None:
     """Joins a multi-process job (:func:`jrnn.distributed.initialize`) when told to, or when

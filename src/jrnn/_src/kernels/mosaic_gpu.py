@@ -242,7 +242,7 @@ def _forward_kernel(*refs, k: _Kernel, flags: tuple[bool, ...]) -> None:
 
     # this step's xw is loaded while its wgmma runs (no earlier: a prefetched next step's
     # operand would be live across the wgmma too, and pass the registers); bfloat16 with
-    # lengths and a mask loads it after (during, it made ptxas spill 96 B)
+    # lengths and a mask loads it after (during, its registers spill)
     overlap = not (valid_at is not None and mask is not None and not k.split)
 
     def step(t, h, load):
