@@ -97,8 +97,15 @@ def time_reference(shape, repeats: int, warmup: int) -> dict[str, float | None]:
     }
     timed = interleaved(calls, repeats, warmup)
     train = calls["jrnn_train"]
-    return limits(shape, 1e3 * timed["ref_fwd"].median, 1e3 * timed["ref_train"].median,
-                  train.call, train.args, repeats, warmup)  # fmt: skip
+    return limits(
+        shape,
+        1e3 * timed["ref_fwd"].median,
+        1e3 * timed["ref_train"].median,
+        train.call,
+        train.args,
+        repeats,
+        warmup,
+    )
 
 
 def _bare_loop(w: jax.Array, xw: jax.Array, out: jax.Array | None = None) -> jax.Array:
@@ -420,10 +427,15 @@ def section(results, limits_by_shape, mm_gflops, memory, remat, repeats: int) ->
         f"- Environment: {_environment()}.",
     ]
     if memory:
-        lines += ["", "XLA temporary memory of the train step (compiled only, not run), in "
-                  "units of the hidden states' bytes T*B*H*4:", ""]  # fmt: skip
-        lines += [f"- {s}: jrnn {m['jrnn']:.2f}x, plain-scan {m['plain-scan']:.2f}x"
-                  for s, m in memory]  # fmt: skip
+        lines += [
+            "",
+            "XLA temporary memory of the train step (compiled only, not run), in "
+            "units of the hidden states' bytes T*B*H*4:",
+            "",
+        ]
+        lines += [
+            f"- {s}: jrnn {m['jrnn']:.2f}x, plain-scan {m['plain-scan']:.2f}x" for s, m in memory
+        ]
     checks = targets(results, mm_gflops, memory)
     if checks:
         lines += ["", "Targets of the performance issue, judged from this run:", "", *checks]
@@ -445,8 +457,12 @@ def section(results, limits_by_shape, mm_gflops, memory, remat, repeats: int) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", action="append", default=None,
-                        help="B,T,F,H; repeat for several (default: the grid)")  # fmt: skip
+    parser.add_argument(
+        "--shape",
+        action="append",
+        default=None,
+        help="B,T,F,H; repeat for several (default: the grid)",
+    )
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
@@ -466,8 +482,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"1024^2 float32 matmul: {mm:.1f} GFLOP/s", flush=True)
     say = lambda i, n, what: print(f"jrnn bench {i}/{n}: {what}", flush=True)
     impls = ("jrnn", "jrnn-remat", "jrnn-deer", *PEERS)
-    rows = jb.run(shapes, ("float32",), impls, repeats=args.repeats, warmup=args.warmup,
-                  budget_s=60.0, progress=say)  # fmt: skip
+    rows = jb.run(
+        shapes,
+        ("float32",),
+        impls,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        budget_s=60.0,
+        progress=say,
+    )
     results = results_from_rows(rows)
     limits_by_shape = {}
     for shape in shapes:

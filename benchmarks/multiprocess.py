@@ -40,8 +40,9 @@ PROCESSES = (1, 2, 4)
 def run_case(label: str, command: list[str], env: dict[str, str], out: Path) -> dict:
     """Runs one job; returns its label, wall time and median steps/s after the first chunk."""
     t0 = time.perf_counter()
-    proc = subprocess.run([*command, "--out", str(out)], env=env, capture_output=True,
-                          text=True, timeout=3600)  # fmt: skip
+    proc = subprocess.run(
+        [*command, "--out", str(out)], env=env, capture_output=True, text=True, timeout=3600
+    )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{label} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -50,26 +51,51 @@ def run_case(label: str, command: list[str], env: dict[str, str], out: Path) -> 
     if not rates:
         raise RuntimeError(f"{label}: fewer than two train chunks; raise --steps")
     loss = json.loads((out / "result.json").read_text())["test"]["loss"]
-    return {"case": label, "steps_per_s": statistics.median(rates), "wall_s": wall,
-            "test_loss": loss}  # fmt: skip
+    return {
+        "case": label,
+        "steps_per_s": statistics.median(rates),
+        "wall_s": wall,
+        "test_loss": loss,
+    }
 
 
 def cases(args: argparse.Namespace, root: Path) -> list[dict]:
-    job = ["--task", "adding", "--seq-len", str(args.seq_len), "--hidden", str(args.hidden),
-           "--batch", str(args.batch), "--steps", str(args.steps), "--log-every",
-           str(args.log_every), "--eval-every", str(args.steps), "--checkpoint-every",
-           str(args.steps), "--no-progress"]  # fmt: skip
+    job = [
+        "--task",
+        "adding",
+        "--seq-len",
+        str(args.seq_len),
+        "--hidden",
+        str(args.hidden),
+        "--batch",
+        str(args.batch),
+        "--steps",
+        str(args.steps),
+        "--log-every",
+        str(args.log_every),
+        "--eval-every",
+        str(args.steps),
+        "--checkpoint-every",
+        str(args.steps),
+        "--no-progress",
+    ]
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     env.pop("XLA_FLAGS", None)
     python = [sys.executable, "-m", "jrnn"]
     plan = [("1 process", [*python, "train", *job], env)]
     for n in PROCESSES[1:]:
         forced = {**env, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
-        plan.append((f"1 process, {n} devices", [*python, "train", *job, "--data-parallel"],
-                     forced))  # fmt: skip
+        plan.append(
+            (f"1 process, {n} devices", [*python, "train", *job, "--data-parallel"], forced)
+        )
     for n in PROCESSES:
-        plan.append((f"{n} process{'es' if n > 1 else ''} (jrnn launch)",
-                     [*python, "launch", "--processes", str(n), "--", *job], env))  # fmt: skip
+        plan.append(
+            (
+                f"{n} process{'es' if n > 1 else ''} (jrnn launch)",
+                [*python, "launch", "--processes", str(n), "--", *job],
+                env,
+            )
+        )
     rows = []
     for i, (label, command, case_env) in enumerate(plan):
         print(f"{label} ...", flush=True)
@@ -98,8 +124,10 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
-        lines.append(f"| {r['case']} | {r['steps_per_s']:.1f} | {r['steps_per_s'] / base:.2f}x "
-                     f"| {r['wall_s']:.1f} | {r['test_loss']:.6g} |")  # fmt: skip
+        lines.append(
+            f"| {r['case']} | {r['steps_per_s']:.1f} | {r['steps_per_s'] / base:.2f}x "
+            f"| {r['wall_s']:.1f} | {r['test_loss']:.6g} |"
+        )
     return "\n".join(lines) + "\n"
 
 

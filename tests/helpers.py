@@ -180,10 +180,17 @@ class Spec(NamedTuple):
     def problem(self, dtype=np.float64, **kw):
         """``numpy_problem`` for this spec; ``xs`` is `(T, B, F)` if ``time_major``."""
         return numpy_problem(
-            self.seed, self.batch, self.steps, self.features, self.hidden, dtype=dtype,
-            with_h0=self.with_h0, with_lengths=self.with_lengths, time_major=self.time_major,
+            self.seed,
+            self.batch,
+            self.steps,
+            self.features,
+            self.hidden,
+            dtype=dtype,
+            with_h0=self.with_h0,
+            with_lengths=self.with_lengths,
+            time_major=self.time_major,
             **kw,
-        )  # fmt: skip
+        )
 
     def options(self, lengths=None) -> dict:
         """The keyword options of this spec (``lengths`` as drawn by :meth:`problem`)."""

@@ -114,9 +114,11 @@ def main(names: list[str]) -> None:
                 return jax.lax.psum(value, "batch"), grads
 
             mapped = jax.shard_map(
-                local, mesh=mesh, in_specs=(P(), P("batch"), P("batch"), P("batch")),
+                local,
+                mesh=mesh,
+                in_specs=(P(), P("batch"), P("batch"), P("batch")),
                 out_specs=(P(), P()),
-            )  # fmt: skip
+            )
             return jax.jit(mapped)(p, xs, lengths, mask)
 
         for mode, run in (("explicit", explicit), ("set_mesh", set_mesh), ("shard_map", shard_map)):

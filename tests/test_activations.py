@@ -32,8 +32,12 @@ def _problem(dtype=jnp.float64):
 
 
 # every pair of (reverse, lengths, mask) settings, for each function
-SETTINGS = [(False, None, False), (True, [7, 3, 0, 5], False), (False, [7, 3, 0, 5], True),
-            (True, None, True)]  # fmt: skip
+SETTINGS = [
+    (False, None, False),
+    (True, [7, 3, 0, 5], False),
+    (False, [7, 3, 0, 5], True),
+    (True, None, True),
+]
 CASES = [(fn, *s) for fn in (jax.nn.gelu, softsign, wave) for s in SETTINGS]
 
 
@@ -71,9 +75,15 @@ def test_callable_with_time_major_and_remat(time_major, remat):
 
         def loss(p, x, grad, remat):
             hs, h_last = jrnn.rnn(
-                p, x, h0, activation=softsign, time_major=time_major, lengths=lengths,
-                remat=remat, grad=grad,
-            )  # fmt: skip
+                p,
+                x,
+                h0,
+                activation=softsign,
+                time_major=time_major,
+                lengths=lengths,
+                remat=remat,
+                grad=grad,
+            )
             return jnp.sum(hs**2) + jnp.sum(h_last)
 
         want = jax.grad(loss)(params, xs, "autodiff", None)

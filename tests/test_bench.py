@@ -15,17 +15,53 @@ from jrnn.__main__ import main
 from jrnn.bench.tuning import DispatchTable, bucket
 
 FIELDS = {
-    "schema", "device_kind", "backend", "cpu", "versions", "B", "T", "F", "H", "dtype",
-    "impl", "work", "status", "reason", "median_s", "q1_s", "q3_s", "min_s", "max_s",
-    "repeats", "compile_s", "temp_bytes", "noisy", "remeasured",
-}  # fmt: skip
+    "schema",
+    "device_kind",
+    "backend",
+    "cpu",
+    "versions",
+    "B",
+    "T",
+    "F",
+    "H",
+    "dtype",
+    "impl",
+    "work",
+    "status",
+    "reason",
+    "median_s",
+    "q1_s",
+    "q3_s",
+    "min_s",
+    "max_s",
+    "repeats",
+    "compile_s",
+    "temp_bytes",
+    "noisy",
+    "remeasured",
+}
 
 
 def test_a_tiny_shape_through_every_output(tmp_path, capsys):
     out = {k: tmp_path / f"bench.{k}" for k in ("jsonl", "md", "png")}
-    argv = ["bench", "--shape", "2,6,3,4", "--shape", "2,12,3,4", "--repeats", "3",
-            "--warmup", "1", "--no-progress", "--json", str(out["jsonl"]),
-            "--markdown", str(out["md"]), "--plot", str(out["png"])]  # fmt: skip
+    argv = [
+        "bench",
+        "--shape",
+        "2,6,3,4",
+        "--shape",
+        "2,12,3,4",
+        "--repeats",
+        "3",
+        "--warmup",
+        "1",
+        "--no-progress",
+        "--json",
+        str(out["jsonl"]),
+        "--markdown",
+        str(out["md"]),
+        "--plot",
+        str(out["png"]),
+    ]
     for name in ("jrnn", "jrnn-pallas", "plain-scan", "flax", "haiku", "torch"):
         argv += ["--impl", name]
     assert main(argv) == 0
@@ -56,8 +92,9 @@ def test_a_tiny_shape_through_every_output(tmp_path, capsys):
 
 
 def test_a_shape_over_the_kernels_limit_is_a_row():
-    rows = jb.run([(2, 4, 3, 300)], ("float32",), ("jrnn-pallas",), repeats=1, warmup=0,
-                  interpret=True)  # fmt: skip
+    rows = jb.run(
+        [(2, 4, 3, 300)], ("float32",), ("jrnn-pallas",), repeats=1, warmup=0, interpret=True
+    )
     assert {r["status"] for r in rows} == {"unavailable"}
     assert "hidden_size <= 128" in rows[0]["reason"]
 
@@ -74,8 +111,21 @@ def test_the_tuning_round_trip(tmp_path, capsys):
     """--tune times scan against the kernels (here in interpret mode) and writes a table
     that load_tuning reads back for this device and jax version."""
     path = tmp_path / "tuning.json"
-    argv = ["bench", "--tune", str(path), "--shape", "2,4,4,4", "--dtype", "float32",
-            "--repeats", "2", "--warmup", "1", "--interpret", "--no-progress"]  # fmt: skip
+    argv = [
+        "bench",
+        "--tune",
+        str(path),
+        "--shape",
+        "2,4,4,4",
+        "--dtype",
+        "float32",
+        "--repeats",
+        "2",
+        "--warmup",
+        "1",
+        "--interpret",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     saved = json.loads(path.read_text())
     assert saved["schema"] == "jrnn.tuning/1" and saved["jax_version"] == jax.__version__
@@ -136,8 +186,16 @@ def test_auto_keeps_the_loop_where_the_kernels_cannot_hold_the_call():
 
 def test_buckets():
     assert [bucket(n) for n in (0, 1, 2, 3, 4, 5, 1000, 1024, 1025)] == [
-        1, 1, 2, 4, 4, 8, 1024, 1024, 2048,
-    ]  # fmt: skip
+        1,
+        1,
+        2,
+        4,
+        4,
+        8,
+        1024,
+        1024,
+        2048,
+    ]
     table = DispatchTable.from_choices({("bfloat16", 64, 1000, 100): "pallas"})
     assert dict(table.choices) == {"bfloat16/B64/T1024/H128": "pallas"}
     assert table.choose(jnp.bfloat16, 40, 600, 128) == "pallas"
@@ -188,8 +246,9 @@ def test_a_wide_spread_is_timed_again_then_flagged_and_left_out_of_the_summary(s
         pick = lambda n: wide if n == "plain-scan" and (not again or second == "wide") else narrow
         return {n: pick(n) for n in group}
 
-    rows = jb.run([(2, 4, 3, 4)], ("float32",), ("jrnn", "plain-scan"), repeats=3, warmup=0,
-                  timer=timed)  # fmt: skip
+    rows = jb.run(
+        [(2, 4, 3, 4)], ("float32",), ("jrnn", "plain-scan"), repeats=3, warmup=0, timer=timed
+    )
     by = {(r["impl"], r["work"]): r for r in rows}
     assert ["plain-scan"] in calls  # the wide one, timed again alone
     peer, mine = by[("plain-scan", "train")], by[("jrnn", "train")]

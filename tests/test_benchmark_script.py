@@ -115,9 +115,13 @@ def test_multiprocess_benchmark_section_and_the_others_keep_it(tmp_path):
     args = argparse.Namespace(argv=[], seq_len=10, hidden=8, batch=16, steps=20, log_every=5)
     rows = [
         {"case": "1 process", "steps_per_s": 100.0, "wall_s": 3.0, "test_loss": 0.25},
-        {"case": "2 processes (jrnn launch)", "steps_per_s": 40.0, "wall_s": 6.0,
-         "test_loss": 0.25},
-    ]  # fmt: skip
+        {
+            "case": "2 processes (jrnn launch)",
+            "steps_per_s": 40.0,
+            "wall_s": 6.0,
+            "test_loss": 0.25,
+        },
+    ]
     multiprocess.write(out, multiprocess.render(rows, args))
     multiprocess.write(out, multiprocess.render(rows, args))  # its own section, once
     argv = ["--hidden", "2", "--steps", "8", "--repeats", "1", "--warmup", "1", "--out", str(out)]

@@ -24,8 +24,25 @@ from jrnn.cli.checkpoint import latest_step
 from jrnn.cli.runs import load_run
 
 # a constant learning rate: a cosine schedule depends on --steps, which these tests change
-SMALL = ["--schedule", "constant", "--seq-len", "10", "--hidden", "8", "--batch", "8", "--log-every", "10",
-         "--eval-every", "20", "--checkpoint-every", "20", "--eval-size", "50", "--no-progress"]  # fmt: skip
+SMALL = [
+    "--schedule",
+    "constant",
+    "--seq-len",
+    "10",
+    "--hidden",
+    "8",
+    "--batch",
+    "8",
+    "--log-every",
+    "10",
+    "--eval-every",
+    "20",
+    "--checkpoint-every",
+    "20",
+    "--eval-size",
+    "50",
+    "--no-progress",
+]
 
 
 def _run(out: Path, *extra: str) -> int:
@@ -79,8 +96,13 @@ def test_train_writes_the_run(tmp_path, task, capsys):
     assert _run(tmp_path / "run", *extra) == 0
     out = tmp_path / "run"
     assert {p.name for p in out.iterdir()} == {
-        ".lock", "checkpoints", "config.json", "metrics.jsonl", "metrics.png", "result.json",
-    }  # fmt: skip
+        ".lock",
+        "checkpoints",
+        "config.json",
+        "metrics.jsonl",
+        "metrics.png",
+        "result.json",
+    }
     rows = _rows(out)
     assert [r["step"] for r in rows if r["split"] == "train"] == [10, 20, 30, 40]
     assert [r["step"] for r in rows if r["split"] == "test"] == [0, 20, 40]
@@ -319,8 +341,20 @@ def test_a_non_finite_update_is_never_saved(tmp_path, capsys):
     params in a chunk's last step must still stop the run before the checkpoint."""
     out = tmp_path / "run"
     # lr 1e39 is inf in float32: the first update makes the params inf / NaN
-    argv = ["--optimizer", "sgd", "--clip", "0", "--lr", "1e39", "--log-every", "1",
-            "--checkpoint-every", "1", "--steps", "1"]  # fmt: skip
+    argv = [
+        "--optimizer",
+        "sgd",
+        "--clip",
+        "0",
+        "--lr",
+        "1e39",
+        "--log-every",
+        "1",
+        "--checkpoint-every",
+        "1",
+        "--steps",
+        "1",
+    ]
     assert _run(out, *argv) == 1
     assert "the training loss or params became non-finite at step 1" in capsys.readouterr().out
     assert latest_step(out) is None and not (out / "result.json").exists()
@@ -410,8 +444,19 @@ def test_a_second_ctrl_c_stops_at_once_without_saving(tmp_path):
     err_path = tmp_path / "stderr"
     with err_path.open("w") as err:
         # a long chunk (--log-every): the second Ctrl-C lands while it runs
-        proc = _cli("--steps", "1000000", "--log-every", "100000", "--checkpoint-every",
-                    "1000000", "--eval-every", "1000000", "--out", str(run), stderr=err)  # fmt: skip
+        proc = _cli(
+            "--steps",
+            "1000000",
+            "--log-every",
+            "100000",
+            "--checkpoint-every",
+            "1000000",
+            "--eval-every",
+            "1000000",
+            "--out",
+            str(run),
+            stderr=err,
+        )
         try:
             metrics = run / "metrics.jsonl"
             _wait_for(lambda: metrics.exists() and metrics.read_text(), proc, "a first test row")
@@ -485,8 +530,13 @@ sys.exit(main(sys.argv[2:]))
 
 def _limited(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-c", _LIMITED, *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-c", _LIMITED, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def _file_size_limit_is_enforced(tmp_path: Path) -> bool:
@@ -662,8 +712,10 @@ def busy_cpu(request):
     machine, where the interpreter's start-up and every step take longer)."""
     procs = []
     if request.param:
-        procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
-                 for _ in range(os.cpu_count() or 2)]  # fmt: skip
+        procs = [
+            subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            for _ in range(os.cpu_count() or 2)
+        ]
     yield request.param
     for p in procs:
         p.kill()
@@ -703,9 +755,13 @@ def test_ctrl_c_at_any_moment_exits_130_and_leaves_a_usable_folder(tmp_path, bus
         str(out),
     ]
     proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
         preexec_fn=_sigint_default,
-    )  # fmt: skip
+    )
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=180)
@@ -729,11 +785,25 @@ def test_ctrl_c_at_any_moment_exits_130_and_leaves_a_usable_folder(tmp_path, bus
 def test_a_program_started_with_ctrl_c_ignored_keeps_ignoring_it():
     """nohup, a background job of a script: the parent's choice stands (as Python's own)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jrnn", "check", "--batch", "1", "--steps", "3", "--features",
-         "2", "--hidden", "3"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "jrnn",
+            "check",
+            "--batch",
+            "1",
+            "--steps",
+            "3",
+            "--features",
+            "2",
+            "--hidden",
+            "3",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
-    )  # fmt: skip
+    )
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=300)

@@ -32,8 +32,11 @@ def builds(tmp_path_factory):
     env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace(XLA_TEST_FLAG, "").strip()
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "gpu_compile.py"), "--json", str(out)],
-        env=env, capture_output=True, text=True, timeout=1500,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
     return [json.loads(line) for line in out.read_text().splitlines()], proc.stdout
 

@@ -170,9 +170,24 @@ def test_train_eval_predict_round_trip(tmp_path, capsys, kind):
     path = tmp_path / "mine.npz"
     np.savez(path, **_arrays(kind))
     run = tmp_path / "run"
-    argv = ["train", "--data", str(path), "--out", str(run), "--steps", "40", "--log-every",
-            "10", "--eval-every", "20", "--checkpoint-every", "20", "--hidden", "8",
-            "--no-progress"]  # fmt: skip
+    argv = [
+        "train",
+        "--data",
+        str(path),
+        "--out",
+        str(run),
+        "--steps",
+        "40",
+        "--log-every",
+        "10",
+        "--eval-every",
+        "20",
+        "--checkpoint-every",
+        "20",
+        "--hidden",
+        "8",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert {r["split"] for r in rows} == {"train", "val", "test"}
@@ -227,8 +242,25 @@ def test_eval_and_predict_refuse_what_does_not_fit(tmp_path, capsys):
     path = tmp_path / "mine.npz"
     np.savez(path, **_arrays("many-to-one-classes"))
     run = tmp_path / "run"
-    assert main(["train", "--data", str(path), "--out", str(run), "--steps", "10", "--log-every",
-                 "10", "--hidden", "4", "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(path),
+                "--out",
+                str(run),
+                "--steps",
+                "10",
+                "--log-every",
+                "10",
+                "--hidden",
+                "4",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     other = tmp_path / "other.npz"
     np.savez(other, inputs=np.zeros((3, T, F + 1), np.float32), targets=np.zeros(3, int))
@@ -277,13 +309,32 @@ def test_a_changed_file_is_refused_by_resume_and_eval(tmp_path, capsys):
     path = tmp_path / "mine.npz"
     np.savez(path, **_arrays("many-to-one-floats"))
     run = tmp_path / "run"
-    assert main(["train", "--data", str(path), "--out", str(run), "--steps", "10", "--log-every",
-                 "10", "--hidden", "4", "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(path),
+                "--out",
+                str(run),
+                "--steps",
+                "10",
+                "--log-every",
+                "10",
+                "--hidden",
+                "4",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert len(json.loads((run / "config.json").read_text())["data_sha256"]) == 64
     np.savez(path, **_arrays("many-to-one-floats", seed=7))  # the same shapes, other numbers
     capsys.readouterr()
-    for argv in (["train", "--out", str(run), "--resume", "--steps", "20", "--no-progress"],
-                 ["eval", str(run)]):  # fmt: skip
+    for argv in (
+        ["train", "--out", str(run), "--resume", "--steps", "20", "--no-progress"],
+        ["eval", str(run)],
+    ):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "has changed since the run started" in err[0], err
@@ -297,8 +348,25 @@ def test_a_run_whose_file_is_gone_still_loads_and_predicts(tmp_path, capsys):
     arrays = _arrays("many-to-many-classes")
     np.savez(path, **arrays)
     run = tmp_path / "run"
-    assert main(["train", "--data", str(path), "--out", str(run), "--steps", "10", "--log-every",
-                 "10", "--hidden", "4", "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(path),
+                "--out",
+                str(run),
+                "--steps",
+                "10",
+                "--log-every",
+                "10",
+                "--hidden",
+                "4",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     expect = np.asarray(jrnn.load_run(run).predict(arrays["inputs"], arrays["lengths"]))
     path.rename(tmp_path / "moved.npz")
     loaded = jrnn.load_run(run)

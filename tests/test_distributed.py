@@ -105,9 +105,25 @@ def test_sharded_train_step_splits_the_batch_and_matches_one_device():
 
 
 def test_cli_data_parallel(tmp_path):
-    common = ["--steps", "20", "--seq-len", "10", "--hidden", "8", "--batch", "16",
-              "--log-every", "10", "--eval-every", "10", "--checkpoint-every", "10",
-              "--schedule", "constant", "--no-progress"]  # fmt: skip
+    common = [
+        "--steps",
+        "20",
+        "--seq-len",
+        "10",
+        "--hidden",
+        "8",
+        "--batch",
+        "16",
+        "--log-every",
+        "10",
+        "--eval-every",
+        "10",
+        "--checkpoint-every",
+        "10",
+        "--schedule",
+        "constant",
+        "--no-progress",
+    ]
     runs = {}
     for name, extra in (("dp", ["--data-parallel"]), ("one", [])):
         out = tmp_path / name
@@ -116,12 +132,31 @@ def test_cli_data_parallel(tmp_path):
         runs[name] = json.loads((out / "result.json").read_text())["test"]["loss"]
     assert abs(runs["dp"] - runs["one"]) < 1e-4 * runs["one"]
     resumed = _python(
-        "", "-m", "jrnn", "train", *common, "--steps", "30", "--data-parallel", "--resume",
-        "--out", str(tmp_path / "dp"),
-    )  # fmt: skip
+        "",
+        "-m",
+        "jrnn",
+        "train",
+        *common,
+        "--steps",
+        "30",
+        "--data-parallel",
+        "--resume",
+        "--out",
+        str(tmp_path / "dp"),
+    )
     assert resumed.returncode == 0, resumed.stderr
-    bad = _python("", "-m", "jrnn", "train", *common[:6], "--batch", "12", "--data-parallel",
-                  "--out", str(tmp_path / "bad"))  # fmt: skip
+    bad = _python(
+        "",
+        "-m",
+        "jrnn",
+        "train",
+        *common[:6],
+        "--batch",
+        "12",
+        "--data-parallel",
+        "--out",
+        str(tmp_path / "bad"),
+    )
     assert bad.returncode == 2
     assert "--batch 12 is not a multiple of the 8 local devices" in bad.stderr
 

@@ -65,18 +65,28 @@ TOP_PAGES = [
     "development/",
 ]
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
     "--hide-scrollbars",
-]  # fmt: skip
+]
 
 
 def _build(site: pathlib.Path) -> None:
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
     subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--site-dir", str(site)],
-        cwd=ROOT, env=env, check=True, capture_output=True, timeout=600,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
 
 
 def screenshots(site: pathlib.Path, out: pathlib.Path, chromium: str) -> list[pathlib.Path]:
@@ -94,11 +104,18 @@ def screenshots(site: pathlib.Path, out: pathlib.Path, chromium: str) -> list[pa
         for page in TOP_PAGES:
             png = out / ((page.strip("/").replace("/", "-") or "home") + ".png")
             subprocess.run(
-                [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={out / '.profile'}",
-                 "--window-size=1280,1600", f"--screenshot={png}",
-                 f"http://127.0.0.1:{server.server_port}/{page}"],
-                check=True, capture_output=True, timeout=120,
-            )  # fmt: skip
+                [
+                    chromium,
+                    *CHROMIUM_FLAGS,
+                    f"--user-data-dir={out / '.profile'}",
+                    "--window-size=1280,1600",
+                    f"--screenshot={png}",
+                    f"http://127.0.0.1:{server.server_port}/{page}",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
             shots.append(png)
     finally:
         server.shutdown()

@@ -515,9 +515,13 @@ def test_torch_layer_dropout_keeps_a_fraction_and_scales():
     eye = jrnn.RNNParams(jnp.eye(64), jnp.zeros((64, 64)), jnp.zeros(64))
     xs = jax.random.normal(jax.random.PRNGKey(4), (16, 8, 3))
     out, _ = jrnn.stack(
-        (layers[0], eye), xs, activation="linear", layer_dropout=0.25, training=True,
+        (layers[0], eye),
+        xs,
+        activation="linear",
+        layer_dropout=0.25,
+        training=True,
         key=jax.random.PRNGKey(5),
-    )  # fmt: skip
+    )
     first, _ = jrnn.rnn(layers[0], xs, activation="linear")
     kept = np.asarray(out != 0)
     assert abs(kept.mean() - 0.75) < 0.02

@@ -101,13 +101,14 @@ def _problem(spec, dtype=np.float32, with_mask=False):
 # each example compiles four programs for its shapes: 12 examples, about a minute
 @settings(deadline=None, max_examples=min(12, settings.default.max_examples))
 @given(
-    spec=specs(batch=(1, 5), steps=(1, 9), features=(1, 3), hidden=(1, 6), h0=True,
-               time_major=True),
+    spec=specs(
+        batch=(1, 5), steps=(1, 9), features=(1, 3), hidden=(1, 6), h0=True, time_major=True
+    ),
     hidden=st.sampled_from([None, 17, common.MAX_HIDDEN[jnp.dtype(jnp.float32)]]),
     with_mask=st.booleans(),
     unroll=st.sampled_from([1, 1, 3]),
     batched=st.booleans(),
-)  # fmt: skip
+)
 def test_pallas_equals_scan_float32(spec, hidden, with_mask, unroll, batched):
     if hidden is not None:
         spec = spec._replace(hidden=hidden)
@@ -180,8 +181,14 @@ def _kernel_case(t, b, h, seed=0):
 def _scan_reference(xw, w, h0, lengths, mask, dhs, dh_last, act, reverse):
     """The scan path's loops on the same time-major operands (bias folded into xw)."""
     params = jrnn.RNNParams(jnp.eye(xw.shape[-1]), w, jnp.zeros(xw.shape[-1]))
-    options = {"activation": act, "reverse": reverse, "lengths": lengths, "time_major": True,
-               "recurrent_mask": mask, "impl": "scan"}  # fmt: skip
+    options = {
+        "activation": act,
+        "reverse": reverse,
+        "lengths": lengths,
+        "time_major": True,
+        "recurrent_mask": mask,
+        "impl": "scan",
+    }
     (hs, h_last), vjp = jax.vjp(lambda xw, h0: jrnn.rnn(params, xw, h0, **options), xw, h0)
     dxw, dh0 = vjp((dhs, dh_last))
     return hs, h_last, dxw, dh0
@@ -256,8 +263,9 @@ def test_hopper_kernels_over_two_warpgroups(dtype, hidden, reverse):
         HOPPER, "tanh", reverse, 1, xw, w, h0, lengths, mask, dhs, dh_last
     )
     up = lambda a: a.astype(jnp.float32)
-    ref = _scan_reference(up(xw), up(w), up(h0), lengths, up(mask), up(dhs), up(dh_last), "tanh",
-                          reverse)  # fmt: skip
+    ref = _scan_reference(
+        up(xw), up(w), up(h0), lengths, up(mask), up(dhs), up(dh_last), "tanh", reverse
+    )
     bound = F32 if dtype == jnp.float32 else BF16
     for got, want in zip((hs, h_last, das, dh0), ref, strict=True):
         assert rel_err(up(got), want) <= bound
@@ -385,9 +393,16 @@ def test_hopper_kernels_equal_the_scan_loops(
         HOPPER, activation, reverse, 1, xw, w, h0, lengths, mask, dhs, dh_last
     )
     ref_hs, ref_last, ref_das, ref_dh0 = _scan_reference(
-        xw, w, h0, lengths, mask, jnp.zeros_like(hs) if dhs is None else dhs, dh_last,
-        activation, reverse,
-    )  # fmt: skip
+        xw,
+        w,
+        h0,
+        lengths,
+        mask,
+        jnp.zeros_like(hs) if dhs is None else dhs,
+        dh_last,
+        activation,
+        reverse,
+    )
     assert rel_err(hs, ref_hs) <= F32 and rel_err(h_last, ref_last) <= F32
     assert rel_err(das, ref_das) <= F32 and rel_err(dh0, ref_dh0) <= F32
 
@@ -638,18 +653,26 @@ def test_compiles_for_tpu_without_a_tpu():
     # In a subprocess: libtpu on the path registers the TPU plugin, which no other test wants.
     here = Path(__file__).resolve().parent
     path = os.pathsep.join([LIBTPU, str(here.parent / "src"), os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, "PYTHONPATH": path, "TPU_ACCELERATOR_TYPE": "v5litepod-4",
-           "TPU_WORKER_HOSTNAMES": "localhost"}  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": path,
+        "TPU_ACCELERATOR_TYPE": "v5litepod-4",
+        "TPU_WORKER_HOSTNAMES": "localhost",
+    }
     # the TPU compiler at its own optimisation level, as users get it
     env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace(XLA_TEST_FLAG, "").strip()
     proc = subprocess.run(
         [sys.executable, str(here / "tpu_aot.py")],
-        env=env, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     for topology, cases in TOPOLOGIES.items():  # forward and grad of each case
-        compiled = [line for line in proc.stdout.splitlines()
-                    if line.startswith(f"{topology} compiled")]  # fmt: skip
+        compiled = [
+            line for line in proc.stdout.splitlines() if line.startswith(f"{topology} compiled")
+        ]
         assert len(compiled) == 2 * len(cases), proc.stdout
         for line in compiled:  # the compiled programs hold the Mosaic kernels they should
             assert "jrnn_forward: yes" in line, line

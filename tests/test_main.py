@@ -87,12 +87,24 @@ def test_every_option_has_help_and_one_default(capsys, command):
 
 def test_python_dash_m_runs():
     proc = subprocess.run(
-        [sys.executable, "-m", "jrnn", "check", "--batch", "1", "--steps", "3", "--features", "2",
-         "--hidden", "3"],
+        [
+            sys.executable,
+            "-m",
+            "jrnn",
+            "check",
+            "--batch",
+            "1",
+            "--steps",
+            "3",
+            "--features",
+            "2",
+            "--hidden",
+            "3",
+        ],
         capture_output=True,
         text=True,
         timeout=300,
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr
     assert "0.79494228" in proc.stdout
 
@@ -130,9 +142,26 @@ def test_an_unknown_option_is_reported_by_its_command(capsys, argv, meant):
 
 
 def test_pallas_on_the_cpu_says_it_interprets(tmp_path, capsys):
-    argv = ["train", "--steps", "2", "--log-every", "1", "--eval-size", "4", "--batch", "2",
-            "--seq-len", "4", "--hidden", "4", "--no-progress", "--impl", "pallas",
-            "--out", str(tmp_path / "run")]  # fmt: skip
+    argv = [
+        "train",
+        "--steps",
+        "2",
+        "--log-every",
+        "1",
+        "--eval-size",
+        "4",
+        "--batch",
+        "2",
+        "--seq-len",
+        "4",
+        "--hidden",
+        "4",
+        "--no-progress",
+        "--impl",
+        "pallas",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert out.count("--impl pallas on the CPU runs the Pallas kernels in interpret mode") == 1
@@ -167,17 +196,29 @@ def test_help_and_version_import_no_jax(argv):
         "heavy = sorted(m for m in ('jax', 'jaxlib', 'numpy', 'optax') if m in sys.modules)\n"
         "print('HEAVY', heavy, file=sys.stderr)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "HEAVY []" in proc.stderr, proc.stderr
 
 
 def test_a_closed_pipe_ends_quietly():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jrnn", "check", "--batch", "1", "--steps", "3", "--features",
-         "2", "--hidden", "3"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "jrnn",
+            "check",
+            "--batch",
+            "1",
+            "--steps",
+            "3",
+            "--features",
+            "2",
+            "--hidden",
+            "3",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout.readline().startswith(b"seed notebook example")
     proc.stdout.close()  # as `| head -1` does
     _, err = proc.communicate(timeout=300)

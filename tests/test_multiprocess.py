@@ -28,30 +28,74 @@ from jrnn.cli.launch import child_env, free_port, launch
 
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1", **xla_cache_env()}
 ENV.pop("XLA_FLAGS", None)
-TRAIN = ["--seq-len", "10", "--hidden", "8", "--batch", "16", "--schedule", "constant",
-         "--no-progress"]  # fmt: skip
+TRAIN = [
+    "--seq-len",
+    "10",
+    "--hidden",
+    "8",
+    "--batch",
+    "16",
+    "--schedule",
+    "constant",
+    "--no-progress",
+]
 # the job of the module's fixture: 200 steps, one per chunk (Ctrl-C lands between chunks)
-JOB = [*TRAIN, "--steps", "200", "--log-every", "1", "--eval-every", "50",
-       "--checkpoint-every", "100"]  # fmt: skip
+JOB = [
+    *TRAIN,
+    "--steps",
+    "200",
+    "--log-every",
+    "1",
+    "--eval-every",
+    "50",
+    "--checkpoint-every",
+    "100",
+]
 LIMIT_S = 300
 
 
 def _launch(*args: str, devices: int = 2, timeout: float = LIMIT_S) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "jrnn", "launch", "--processes", "2", "--devices-per-process",
-         str(devices), "--", *args],
-        env=ENV, capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "jrnn",
+            "launch",
+            "--processes",
+            "2",
+            "--devices-per-process",
+            str(devices),
+            "--",
+            *args,
+        ],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _start(index: int, port: int, *args: str, processes: int = 2) -> subprocess.Popen:
     """Process ``index`` of a job started by hand, as a cluster scheduler would."""
     return subprocess.Popen(
-        [sys.executable, "-m", "jrnn", "train", *args, "--coordinator", f"127.0.0.1:{port}",
-         "--num-processes", str(processes), "--process-id", str(index)],
-        env=child_env(ENV, index, 2), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "jrnn",
+            "train",
+            *args,
+            "--coordinator",
+            f"127.0.0.1:{port}",
+            "--num-processes",
+            str(processes),
+            "--process-id",
+            str(index),
+        ],
+        env=child_env(ENV, index, 2),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-    )  # fmt: skip
+    )
 
 
 def _params(run_dir: Path) -> list[np.ndarray]:
@@ -85,8 +129,10 @@ def test_two_processes_train_as_one_process_with_four_devices(two_by_two, tmp_pa
     single = subprocess.run(
         [sys.executable, "-m", "jrnn", "train", *JOB, "--data-parallel", "--out", str(one)],
         env={**ENV, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
-        capture_output=True, text=True, timeout=LIMIT_S,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=LIMIT_S,
+    )
     assert single.returncode == 0, single.stderr
     # the same global batch and seed: the same params, up to the all-reduce's rounding
     assert _rel(_params(out), _params(one)) < 1e-5
@@ -109,10 +155,25 @@ def test_ctrl_c_stops_the_job_together_and_it_resumes_bit_for_bit(two_by_two, tm
     uninterrupted one, bit for bit."""
     out = tmp_path / "cut"
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "jrnn", "launch", "--processes", "2", "--devices-per-process",
-         "2", "--", *JOB, "--out", str(out)],
-        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "jrnn",
+            "launch",
+            "--processes",
+            "2",
+            "--devices-per-process",
+            "2",
+            "--",
+            *JOB,
+            "--out",
+            str(out),
+        ],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         end = time.monotonic() + LIMIT_S
         while (
@@ -140,8 +201,21 @@ def test_a_killed_process_stops_the_others_and_the_checkpoint_stays_loadable(tmp
     JAX's (or gloo's) message within 60 s (heartbeat timeout 5 s), and the last checkpoint
     loads."""
     out = tmp_path / "run"
-    options = [*TRAIN, "--steps", "100000", "--log-every", "10", "--eval-every", "100000",
-               "--checkpoint-every", "20", "--heartbeat-timeout", "5", "--out", str(out)]  # fmt: skip
+    options = [
+        *TRAIN,
+        "--steps",
+        "100000",
+        "--log-every",
+        "10",
+        "--eval-every",
+        "100000",
+        "--checkpoint-every",
+        "20",
+        "--heartbeat-timeout",
+        "5",
+        "--out",
+        str(out),
+    ]
     port = free_port()
     procs = [_start(i, port, *options) for i in range(2)]
     try:
@@ -168,11 +242,31 @@ def test_a_killed_process_stops_the_others_and_the_checkpoint_stays_loadable(tmp
 def test_jrnn_launch_reports_a_dead_process_and_stops_the_rest(tmp_path):
     out = tmp_path / "run"
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "jrnn", "launch", "--processes", "2", "--", *TRAIN, "--steps",
-         "100000", "--log-every", "10", "--eval-every", "100000", "--checkpoint-every", "20",
-         "--out", str(out)],
-        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "jrnn",
+            "launch",
+            "--processes",
+            "2",
+            "--",
+            *TRAIN,
+            "--steps",
+            "100000",
+            "--log-every",
+            "10",
+            "--eval-every",
+            "100000",
+            "--checkpoint-every",
+            "20",
+            "--out",
+            str(out),
+        ],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         first = [launcher.stdout.readline() for _ in range(2)]
         pid = int(re.search(r"process 1 of 2 started \(pid (\d+)\)", "".join(first)).group(1))
@@ -196,15 +290,35 @@ def test_a_slurm_job_is_detected_and_different_options_are_refused(tmp_path):
     port = free_port()
     procs = []
     for i, hidden in enumerate(("8", "16")):
-        slurm = {"SLURM_JOB_ID": "4242", "SLURM_STEP_NODELIST": "127.0.0.1",
-                 "SLURM_NTASKS": "2", "SLURM_PROCID": str(i), "SLURM_LOCALID": str(i),
-                 "JAX_COORDINATOR_PORT": str(port)}  # fmt: skip
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "jrnn", "train", *TRAIN, "--steps", "20", "--hidden", hidden,
-             "--out", str(out)],
-            env={**child_env(ENV, i, 2), **slurm}, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True,
-        ))  # fmt: skip
+        slurm = {
+            "SLURM_JOB_ID": "4242",
+            "SLURM_STEP_NODELIST": "127.0.0.1",
+            "SLURM_NTASKS": "2",
+            "SLURM_PROCID": str(i),
+            "SLURM_LOCALID": str(i),
+            "JAX_COORDINATOR_PORT": str(port),
+        }
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "jrnn",
+                    "train",
+                    *TRAIN,
+                    "--steps",
+                    "20",
+                    "--hidden",
+                    hidden,
+                    "--out",
+                    str(out),
+                ],
+                env={**child_env(ENV, i, 2), **slurm},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     results = [p.communicate(timeout=LIMIT_S) for p in procs]
     for p, (_, err) in zip(procs, results, strict=True):
         assert p.returncode == 2, err
@@ -292,8 +406,10 @@ def test_gather_json_in_one_process_is_the_value_itself():
 
 
 def test_options_that_differ_between_processes_are_named(monkeypatch):
-    seen = [{"hidden": 8, "lr": 0.1, "out": "r", "resume": False},
-            {"hidden": 16, "lr": 0.1, "out": "s", "resume": False}]  # fmt: skip
+    seen = [
+        {"hidden": 8, "lr": 0.1, "out": "r", "resume": False},
+        {"hidden": 16, "lr": 0.1, "out": "s", "resume": False},
+    ]
     monkeypatch.setattr(cli.rundir, "gather_json", lambda value: seen)
     with pytest.raises(cli.TrainError) as err:
         cli.rundir.agree({"hidden": 8, "lr": 0.1}, "r", False)
@@ -308,10 +424,12 @@ def test_options_that_differ_between_processes_are_named(monkeypatch):
     ("argv", "message"),
     [
         (["--num-processes", "2", "--process-id", "0"], "needs --coordinator too"),
-        (["--coordinator", "127.0.0.1:1", "--num-processes", "2", "--process-id", "2"],
-         "--process-id 2 is not below --num-processes 2"),
+        (
+            ["--coordinator", "127.0.0.1:1", "--num-processes", "2", "--process-id", "2"],
+            "--process-id 2 is not below --num-processes 2",
+        ),
     ],
-)  # fmt: skip
+)
 def test_incomplete_or_wrong_job_options_are_refused(argv, message, tmp_path, capsys):
     assert cli.main(["train", *argv, "--out", str(tmp_path / "r")]) == 2
     assert message in capsys.readouterr().err
@@ -330,8 +448,7 @@ def test_launch_refuses_bad_arguments(capsys):
 
 
 def test_each_launched_process_gets_its_own_devices():
-    env = child_env({"XLA_FLAGS": "--xla_cpu_foo=1 --xla_force_host_platform_device_count=8"},
-                    1, 3)  # fmt: skip
+    env = child_env({"XLA_FLAGS": "--xla_cpu_foo=1 --xla_force_host_platform_device_count=8"}, 1, 3)
     assert env["XLA_FLAGS"].split() == [
         "--xla_cpu_foo=1",
         "--xla_force_host_platform_device_count=3",

@@ -74,9 +74,15 @@ def test_rnn_with_the_sequential_backward(x64, reverse):
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
 def test_parallel_equals_sequential_float32(method, activation):
     params, xs, h0, lengths = random_problem(
-        jax.random.PRNGKey(1), 4, 64, 5, 16, dtype=np.float32, with_lengths=True,
+        jax.random.PRNGKey(1),
+        4,
+        64,
+        5,
+        16,
+        dtype=np.float32,
+        with_lengths=True,
         recurrent_scale=0.7,
-    )  # fmt: skip
+    )
     options = {"activation": activation, "lengths": lengths}
     hs, h_last = jrnn.forward(params, xs, h0, **options)
     phs, ph_last, info = jax.jit(parallel.forward, static_argnames=("activation", "method"))(
@@ -121,9 +127,15 @@ def test_layouts_and_empty_sequences(x64):
 
 def test_newton_converges_in_a_few_iterations_on_a_contractive_rnn():
     params, xs, _, _ = random_problem(
-        jax.random.PRNGKey(6), 2, 1000, 4, 16, dtype=np.float32, with_h0=False,
+        jax.random.PRNGKey(6),
+        2,
+        1000,
+        4,
+        16,
+        dtype=np.float32,
+        with_h0=False,
         recurrent_scale=0.6,
-    )  # fmt: skip
+    )
     hs, _ = jrnn.forward(params, xs)
     _, _, newton = parallel.forward(params, xs, method="newton")
     phs, _, quasi = parallel.forward(params, xs, method="quasi")
@@ -137,9 +149,15 @@ def test_chaotic_rnn_falls_back_instead_of_returning_nan(method):
     """A large recurrent gain makes the Newton iterates blow up (the documented failure
     mode); the sequential result comes back, and says so."""
     params, xs, _, _ = random_problem(
-        jax.random.PRNGKey(7), 2, 200, 3, 16, dtype=np.float32, with_h0=False,
+        jax.random.PRNGKey(7),
+        2,
+        200,
+        3,
+        16,
+        dtype=np.float32,
+        with_h0=False,
         recurrent_scale=2.0,
-    )  # fmt: skip
+    )
     hs, h_last = jrnn.forward(params, xs)
     raw, _, raw_info = parallel.forward(params, xs, method=method, fallback=False)
     assert not bool(raw_info.converged)
@@ -160,9 +178,15 @@ def test_the_stopping_test_is_relative_for_small_states(method, activation):
     """States of size 1e-5 (small inputs, as early in training) are still solved to a
     relative accuracy, not stopped by an absolute test."""
     params, xs, _, _ = random_problem(
-        jax.random.PRNGKey(9), 2, 100, 3, 8, dtype=np.float32, with_h0=False,
+        jax.random.PRNGKey(9),
+        2,
+        100,
+        3,
+        8,
+        dtype=np.float32,
+        with_h0=False,
         recurrent_scale=0.8,
-    )  # fmt: skip
+    )
     params = params._replace(b=1e-5 * params.b)
     xs = 1e-5 * xs
     hs, _ = jrnn.forward(params, xs, activation=activation)
@@ -173,9 +197,15 @@ def test_the_stopping_test_is_relative_for_small_states(method, activation):
 
 def test_low_precision_stops_at_its_own_rounding():
     params, xs, _, _ = random_problem(
-        jax.random.PRNGKey(10), 2, 64, 3, 8, dtype=np.float32, with_h0=False,
+        jax.random.PRNGKey(10),
+        2,
+        64,
+        3,
+        8,
+        dtype=np.float32,
+        with_h0=False,
         recurrent_scale=0.7,
-    )  # fmt: skip
+    )
     params = jax.tree.map(lambda p: p.astype(jnp.bfloat16), params)
     _, _, info = parallel.forward(params, xs.astype(jnp.bfloat16))
     assert bool(info.converged) and int(info.iterations) <= 10

@@ -51,10 +51,16 @@ def test_remat_equals_plain_bptt(x64, activation, reverse, with_lengths, loss_ki
 
 
 @given(
-    spec=specs(batch=(1, 3), steps=(1, 10), features=(3, 3), hidden=(4, 4), activations=("tanh",),
-               time_major=True),
+    spec=specs(
+        batch=(1, 3),
+        steps=(1, 10),
+        features=(3, 3),
+        hidden=(4, 4),
+        activations=("tanh",),
+        time_major=True,
+    ),
     k=st.integers(1, 6),
-)  # fmt: skip
+)
 def test_remat_property(spec, k):
     with enable_x64(True):
         params, xs, h0, lengths = spec.problem()

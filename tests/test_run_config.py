@@ -21,8 +21,12 @@ def test_every_task_has_defaults_and_they_apply():
     digits = RunConfig.for_task("digits")
     # the README's measured 98% digits run (experiments/digits.sh)
     assert (digits.activation, digits.hidden, digits.lr, digits.batch, digits.steps) == (
-        "tanh", 128, 3e-3, 64, 3000,
-    )  # fmt: skip
+        "tanh",
+        128,
+        3e-3,
+        64,
+        3000,
+    )
     assert RunConfig.for_task("copy", hidden=7).hidden == 7  # a given option wins
     assert RunConfig() == RunConfig.for_task("adding")
 

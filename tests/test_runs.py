@@ -14,8 +14,23 @@ from jrnn.cli import main
 from jrnn.cli.checkpoint import CheckpointError
 from jrnn.cli.runs import RunDirError, create_default_run_dir, lock_run_dir
 
-TINY = ["--seq-len", "6", "--hidden", "8", "--batch", "4", "--log-every", "10", "--eval-every", "10",
-        "--checkpoint-every", "10", "--eval-size", "20", "--no-progress"]  # fmt: skip
+TINY = [
+    "--seq-len",
+    "6",
+    "--hidden",
+    "8",
+    "--batch",
+    "4",
+    "--log-every",
+    "10",
+    "--eval-every",
+    "10",
+    "--checkpoint-every",
+    "10",
+    "--eval-size",
+    "20",
+    "--no-progress",
+]
 
 
 def test_default_run_folders_never_collide(tmp_path, monkeypatch):

@@ -33,8 +33,11 @@ def results() -> dict[str, dict[str, object]]:
     env = {**os.environ, "JAX_PLATFORMS": "cpu", **xla_cache_env()}
     done = subprocess.run(
         [sys.executable, str(SCRIPT)],
-        capture_output=True, text=True, env=env, timeout=900,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 

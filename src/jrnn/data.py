@@ -133,9 +133,11 @@ def _where(key: str, source: str) -> str:
 
 def _float_array(name: str, value: Any, source: str) -> np.ndarray:
     a = np.asarray(value)
-    if a.dtype == object or not (
-        np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.bool_)
-    ) or np.issubdtype(a.dtype, np.complexfloating):  # fmt: skip
+    if (
+        a.dtype == object
+        or not (np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.bool_))
+        or np.issubdtype(a.dtype, np.complexfloating)
+    ):
         raise ValueError(f"{_where(name, source)} must hold real numbers; got dtype {a.dtype}")
     a = a.astype(np.float32)
     bad = ~np.isfinite(a)
@@ -291,9 +293,13 @@ def load(
     """The :class:`Dataset` of an ``.npz`` file (:func:`read_npz`, then :func:`from_arrays`)."""
     arrays = read_npz(path)
     return from_arrays(
-        arrays["inputs"], arrays["targets"], arrays.get("lengths"), loss=loss,
-        return_sequences=return_sequences, source=str(path),
-    )  # fmt: skip
+        arrays["inputs"],
+        arrays["targets"],
+        arrays.get("lengths"),
+        loss=loss,
+        return_sequences=return_sequences,
+        source=str(path),
+    )
 
 
 def loss_option(loss: str) -> str | None:

@@ -44,6 +44,7 @@ except ModuleNotFoundError as err:
 
 from jrnn._src.options import GRADS, check_choice, check_impl, check_params
 from jrnn._src.rnn import rnn
+from jrnn._src.validate import check_bool
 from jrnn.activations import get_activation
 from jrnn.params import INITIALIZERS, RNNParams, init_params
 
@@ -52,8 +53,7 @@ __all__ = ["SimpleRNN"]
 
 def _check_options(activation: Any, reverse: Any, impl: Any, grad: Any) -> None:
     get_activation(activation)
-    if not isinstance(reverse, bool):
-        raise TypeError(f"reverse must be a bool; got {type(reverse).__name__} {reverse!r}")
+    check_bool("reverse", reverse)
     check_impl(impl)
     check_choice("grad", grad, GRADS)
 

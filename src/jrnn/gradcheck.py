@@ -435,8 +435,25 @@ def check_grads(
             ``loss`` with the model form, ``objective`` with options.
     """
     if objective is not None or not isinstance(params, RNNParams):
-        return _check_model(params, xs, h0, loss, objective, eps, fd_entries, seed, verbose,
-                            options)  # fmt: skip
+        return _check_model(
+            params, xs, h0, loss, objective, eps, fd_entries, seed, verbose, options
+        )
+    return _check_layer(params, xs, h0, loss, eps, fd_entries, seed, verbose, options)
+
+
+def _check_layer(
+    params: RNNParams,
+    xs: Any,
+    h0: Any,
+    loss: Any,
+    eps: float,
+    fd_entries: int,
+    seed: int,
+    verbose: bool,
+    options: dict[str, Any],
+) -> GradCheckReport:
+    """:func:`check_grads`' one-layer form: :func:`jrnn.backward` against ``jax.grad`` of
+    :func:`jrnn.forward`, both against finite differences, per array."""
     loss = _check_settings(loss, eps, fd_entries)
     with enable_x64():
         # Validate in the caller's dtypes first, so errors name the caller's arguments.

@@ -460,9 +460,14 @@ def stack(
             )
         if isinstance(layer, BiRNNParams):
             out, h = bidirectional(
-                layer, out, state, merge_mode=merge_mode, time_major=time_major,
-                recurrent_mask=masks, **options,
-            )  # fmt: skip
+                layer,
+                out,
+                state,
+                merge_mode=merge_mode,
+                time_major=time_major,
+                recurrent_mask=masks,
+                **options,
+            )
         else:
             mask = None if masks is None else masks[0]
             out, h = rnn(layer, out, state, time_major=time_major, recurrent_mask=mask, **options)

@@ -46,12 +46,12 @@ from typing import Any, NamedTuple, Unpack, overload
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 from jaxtyping import Array, ArrayLike, Float
 
-from jrnn._src.bptt import adjoint_loop, gram
-from jrnn._src.compat import exportable, reshard_like, vary, varying_axes
+from jrnn._src.bptt import adjoint_loop, weight_grads
+from jrnn._src.bptt import backward as sequential_backward
+from jrnn._src.compat import exportable, vary, varying_axes
 from jrnn._src.custom import operands_vjp
 from jrnn._src.options import (
     PARALLEL_KEYS,
@@ -63,9 +63,10 @@ from jrnn._src.options import (
     prepare_cotangents,
 )
 from jrnn._src.rnn import rnn as sequential_rnn
+from jrnn._src.scan import forward as sequential_forward
 from jrnn._src.scan import forward_loop
 from jrnn._src.scopes import scoped
-from jrnn._src.validate import positive_float, positive_int
+from jrnn._src.validate import check_bool, positive_float, positive_int
 from jrnn.params import RNNParams
 
 __all__ = ["METHODS", "ParallelInfo", "backward", "forward", "rnn"]
@@ -241,8 +242,7 @@ def _solver(
         raise ValueError(f"method must be one of {list(METHODS)}; got {method!r}")
     if backward not in BACKWARDS:
         raise ValueError(f"backward must be one of {list(BACKWARDS)}; got {backward!r}")
-    if not isinstance(fallback, bool | np.bool_):
-        raise TypeError(f"fallback must be a bool; got {type(fallback).__name__} {fallback!r}")
+    check_bool("fallback", fallback)
     tol = _default_tol(p.ops.xs.dtype) if tol is None else positive_float("tol", tol)
     atol = positive_float("atol", atol, allow_zero=True)
     max_iter = positive_int("max_iter", max_iter)
@@ -317,13 +317,11 @@ def _adjoint_tm(ops: Operands, out_t, dhs_t, dh_last, opts: Options):
     g = solve_linear(n_rev, e[::-1], diagonal=False)[::-1]  # (T, B, H)
     da = g * d if valid is None else jnp.where(valid, g * d, 0)  # (T, B, H)
     dh0 = jnp.einsum("bi,bij->bj", g[0], n[0])  # (B, H)
-    dw_x = gram(xs_t, da, w_x)  # (F, H)
-    dw_h = gram(h_prev, da, w_h)  # (H, H)
-    db = reshard_like(jnp.sum(da, axis=(0, 1)), ops.params.b)  # (H,)
+    grads = weight_grads(xs_t, h_prev, da, ops.params)
     dxs_t = da @ w_x.T  # (T, B, F)
     if order is not None:
         dxs_t = _gather_time(dxs_t, order)
-    return RNNParams(dw_x, dw_h, db), dxs_t, dh0
+    return grads, dxs_t, dh0
 
 
 def _prepare(params, xs, h0, options, caller: str) -> tuple[Prepared, Operands, Options]:
@@ -381,11 +379,12 @@ def forward(
     """
     p, ops, opts = _prepare(params, xs, h0, options, "parallel.forward")
     solver = _solver(p, method, tol, atol, max_iter, fallback, "parallel")
-    if p.num_steps == 0:
+    if p.num_steps == 0:  # no steps: the sequential pass's answer, with nothing iterated
+        hs, h_last = sequential_forward(params, xs, h0, **options)
         info = ParallelInfo(
             jnp.asarray(0, jnp.int32), jnp.asarray(True), jnp.asarray(0.0), jnp.asarray(False)
         )
-        return jnp.zeros(p.hs_shape, p.ops.xs.dtype), p.state_to_caller(p.ops.h0), info
+        return hs, h_last, info
     out, h_last, info = _forward_tm(ops, opts, solver)
     return _to_caller(p, out), p.state_to_caller(h_last), info
 
@@ -406,11 +405,9 @@ def backward(
     depth with `(T, B, H, H)` memory.
     """
     p, ops, opts = _prepare(params, xs, h0, options, "parallel.backward")
+    if p.num_steps == 0:  # no steps: the sequential BPTT's answer
+        return sequential_backward(params, xs, h0, hs, dhs, dh_last, **options)
     hs, dhs, dh_last = prepare_cotangents(p, hs, dhs, dh_last)
-    if p.num_steps == 0:
-        dh0 = jnp.zeros_like(p.ops.h0) if dh_last is None else dh_last
-        zeros = jax.tree.map(jnp.zeros_like, p.ops.params)
-        return zeros, jnp.zeros(jnp.shape(xs), p.ops.xs.dtype), p.state_to_caller(dh0)
     grads, dxs_t, dh0 = _adjoint_tm(ops, _to_tm(p, hs), _to_tm(p, dhs), dh_last, opts)
     return grads, _to_caller(p, dxs_t), p.state_to_caller(dh0)
 

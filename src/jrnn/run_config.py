@@ -124,22 +124,31 @@ class RunConfig:
     defaults. Raises ``TypeError``/``ValueError`` naming the option on a bad value."""
 
     task: str = _option(
-        "adding", "the task (see jrnn.tasks); data: your own, from --data", STRUCTURAL,
+        "adding",
+        "the task (see jrnn.tasks); data: your own, from --data",
+        STRUCTURAL,
         choices=(*TASKS, "data"),
-    )  # fmt: skip
+    )
     data: str = _option(
-        "", "an .npz of your own sequences to train on instead of a task: inputs (N, T, F), "
+        "",
+        "an .npz of your own sequences to train on instead of a task: inputs (N, T, F), "
         "targets (N, O) / (N, T, O) floats or (N,) / (N, T) integer classes, optionally "
-        "lengths (N,) (see jrnn.data)", STRUCTURAL,
-    )  # fmt: skip
+        "lengths (N,) (see jrnn.data)",
+        STRUCTURAL,
+    )
     loss: str = _option(
-        "auto", "--data's loss: auto (cross_entropy for integer targets, else mse)",
-        STRUCTURAL, choices=("auto", "mse", "cross_entropy"),
-    )  # fmt: skip
+        "auto",
+        "--data's loss: auto (cross_entropy for integer targets, else mse)",
+        STRUCTURAL,
+        choices=("auto", "mse", "cross_entropy"),
+    )
     output: str = _option(
-        "auto", "--data's readout: every step (many-to-many), the last (many-to-one), or auto "
-        "(from the targets' rank)", STRUCTURAL, choices=("auto", "every", "last"),
-    )  # fmt: skip
+        "auto",
+        "--data's readout: every step (many-to-many), the last (many-to-one), or auto "
+        "(from the targets' rank)",
+        STRUCTURAL,
+        choices=("auto", "every", "last"),
+    )
     val_fraction: float = _option(
         0.1, "--data's validation split, evaluated during training", STRUCTURAL, _fraction
     )
@@ -176,13 +185,17 @@ class RunConfig:
     batch: int = _option(32, "sequences per step", TRAJECTORY, _positive)
     seed: int = _option(0, "PRNG seed of the params and the data", COSMETIC, _seed)
     eval_size: int = _option(
-        1000, "test sequences of the synthetic tasks (digits: its 360 held-out images)",
-        COSMETIC, _positive,
-    )  # fmt: skip
+        1000,
+        "test sequences of the synthetic tasks (digits: its 360 held-out images)",
+        COSMETIC,
+        _positive,
+    )
     log_every: int = _option(
-        50, "steps per jitted call, metrics.jsonl train row and progress update",
-        COSMETIC, _positive,
-    )  # fmt: skip
+        50,
+        "steps per jitted call, metrics.jsonl train row and progress update",
+        COSMETIC,
+        _positive,
+    )
     eval_every: int = _option(500, "steps between test evaluations", COSMETIC, _positive)
     checkpoint_every: int = _option(1000, "steps between checkpoints", COSMETIC, _positive)
     keep: int = _option(3, "checkpoints kept", COSMETIC, _positive)

@@ -334,19 +334,28 @@ def recorded_task(path: str, info: dict[str, Any]) -> Task:
         raise ValueError(f"{path}: no such file (the run's data; its test split needs it)")
 
     return Task(
-        Path(path).name, input_size=info["input_size"], output_size=info["output_size"],
-        loss=info["loss"], return_sequences=info["return_sequences"],
-        fixed_seq_len=info["seq_len"], sample=gone,
-        test_set=gone, baseline=gone, baseline_name="(the file is gone)",
-    )  # fmt: skip
+        Path(path).name,
+        input_size=info["input_size"],
+        output_size=info["output_size"],
+        loss=info["loss"],
+        return_sequences=info["return_sequences"],
+        fixed_seq_len=info["seq_len"],
+        sample=gone,
+        test_set=gone,
+        baseline=gone,
+        baseline_name="(the file is gone)",
+    )
 
 
 def data_info(task: Task) -> dict[str, Any]:
     """What :func:`recorded_task` needs of a ``--data`` run's task."""
     return {
-        "input_size": task.input_size, "output_size": task.output_size, "loss": task.loss,
-        "return_sequences": task.return_sequences, "seq_len": task.fixed_seq_len,
-    }  # fmt: skip
+        "input_size": task.input_size,
+        "output_size": task.output_size,
+        "loss": task.loss,
+        "return_sequences": task.return_sequences,
+        "seq_len": task.fixed_seq_len,
+    }
 
 
 def data_task(name: str, train: Dataset, val: Dataset, test: Dataset) -> Task:
@@ -365,15 +374,21 @@ def data_task(name: str, train: Dataset, val: Dataset, test: Dataset) -> Task:
 
     loss, accuracy = _baseline(train, test)
     return Task(
-        name, input_size=train.input_size, output_size=train.output_size, loss=train.loss,
-        return_sequences=train.return_sequences, fixed_seq_len=t,
-        sample=sample, test_set=lambda seq_len=None, size=None: test_set,
+        name,
+        input_size=train.input_size,
+        output_size=train.output_size,
+        loss=train.loss,
+        return_sequences=train.return_sequences,
+        fixed_seq_len=t,
+        sample=sample,
+        test_set=lambda seq_len=None, size=None: test_set,
         baseline=lambda seq_len: loss,
-        baseline_name="the training targets' mean" if train.loss == "mse"
+        baseline_name="the training targets' mean"
+        if train.loss == "mse"
         else "the training classes' frequencies",
         baseline_accuracy=None if accuracy is None else lambda seq_len: accuracy,
         val_set=(lambda: _on_device(val)) if val.size else None,
-    )  # fmt: skip
+    )
 
 
 def _on_device(data: Dataset) -> Batch:

@@ -10,7 +10,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jrnn._src.extras import missing_extra
 
@@ -20,6 +19,7 @@ except ModuleNotFoundError as err:
     raise missing_extra(err, "jrnn.flax and jrnn.nnx") from None
 
 from jrnn._src.rnn import rnn
+from jrnn._src.validate import check_bool
 from jrnn.params import RNNParams
 
 __all__ = ["cell_activation", "run_module", "step_shape"]
@@ -43,10 +43,7 @@ def cell_activation(fn: Any, caller: str) -> Callable[[jax.Array], jax.Array]:
 def _check_flags(caller: str, **flags: Any) -> None:
     """Checks that each of ``flags`` is a Python bool (they select code paths at trace time)."""
     for name, value in flags.items():
-        if not isinstance(value, bool | np.bool_):
-            raise TypeError(
-                f"{caller}: {name} must be a bool; got {type(value).__name__} {value!r}"
-            )
+        check_bool(name, value, f"{caller}: ")
 
 
 def step_shape(

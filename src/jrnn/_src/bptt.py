@@ -40,7 +40,20 @@ from jrnn._src.scan import index_step, update_step
 from jrnn._src.scopes import scoped
 from jrnn.params import RNNParams
 
-__all__ = ["adjoint_loop", "backward", "gram"]
+__all__ = ["adjoint_loop", "backward", "gram", "weight_grads"]
+
+
+def weight_grads(
+    xs_read: jax.Array, h_read: jax.Array, das: jax.Array, params: RNNParams
+) -> RNNParams:
+    """``dW_x``, ``dW_h``, ``db``, each one contraction over all ``T * B`` rows of ``dA``
+    (the sequential BPTT's and the parallel one's): ``xs_read`` and ``h_read`` hold, in the
+    slots of ``das``, the input and the state (times the mask) that each ``dA_t``'s step
+    read."""
+    dw_x = gram(xs_read, das, params.w_x)  # (F, H)
+    dw_h = gram(h_read, das, params.w_h)  # (H, H)
+    db = reshard_like(jnp.sum(das, axis=(0, 1)), params.b)  # (H,)
+    return RNNParams(dw_x, dw_h, db)
 
 
 def gram(a: jax.Array, b: jax.Array, like: Any) -> jax.Array:
@@ -136,11 +149,11 @@ def adjoint_loop(
         dh0, das = _kernel_recurrence(ops, hs, dhs, carry0, opts)
     else:
         dh0, das = _scan_recurrence(ops, hs, dhs, carry0, opts, slopes)
-    dw_h = gram(h_read, das, params.w_h) + gram(h0_read, first.pick(das), params.w_h)  # (H, H)
-    dw_x = gram(xs_read, das, w_x)  # (F, H)
-    db = reshard_like(jnp.sum(das, axis=(0, 1)), params.b)  # (H,)
+    grads = weight_grads(xs_read, h_read, das, params)
+    # ... and the step that read h0, in slot p
+    grads = grads._replace(w_h=grads.w_h + gram(h0_read, first.pick(das), params.w_h))
     dxs = jnp.roll(jnp.einsum(f"{opts.h_layout},fh->{opts.layout}", das, w_x), -shift, axis)
-    return RNNParams(dw_x, dw_h, db), dxs, dh0
+    return grads, dxs, dh0
 
 
 def _scan_recurrence(

@@ -156,9 +156,8 @@ def forward(ops: Operands, opts: Options) -> tuple[jax.Array, jax.Array]:
         steps) and the `(B, H)` final state, both in the operands' dtype.
     """
     (w_x, w_h, b), xs, h0, _, mask = ops
-    num_steps = xs.shape[opts.axis]
     xw = jnp.einsum(f"{opts.layout},fh->tbh", xs, w_x) + b  # (T, B, H), one GEMM
-    if num_steps == 0 or h0.shape[0] == 0:
+    if h0.shape[0] == 0:  # no rows: no kernel (nor steps: forward_loop returns first)
         return _time_major(xw, opts.axis), h0
     hs, h_last = _recurrence("forward", opts, ops.lengths, [xw], w_h, [h0, mask])
     return _time_major(hs, opts.axis), h_last.astype(h0.dtype)

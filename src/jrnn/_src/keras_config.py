@@ -13,16 +13,33 @@ __all__ = ["CARRIED", "CARRIED_BY_WEIGHTS", "TRAINING_ONLY", "keras_fields"]
 # sizes and bias are in the weights, initialisers are spent once the layer is built, and
 # the rest is bookkeeping (unroll gives the same numbers; return_sequences/return_state:
 # jrnn returns both the outputs and the final state)
-CARRIED_BY_WEIGHTS = frozenset({
-    "name", "trainable", "dtype", "units", "use_bias", "kernel_initializer",
-    "recurrent_initializer", "bias_initializer", "return_sequences", "return_state",
-    "unroll", "seed", "zero_output_for_mask",
-})  # fmt: skip
+CARRIED_BY_WEIGHTS = frozenset(
+    {
+        "name",
+        "trainable",
+        "dtype",
+        "units",
+        "use_bias",
+        "kernel_initializer",
+        "recurrent_initializer",
+        "bias_initializer",
+        "return_sequences",
+        "return_state",
+        "unroll",
+        "seed",
+        "zero_output_for_mask",
+    }
+)
 # fields that act only in training (a warning if set: the converted params ignore them)
 TRAINING_ONLY = (
-    "kernel_regularizer", "recurrent_regularizer", "bias_regularizer",
-    "activity_regularizer", "kernel_constraint", "recurrent_constraint", "bias_constraint",
-)  # fmt: skip
+    "kernel_regularizer",
+    "recurrent_regularizer",
+    "bias_regularizer",
+    "activity_regularizer",
+    "kernel_constraint",
+    "recurrent_constraint",
+    "bias_constraint",
+)
 # what jrnn carries: config field -> the Converted attribute
 CARRIED = {
     "activation": "activation",
@@ -38,9 +55,8 @@ def keras_fields(layer: Any) -> dict[str, Any]:
     field it does not know."""
     config = layer.get_config()
     unknown = sorted(
-        set(config) - CARRIED_BY_WEIGHTS - set(CARRIED) - set(TRAINING_ONLY)
-        - {"stateful"}
-    )  # fmt: skip
+        set(config) - CARRIED_BY_WEIGHTS - set(CARRIED) - set(TRAINING_ONLY) - {"stateful"}
+    )
     if unknown:
         raise ValueError(
             f"from_keras does not know the SimpleRNN field(s) {unknown}: it cannot tell "

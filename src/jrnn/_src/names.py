@@ -14,9 +14,16 @@ TASKS = ("adding", "copy", "digits", "sine")
 ACTIVATIONS = ("linear", "relu", "tanh")
 """:data:`jrnn.activations.ACTIVATIONS`' keys."""
 INITIALIZERS = (
-    "glorot_normal", "glorot_uniform", "he_normal", "identity", "lecun_normal",
-    "orthogonal", "pytorch", "small_normal", "zeros",
-)  # fmt: skip
+    "glorot_normal",
+    "glorot_uniform",
+    "he_normal",
+    "identity",
+    "lecun_normal",
+    "orthogonal",
+    "pytorch",
+    "small_normal",
+    "zeros",
+)
 """:data:`jrnn.params.INITIALIZERS`' keys."""
 IMPLS = ("auto", "scan", "pallas")
 """``impl=``: the recurrence's implementations (:class:`jrnn.ScanOptions`)."""

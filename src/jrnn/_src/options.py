@@ -33,7 +33,7 @@ from jrnn._src.compat import explicit_sharding, reshard_like, vary, varying_axes
 from jrnn._src.kernels.common import DTYPES, MAX_HIDDEN, Form
 from jrnn._src.kernels.forms import kernel_forms
 from jrnn._src.names import IMPLS
-from jrnn._src.validate import as_array, check_float, concrete, known, positive_int
+from jrnn._src.validate import as_array, check_bool, check_float, concrete, known, positive_int
 from jrnn.activations import ACTIVATIONS, Activation, get_activation
 from jrnn.params import RNNParams
 
@@ -343,13 +343,17 @@ def _check_lengths(lengths: Any, batched: bool, batch: int, steps: int) -> jax.A
 
 def _check_flags(options: Mapping[str, Any]) -> None:
     for name in ("reverse", "time_major"):
-        value = options[name]
-        if not isinstance(value, bool | np.bool_):
-            raise TypeError(f"{name} must be a bool; got {type(value).__name__} {value!r}")
+        check_bool(name, options[name])
     if not isinstance(options["unroll"], bool | np.bool_):  # True: a full unroll
         positive_int("unroll", options["unroll"], "or a bool")
     check_impl(options["impl"])
     check_choice("grad", options["grad"], GRADS)
+    tuning = options["tuning"]
+    if tuning is not None and not isinstance(tuning, TuningTable):
+        raise TypeError(
+            "tuning must be None or a table with a choose() method (jrnn.TuningTable), such "
+            f"as jrnn.bench.load_tuning's; got {type(tuning).__name__}"
+        )
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
@@ -472,10 +476,37 @@ def prepare(
     act = get_activation(o["activation"])
     _check_flags(o)
     params = check_params(params)
+    xs, layout = _check_xs(xs, params, bool(o["time_major"]))
+    batched = xs.ndim == 3
+    # ints, or symbolic dimensions under jax.export (never int() of one)
+    steps = xs.shape[layout.index("t")] if batched else xs.shape[0]
+    batch = xs.shape[layout.index("b")] if batched else 1
+    h = params.w_h.shape[0]
+    state_shape = (batch, h) if batched else (h,)
+    if h0 is not None:
+        h0 = _state_arg(h0, "h0", state_shape, batched)
+    lengths = o["lengths"]
+    if lengths is not None:
+        lengths = _check_lengths(lengths, batched, batch, steps)
+    mask = o["recurrent_mask"]
+    if mask is not None:
+        mask = _state_arg(mask, "recurrent_mask", state_shape, batched)
+    ops, varying = _normalise(params, xs, h0, lengths, mask, layout)
+    forms = None
+    dtype = ops.xs.dtype
+    if _resolve_impl(o["impl"], dtype, (batch, steps, h), o["tuning"], act) == "pallas":
+        # an explicitly sharded batch runs the kernels inside a shard_map: varying operands
+        forms = kernel_forms(varying=varying or explicit_sharding(ops.xs) is not None)
+    opts = Options(act, bool(o["reverse"]), o["unroll"], layout, forms, o["grad"])
+    return Prepared(ops, opts, batched)
+
+
+def _check_xs(xs: Any, params: RNNParams, time_major: bool) -> tuple[jax.Array, str]:
+    """``xs`` checked against ``params``, and its layout (``"btf"`` or ``"tbf"``; unbatched
+    `(T, F)` runs as ``"tbf"``)."""
     f, h = params.w_x.shape
     xs = as_array(xs, "xs")
     check_float(xs, "xs")
-    time_major = bool(o["time_major"])
     if xs.ndim not in (2, 3):
         layout = "(time, batch, features)" if time_major else "(batch, time, features)"
         raise ValueError(
@@ -486,37 +517,32 @@ def prepare(
             f"xs has {xs.shape[-1]} features (last axis of shape {tuple(xs.shape)}) but "
             f"params.w_x expects input_size = {f} (w_x shape {(f, h)})"
         )
-    batched = xs.ndim == 3
-    layout = "btf" if batched and not time_major else "tbf"
-    # ints, or symbolic dimensions under jax.export (never int() of one)
-    steps = xs.shape[layout.index("t")] if batched else xs.shape[0]
-    batch = xs.shape[layout.index("b")] if batched else 1
-    state_shape = (batch, h) if batched else (h,)
-    if h0 is not None:
-        h0 = _state_arg(h0, "h0", state_shape, batched)
-    lengths = o["lengths"]
-    if lengths is not None:
-        lengths = _check_lengths(lengths, batched, batch, steps)
-    mask = o["recurrent_mask"]
-    if mask is not None:
-        mask = _state_arg(mask, "recurrent_mask", state_shape, batched)
+    return xs, "btf" if xs.ndim == 3 and not time_major else "tbf"
 
+
+def _normalise(
+    params: RNNParams, xs: Any, h0: Any, lengths: Any, mask: Any, layout: str
+) -> tuple[Operands, bool]:
+    """The checked arrays as :class:`Operands` of one dtype, in ``layout`` with a batch axis,
+    typed alike (sharding, varying axes); and whether they vary along manual mesh axes."""
     # numpy float64 input without x64 is computed in float32, silently, as JAX does
     dtype = jnp.result_type(*params, xs, *(() if h0 is None else (h0,)))
     params = RNNParams(*(jnp.asarray(p, dtype) for p in params))
     xs = jnp.asarray(xs, dtype)
-    if not batched:
+    if xs.ndim == 2:
         xs = xs[:, None, :]
+    axis = layout.index("t")
+    batch, h = xs.shape[1 - axis], params.w_h.shape[0]
     if lengths is not None:
         # padded steps read zeros: a NaN there would otherwise reach dW_x (0 * NaN) and,
         # through autodiff of the loop's select, every gradient
-        axis = layout.index("t")
+        steps = xs.shape[axis]
         valid = jnp.expand_dims(jnp.arange(steps)[:, None] < lengths[None, :], -1)  # (T, B, 1)
         xs = jnp.where(valid if axis == 0 else jnp.swapaxes(valid, 0, 1), xs, 0)
     # The state takes the type of the data: xs' batch sharding on an Explicit mesh, so the
     # loop's carry keeps one type from h0 to h_last (a replicated zero state would leave
     # the first step batch-sharded)
-    zero = _zero_state(xs, layout.index("t"), h)
+    zero = _zero_state(xs, axis, h)
     h0 = zero if h0 is None else reshard_like(jnp.reshape(jnp.asarray(h0, dtype), (batch, h)), zero)
     if mask is not None:
         mask = reshard_like(jnp.reshape(jnp.asarray(mask, dtype), (batch, h)), zero)
@@ -524,18 +550,7 @@ def prepare(
     # carry, and the custom_vjp's inputs vary as its outputs do, so its backward returns
     # cotangents of its inputs' own types; the cast's transpose (a psum) is JAX's own
     (params, xs, h0, lengths, mask), varying = _vary_together(params, xs, h0, lengths, mask)
-    tuning = o["tuning"]
-    if tuning is not None and not isinstance(tuning, TuningTable):
-        raise TypeError(
-            "tuning must be None or a table with a choose() method (jrnn.TuningTable), such "
-            f"as jrnn.bench.load_tuning's; got {type(tuning).__name__}"
-        )
-    forms = None
-    if _resolve_impl(o["impl"], dtype, (batch, steps, h), tuning, act) == "pallas":
-        # an explicitly sharded batch runs the kernels inside a shard_map: varying operands
-        forms = kernel_forms(varying=varying or explicit_sharding(xs) is not None)
-    opts = Options(act, bool(o["reverse"]), o["unroll"], layout, forms, o["grad"])
-    return Prepared(Operands(params, xs, h0, lengths, mask), opts, batched)
+    return Operands(params, xs, h0, lengths, mask), varying
 
 
 def _zero_state(xs: jax.Array, axis: int, hidden: int) -> jax.Array:

@@ -53,6 +53,8 @@ def forward_loop(ops: Operands, opts: Options) -> tuple[jax.Array, jax.Array]:
     ``"scan"``: a ``lax.fori_loop`` (:func:`_scan_loop`); ``"pallas"``: the forward
     kernel (:func:`jrnn._src.fused.forward`), whose derivatives are the scan loop's.
     """
+    if ops.xs.shape[opts.axis] == 0:  # no steps: no loop, no kernel; hs is empty
+        return jnp.einsum(f"{opts.layout},fh->{opts.h_layout}", ops.xs, ops.params.w_x), ops.h0
     if opts.impl == "pallas":
         return _kernel_forward(ops, opts)
     return _scan_loop(ops, opts)
@@ -94,8 +96,6 @@ def _scan_loop(ops: Operands, opts: Options) -> tuple[jax.Array, jax.Array]:
     # all, in the caller's layout, so nothing is transposed. The bias is added per step for the
     # same reason (a separate `+ b` pass over the GEMM output would need a second buffer).
     buf = jnp.einsum(f"{opts.layout},fh->{opts.h_layout}", xs, w_x)
-    if num_steps == 0:
-        return buf, h0
 
     # the carry read back from `buf` for a cheap activation (Activation.read_back: XLA
     # would otherwise copy the whole buffer twice per step)

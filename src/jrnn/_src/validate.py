@@ -15,6 +15,7 @@ import numpy as np
 
 __all__ = [
     "as_array",
+    "check_bool",
     "check_float",
     "concrete",
     "dropout_rate",
@@ -22,6 +23,19 @@ __all__ = [
     "positive_float",
     "positive_int",
 ]
+
+
+def check_bool(name: str, value: Any, caller: str = "") -> bool:
+    """``value`` as a Python bool if it is one (NumPy's included): the options that pick a
+    code path when traced (``reverse``, ``time_major``, ...). ``caller`` prefixes the
+    message (``"nn.RNN: "``, an adapter's).
+
+    Raises:
+        TypeError: anything else (``1``, ``"yes"``, an array).
+    """
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{caller}{name} must be a bool; got {type(value).__name__} {value!r}")
+    return bool(value)
 
 
 def positive_int(name: str, value: Any, what: str = "") -> int:

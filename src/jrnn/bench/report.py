@@ -89,10 +89,10 @@ def _cells(works: dict[str, dict]) -> list[str]:
         _ms(train) if train else "-",
         "-" if compile_s is None else f"{compile_s:.2f}",
         "-" if temp is None else f"{temp / 2**20:.1f}",
-        "noisy (~): timed twice, still spread" if any(
-            w.get("noisy") for w in (fwd, train) if w
-        ) else "",
-    ]  # fmt: skip
+        "noisy (~): timed twice, still spread"
+        if any(w.get("noisy") for w in (fwd, train) if w)
+        else "",
+    ]
 
 
 HEADER = ["implementation", "forward ms [IQR]", "train ms [IQR]", "compile s", "temp MiB", "note"]
@@ -151,9 +151,8 @@ def markdown(rows: Sequence[dict[str, Any]], command: str, when: str) -> str:
     for (b, t, f, h, dtype), impls in groups.items():
         mine = impls.get("jrnn", {}).get("train")
         timed = {
-            n: w["train"] for n, w in impls.items()
-            if "train" in w and w["train"]["status"] == "ok"
-        }  # fmt: skip
+            n: w["train"] for n, w in impls.items() if "train" in w and w["train"]["status"] == "ok"
+        }
         if any(r.get("noisy") for r in timed.values()):  # no ratio on noise, nor a "fastest"
             noisy_shapes.append(f"({b}, {t}, {f}, {h}) {dtype}")
             continue

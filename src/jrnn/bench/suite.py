@@ -63,9 +63,22 @@ def machine() -> dict[str, Any]:
 def _row(base: dict, shape: Shape, dtype: str, impl: str, work: str, **fields: Any) -> dict:
     b, t, f, h = shape
     row = {**base, "B": b, "T": t, "F": f, "H": h, "dtype": dtype, "impl": impl, "work": work}
-    row.update({"status": "ok", "reason": None, "median_s": None, "q1_s": None, "q3_s": None,
-                "min_s": None, "max_s": None, "repeats": 0, "compile_s": None,
-                "temp_bytes": None, "noisy": False, "remeasured": False})  # fmt: skip
+    row.update(
+        {
+            "status": "ok",
+            "reason": None,
+            "median_s": None,
+            "q1_s": None,
+            "q3_s": None,
+            "min_s": None,
+            "max_s": None,
+            "repeats": 0,
+            "compile_s": None,
+            "temp_bytes": None,
+            "noisy": False,
+            "remeasured": False,
+        }
+    )
     row.update(fields)
     return row
 
@@ -89,16 +102,24 @@ def _built(
 
 def _compiled(impl: Impl) -> tuple[Compiled, Compiled]:
     if not impl.jax_based:
-        return (Compiled(impl.forward, impl.args, None, None),
-                Compiled(impl.train, impl.args, None, None))  # fmt: skip
+        return (
+            Compiled(impl.forward, impl.args, None, None),
+            Compiled(impl.train, impl.args, None, None),
+        )
     return compile_ahead(impl.forward, impl.args), compile_ahead(impl.train, impl.args)
 
 
 def measure_shape(
-    names: Sequence[str], shape: Shape, dtype: str, repeats: int, warmup: int,
-    budget_s: float | None, base: dict[str, Any], interpret: bool = False,
+    names: Sequence[str],
+    shape: Shape,
+    dtype: str,
+    repeats: int,
+    warmup: int,
+    budget_s: float | None,
+    base: dict[str, Any],
+    interpret: bool = False,
     timer: Timer = interleaved,
-) -> list[dict[str, Any]]:  # fmt: skip
+) -> list[dict[str, Any]]:
     """The rows of one shape and dtype: every implementation's forward and train, each
     group of calls timed by ``timer`` (:data:`Timer`)."""
     built, missing = _built(names, shape, dtype, interpret)
@@ -115,8 +136,9 @@ def measure_shape(
     groups = [jax_names, apart, [n for n in ready if n not in jax_names and n not in apart]]
     rows = [
         _row(base, shape, dtype, n, work, status="unavailable", reason=why)
-        for n, why in missing.items() for work in ("forward", "train")
-    ]  # fmt: skip
+        for n, why in missing.items()
+        for work in ("forward", "train")
+    ]
     for group in groups:
         for work, pick in (("forward", 0), ("train", 1)):
             if not group:
@@ -131,8 +153,9 @@ def measure_shape(
                         timed |= timer({n: c}, repeats, warmup, budget_s)
                     except Exception as err:
                         why = f"failed to run: {type(err).__name__}: {err}"[:200]
-                        rows.append(_row(base, shape, dtype, n, work, status="unavailable",
-                                         reason=why))  # fmt: skip
+                        rows.append(
+                            _row(base, shape, dtype, n, work, status="unavailable", reason=why)
+                        )
             # a spread too wide to be a measurement: timed once more (the ones that spread,
             # interleaved again, with twice the repeats), and flagged if it still is
             wide = {n: calls[n] for n, s in timed.items() if report.noisy(s.q1, s.q3, s.median)}
@@ -143,12 +166,25 @@ def measure_shape(
                     pass
             for n, s in timed.items():
                 c = calls[n]
-                rows.append(_row(
-                    base, shape, dtype, n, work, median_s=s.median, q1_s=s.q1, q3_s=s.q3,
-                    min_s=s.min, max_s=s.max, repeats=s.repeats, compile_s=c.compile_s,
-                    temp_bytes=c.temp_bytes, remeasured=n in wide,
-                    noisy=report.noisy(s.q1, s.q3, s.median),
-                ))  # fmt: skip
+                rows.append(
+                    _row(
+                        base,
+                        shape,
+                        dtype,
+                        n,
+                        work,
+                        median_s=s.median,
+                        q1_s=s.q1,
+                        q3_s=s.q3,
+                        min_s=s.min,
+                        max_s=s.max,
+                        repeats=s.repeats,
+                        compile_s=c.compile_s,
+                        temp_bytes=c.temp_bytes,
+                        remeasured=n in wide,
+                        noisy=report.noisy(s.q1, s.q3, s.median),
+                    )
+                )
     order = {n: i for i, n in enumerate(IMPLS)}
     rows.sort(key=lambda r: (order.get(r["impl"].split("-cudnn")[0], 99), r["work"]))
     return rows
@@ -197,10 +233,16 @@ def run(
         if progress is not None:
             progress(i, len(steps), f"{shape} {dtype}")
         these = measure_shape(
-            impls, shape, dtype, p.repeats if repeats is None else repeats,
+            impls,
+            shape,
+            dtype,
+            p.repeats if repeats is None else repeats,
             p.warmup if warmup is None else warmup,
-            p.budget_s if budget_s is None else budget_s, base, interpret, timer,
-        )  # fmt: skip
+            p.budget_s if budget_s is None else budget_s,
+            base,
+            interpret,
+            timer,
+        )
         rows += these
         if on_rows is not None:
             on_rows(these)
@@ -229,8 +271,16 @@ def tune(
     rows are the measurements. ``interpret``: as :func:`run` (on a CPU the kernels are
     unavailable without it, so every bucket keeps the scan loop)."""
     shapes = list(TUNE_SHAPES if shapes is None else shapes)
-    rows = run(shapes, dtypes, ("jrnn", "jrnn-pallas"), repeats=repeats, warmup=warmup,
-               budget_s=None, interpret=interpret, progress=progress)  # fmt: skip
+    rows = run(
+        shapes,
+        dtypes,
+        ("jrnn", "jrnn-pallas"),
+        repeats=repeats,
+        warmup=warmup,
+        budget_s=None,
+        interpret=interpret,
+        progress=progress,
+    )
     best: dict[tuple[Any, int, int, int], tuple[float, str]] = {}
     for r in rows:
         if r["work"] != "train" or r["status"] != "ok":

@@ -84,8 +84,9 @@ class DispatchTable:
         bad = {k: v for k, v in choices.items() if v not in ("scan", "pallas")}
         if bad:
             raise ValueError(f"a tuning table's choices are 'scan' or 'pallas'; got {bad}")
-        return cls(str(data["device_kind"]), str(data["jax_version"]),
-                   tuple(sorted(choices.items())))  # fmt: skip
+        return cls(
+            str(data["device_kind"]), str(data["jax_version"]), tuple(sorted(choices.items()))
+        )
 
     @classmethod
     def from_choices(cls, choices: Mapping[tuple[Any, int, int, int], str]) -> DispatchTable:

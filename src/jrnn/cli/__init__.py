@@ -56,9 +56,18 @@ _LAZY = {
 
 # reachable as attributes (jrnn.cli.rundir) without an import of their own first
 _SUBMODULES = (
-    "bench", "check", "checkpoint", "infer", "launch", "loop", "notebook", "parse", "plot",
-    "rundir", "runs",
-)  # fmt: skip
+    "bench",
+    "check",
+    "checkpoint",
+    "infer",
+    "launch",
+    "loop",
+    "notebook",
+    "parse",
+    "plot",
+    "rundir",
+    "runs",
+)
 
 
 def __getattr__(name: str) -> Any:
@@ -130,8 +139,7 @@ def main(argv: list[str] | None = None, *, program: bool = False) -> int:
         from jrnn.cli.launch import launch
 
         try:
-            return launch(rest, args.processes, args.devices_per_process,
-                          verbose=args.verbose)  # fmt: skip
+            return launch(rest, args.processes, args.devices_per_process, verbose=args.verbose)
         except ValueError as err:
             print(f"jrnn launch: error: {err}", file=sys.stderr)
             return 2
@@ -181,8 +189,11 @@ def join_job(
     from jrnn.cli.rundir import TrainError
     from jrnn.distributed import cluster_processes, initialize
 
-    given = {"--coordinator": coordinator, "--num-processes": num_processes,
-             "--process-id": process_id}  # fmt: skip
+    given = {
+        "--coordinator": coordinator,
+        "--num-processes": num_processes,
+        "--process-id": process_id,
+    }
     if num_processes == 1:  # one process, even inside a cluster job (a sweep of runs)
         return
     detected = cluster_processes() > 1

@@ -41,33 +41,70 @@ def add_bench(sub: Any) -> None:
         f"saying why. Presets: {presets}. Keras is timed on its JAX backend: run with "
         "KERAS_BACKEND=jax.",
     )
-    p.add_argument("--preset", choices=sorted(PRESETS), default="quick",
-                   help="the shapes, dtypes, repeats and budget (default: quick)")  # fmt: skip
-    p.add_argument("--shape", type=_shape, action="append", metavar="B,T,F,H",
-                   help="a shape instead of the preset's; repeat for several")  # fmt: skip
-    p.add_argument("--dtype", choices=DTYPES, action="append",
-                   help="a dtype instead of the preset's; repeat for both")  # fmt: skip
-    p.add_argument("--impl", choices=IMPLS, action="append",
-                   help="an implementation (default: the preset's); repeat for some")  # fmt: skip
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="quick",
+        help="the shapes, dtypes, repeats and budget (default: quick)",
+    )
+    p.add_argument(
+        "--shape",
+        type=_shape,
+        action="append",
+        metavar="B,T,F,H",
+        help="a shape instead of the preset's; repeat for several",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        action="append",
+        help="a dtype instead of the preset's; repeat for both",
+    )
+    p.add_argument(
+        "--impl",
+        choices=IMPLS,
+        action="append",
+        help="an implementation (default: the preset's); repeat for some",
+    )
     p.add_argument("--repeats", type=int, help="timed calls per measurement (preset's)")
     p.add_argument("--warmup", type=int, help="warm-up calls (preset's)")
-    p.add_argument("--budget-s", type=float, metavar="SECONDS",
-                   help="stop timing a shape's group after this long (preset's)")  # fmt: skip
-    p.add_argument("--time-limit-s", type=float, metavar="SECONDS",
-                   help="start no new shape after this long (preset's; full: 1800)")  # fmt: skip
-    p.add_argument("--json", metavar="PATH",
-                   help="the rows as JSON lines, written as each shape is measured ('-': "
-                   "stdout, at the end)")  # fmt: skip
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        metavar="SECONDS",
+        help="stop timing a shape's group after this long (preset's)",
+    )
+    p.add_argument(
+        "--time-limit-s",
+        type=float,
+        metavar="SECONDS",
+        help="start no new shape after this long (preset's; full: 1800)",
+    )
+    p.add_argument(
+        "--json",
+        metavar="PATH",
+        help="the rows as JSON lines, written as each shape is measured ('-': stdout, at the end)",
+    )
     p.add_argument("--markdown", metavar="PATH", help="a Markdown report")
     p.add_argument("--plot", metavar="PATH", help="a PNG: train step time vs T and vs H")
-    p.add_argument("--tune", metavar="OUT.json",
-                   help="instead: time scan against pallas over shape buckets and write the "
-                   "dispatch table for impl='auto' (jrnn.bench.load_tuning)")  # fmt: skip
-    p.add_argument("--interpret", action="store_true",
-                   help="time the Pallas kernels on a CPU too, in interpret mode (a dry run; "
-                   "default: a row saying why not)")  # fmt: skip
-    p.add_argument("--no-progress", dest="progress", action="store_false",
-                   help="no progress (default: a bar on a terminal, else lines)")  # fmt: skip
+    p.add_argument(
+        "--tune",
+        metavar="OUT.json",
+        help="instead: time scan against pallas over shape buckets and write the "
+        "dispatch table for impl='auto' (jrnn.bench.load_tuning)",
+    )
+    p.add_argument(
+        "--interpret",
+        action="store_true",
+        help="time the Pallas kernels on a CPU too, in interpret mode (a dry run; "
+        "default: a row saying why not)",
+    )
+    p.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress (default: a bar on a terminal, else lines)",
+    )
 
 
 class _Progress:
@@ -127,16 +164,29 @@ def bench(args: argparse.Namespace, argv: list[str]) -> int:
 
     try:
         if args.tune:
-            table, rows = jb.tune(args.shape, tuple(args.dtype or ("float32", "bfloat16")),
-                                  repeats=args.repeats or 10, warmup=args.warmup or 2,
-                                  interpret=args.interpret, progress=progress)  # fmt: skip
+            table, rows = jb.tune(
+                args.shape,
+                tuple(args.dtype or ("float32", "bfloat16")),
+                repeats=args.repeats or 10,
+                warmup=args.warmup or 2,
+                interpret=args.interpret,
+                progress=progress,
+            )
             Path(args.tune).write_text(json.dumps(table.to_json(), indent=2, sort_keys=True))
         else:
-            rows = jb.run(args.shape, args.dtype, args.impl,
-                          preset=args.preset, repeats=args.repeats, warmup=args.warmup,
-                          budget_s=args.budget_s, time_limit_s=args.time_limit_s,
-                          interpret=args.interpret, progress=progress,
-                          on_rows=on_rows)  # fmt: skip
+            rows = jb.run(
+                args.shape,
+                args.dtype,
+                args.impl,
+                preset=args.preset,
+                repeats=args.repeats,
+                warmup=args.warmup,
+                budget_s=args.budget_s,
+                time_limit_s=args.time_limit_s,
+                interpret=args.interpret,
+                progress=progress,
+                on_rows=on_rows,
+            )
     finally:
         progress.close()
     if args.json != "-":
@@ -153,7 +203,10 @@ def bench(args: argparse.Namespace, argv: list[str]) -> int:
     if args.tune:
         chosen = dict(table.choices)
         pallas = sum(v == "pallas" for v in chosen.values())
-        print(f"jrnn bench: wrote {args.tune}: {pallas} of {len(chosen)} buckets run the "
-              f"kernels under impl='auto' with this table", file=sys.stderr)  # fmt: skip
+        print(
+            f"jrnn bench: wrote {args.tune}: {pallas} of {len(chosen)} buckets run the "
+            f"kernels under impl='auto' with this table",
+            file=sys.stderr,
+        )
     print(f"jrnn bench: {len(rows)} rows in {jb.elapsed(start)}", file=sys.stderr)
     return 0

@@ -32,8 +32,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
-from typing import TextIO
+from collections.abc import Iterator, Sequence
+from typing import Any, TextIO
 
 __all__ = ["CHATTER", "JOB_OPTIONS", "child_env", "free_port", "launch"]
 
@@ -56,8 +56,12 @@ def child_env(base: dict[str, str], index: int, devices_per_process: int) -> dic
     flags.append(f"--xla_force_host_platform_device_count={devices_per_process}")
     first = index * devices_per_process
     ids = ",".join(str(d) for d in range(first, first + devices_per_process))
-    return {**base, "XLA_FLAGS": " ".join(flags), "JAX_LOCAL_DEVICE_IDS": ids,
-            "PYTHONUNBUFFERED": "1"}  # fmt: skip
+    return {
+        **base,
+        "XLA_FLAGS": " ".join(flags),
+        "JAX_LOCAL_DEVICE_IDS": ids,
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 def _status(code: int) -> int:
@@ -130,76 +134,110 @@ def launch(
     clash = [a for a in train_args if a.split("=", 1)[0] in JOB_OPTIONS]
     if clash:
         raise ValueError(f"jrnn launch sets {', '.join(JOB_OPTIONS)} itself; got {clash[0]}")
-    port = free_port() if port is None else port
-    address = f"127.0.0.1:{port}"
-    lock = threading.Lock()
-    children: list[subprocess.Popen] = []
-    pumps = []
-    signals: list[int] = []  # what the launcher was sent, in order
+    address = f"127.0.0.1:{free_port() if port is None else port}"
+    job = _Job(out, verbose)
+    with _signals_to(job.on_signal):
+        try:
+            for i in range(processes):
+                command = [
+                    sys.executable,
+                    "-m",
+                    "jrnn",
+                    "train",
+                    *train_args,
+                    "--coordinator",
+                    address,
+                    "--num-processes",
+                    str(processes),
+                    "--process-id",
+                    str(i),
+                ]
+                env = child_env(dict(os.environ), i, devices_per_process)
+                env["JAX_COORDINATOR_BIND_ADDRESS"] = address  # this machine only
+                pid = job.start(i, command, env)
+                job.say(f"process {i} of {processes} started (pid {pid}), coordinator {address}")
+            status = _supervise(job.children, out, job.lock, grace_s, job.signals)
+        finally:
+            job.close()  # never leave a process behind (an exception here, say)
+    stopped = [s for s in job.signals if s != signal.SIGINT]
+    if stopped:
+        return 128 + stopped[0]
+    return 128 + signal.SIGINT if job.signals.count(signal.SIGINT) > 1 else status
 
-    def kill_all() -> None:
-        for child in children:
-            if child.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    child.kill()
 
-    def on_signal(signum: int, frame: object) -> None:
-        signals.append(signum)
-        if signum == signal.SIGINT and signals.count(signal.SIGINT) == 1:
-            for child in children:  # the job saves a checkpoint and stops together
+class _Job:
+    """The launched processes, the threads that pump their output, and the signals the
+    launcher was sent (in order)."""
+
+    def __init__(self, out: TextIO, verbose: bool):
+        self.out, self.verbose = out, verbose
+        self.lock = threading.Lock()
+        self.children: list[subprocess.Popen] = []
+        self.pumps: list[threading.Thread] = []
+        self.signals: list[int] = []
+
+    def say(self, line: str) -> None:
+        with self.lock:
+            print(f"jrnn launch: {line}", file=self.out, flush=True)
+
+    def start(self, i: int, command: list[str], env: dict[str, str]) -> int:
+        """Starts process ``i`` and the thread that prefixes its output; its pid."""
+        child = subprocess.Popen(
+            command,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
+            bufsize=1,
+            start_new_session=True,
+        )
+        self.children.append(child)
+        pump = threading.Thread(
+            target=_pump, args=(i, child.stdout, self.out, self.lock, self.verbose), daemon=True
+        )
+        pump.start()
+        self.pumps.append(pump)
+        return child.pid
+
+    def on_signal(self, signum: int, frame: object) -> None:
+        """The first Ctrl-C goes on to every process (the job saves a checkpoint and stops
+        together); a second one, SIGTERM or SIGHUP stops them now, without saving."""
+        self.signals.append(signum)
+        if signum == signal.SIGINT and self.signals.count(signal.SIGINT) == 1:
+            for child in self.children:
                 if child.poll() is None:
                     with contextlib.suppress(ProcessLookupError):
                         child.send_signal(signal.SIGINT)
-        else:  # a second Ctrl-C, SIGTERM or SIGHUP: stop now, without saving
-            kill_all()
+        else:
+            _stop(self.children)
 
-    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    def close(self) -> None:
+        """Kills what still runs, waits for every process and its output."""
+        _stop(self.children)
+        for child in self.children:
+            child.wait()
+        for pump in self.pumps:
+            pump.join(timeout=5)
+
+
+@contextlib.contextmanager
+def _signals_to(handler: Any) -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP go to ``handler`` inside the block; their handlers are
+    restored after it. Off the main thread, where signals are the caller's business,
+    nothing changes."""
     previous = {}
     try:
-        for signum in handled:
-            previous[signum] = signal.signal(signum, on_signal)
-    except ValueError:  # not the main thread: signals are the caller's business
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            previous[signum] = signal.signal(signum, handler)
+    except ValueError:  # not the main thread
         previous = {}
-    status = 1
     try:
-        for i in range(processes):
-            command = [sys.executable, "-m", "jrnn", "train", *train_args,
-                       "--coordinator", address, "--num-processes", str(processes),
-                       "--process-id", str(i)]  # fmt: skip
-            env = child_env(dict(os.environ), i, devices_per_process)
-            env["JAX_COORDINATOR_BIND_ADDRESS"] = address  # this machine only
-            child = subprocess.Popen(
-                command,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                text=True,
-                errors="replace",
-                bufsize=1,
-                start_new_session=True,
-            )
-            children.append(child)
-            with lock:
-                print(f"jrnn launch: process {i} of {processes} started (pid {child.pid}), "
-                      f"coordinator {address}", file=out, flush=True)  # fmt: skip
-            pump = threading.Thread(target=_pump, args=(i, child.stdout, out, lock, verbose),
-                                    daemon=True)  # fmt: skip
-            pump.start()
-            pumps.append(pump)
-        status = _supervise(children, out, lock, grace_s, signals)
+        yield
     finally:
-        kill_all()  # never leave a process behind (an exception here, say)
-        for child in children:
-            child.wait()
-        for pump in pumps:
-            pump.join(timeout=5)
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    stopped = [s for s in signals if s != signal.SIGINT]
-    if stopped:
-        return 128 + stopped[0]
-    return 128 + signal.SIGINT if signals.count(signal.SIGINT) > 1 else status
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 def _supervise(
@@ -227,8 +265,11 @@ def _supervise(
                 deadline = time.monotonic() + (saving_s if interrupted else grace_s)
                 if not interrupted:
                     with lock:
-                        print(f"jrnn launch: process {i} {_describe(code)}; stopping the "
-                              "others", file=out, flush=True)  # fmt: skip
+                        print(
+                            f"jrnn launch: process {i} {_describe(code)}; stopping the others",
+                            file=out,
+                            flush=True,
+                        )
         if deadline is not None and time.monotonic() > deadline:
             _stop(children)
             deadline = None

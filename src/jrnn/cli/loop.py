@@ -202,8 +202,13 @@ class _Progress:
         if enabled and self.stream.isatty():
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=run.config.steps, initial=start, unit="step",
-                            dynamic_ncols=True, file=self.stream)  # fmt: skip
+            self.bar = tqdm(
+                total=run.config.steps,
+                initial=start,
+                unit="step",
+                dynamic_ncols=True,
+                file=self.stream,
+            )
         else:
             self.lines = enabled
 

@@ -77,8 +77,9 @@ def _add_train(sub: Any) -> None:
     for field in dataclasses.fields(RunConfig):
         flag = "--" + field.name.replace("_", "-")
         if field.type == "bool":
-            p.add_argument(flag, action="store_true", default=argparse.SUPPRESS,
-                           help=option_help(field.name))  # fmt: skip
+            p.add_argument(
+                flag, action="store_true", default=argparse.SUPPRESS, help=option_help(field.name)
+            )
             continue
         choices = field.metadata["choices"]
         p.add_argument(
@@ -92,12 +93,18 @@ def _add_train(sub: Any) -> None:
             help=option_help(field.name),
         )
     p.add_argument("--out", help="run directory (default: runs/<task>-<date>-<time>)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its newest checkpoint, with its own "
-                   "options (default: off)")  # fmt: skip
-    p.add_argument("--no-progress", dest="progress", action="store_false",
-                   help="no progress bar, or progress lines when stderr is not a terminal "
-                   "(default: shown)")  # fmt: skip
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its newest checkpoint, with its own "
+        "options (default: off)",
+    )
+    p.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress bar, or progress lines when stderr is not a terminal (default: shown)",
+    )
     g = p.add_argument_group(
         "multi-process jobs",
         "Every process of a job runs jrnn train with the same options and these three; "
@@ -124,9 +131,13 @@ def _add_train(sub: Any) -> None:
         metavar="I",
         help="this process's index, 0 to N - 1 (default: 0, or the cluster's)",
     )
-    g.add_argument("--heartbeat-timeout", type=_count(1), default=30, metavar="SECONDS",
-                   help="a process silent this long counts as dead, and the others stop "
-                   "(default: 30)")  # fmt: skip
+    g.add_argument(
+        "--heartbeat-timeout",
+        type=_count(1),
+        default=30,
+        metavar="SECONDS",
+        help="a process silent this long counts as dead, and the others stop (default: 30)",
+    )
 
 
 def _count(least: int) -> Any:
@@ -154,14 +165,22 @@ def _add_launch(sub: Any) -> None:
         "Ctrl-C to all of them, and exit with the first failure's status. Usage: jrnn launch "
         "--processes N [--devices-per-process K] -- <jrnn train options>",
     )
-    p.add_argument("--processes", type=_count(1), required=True, metavar="N",
-                   help="processes in the job")  # fmt: skip
-    p.add_argument("--devices-per-process", type=_count(1), default=1, metavar="K",
-                   help="CPU devices of each process (on a machine with GPUs, GPUs i*K to "
-                   "i*K + K - 1 for process i) (default: 1)")  # fmt: skip
-    p.add_argument("--verbose", action="store_true",
-                   help="also the runtime's chatter: Gloo's connection lines, XLA's info "
-                   "lines (default: off)")  # fmt: skip
+    p.add_argument(
+        "--processes", type=_count(1), required=True, metavar="N", help="processes in the job"
+    )
+    p.add_argument(
+        "--devices-per-process",
+        type=_count(1),
+        default=1,
+        metavar="K",
+        help="CPU devices of each process (on a machine with GPUs, GPUs i*K to "
+        "i*K + K - 1 for process i) (default: 1)",
+    )
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also the runtime's chatter: Gloo's connection lines, XLA's info lines (default: off)",
+    )
 
 
 def _add_eval_predict(sub: Any) -> None:
@@ -173,10 +192,12 @@ def _add_eval_predict(sub: Any) -> None:
         ".npz of your own (the layout of jrnn train --data; see jrnn.data).",
     )
     p.add_argument("run", metavar="RUN", help="the run folder (jrnn train --out)")
-    p.add_argument("--data", metavar="FILE.npz",
-                   help="sequences to evaluate on (default: the run's test set)")  # fmt: skip
-    p.add_argument("--json", action="store_true",
-                   help="one JSON object instead of a line (default: a line)")  # fmt: skip
+    p.add_argument(
+        "--data", metavar="FILE.npz", help="sequences to evaluate on (default: the run's test set)"
+    )
+    p.add_argument(
+        "--json", action="store_true", help="one JSON object instead of a line (default: a line)"
+    )
     p = sub.add_parser(
         "predict",
         help="a trained run's outputs on your inputs, as an .npy",
@@ -185,9 +206,12 @@ def _add_eval_predict(sub: Any) -> None:
         "classes), written as a numpy .npy.",
     )
     p.add_argument("run", metavar="RUN", help="the run folder (jrnn train --out)")
-    p.add_argument("--data", metavar="FILE", required=True,
-                   help="an .npz with inputs (N, T, F) and optionally lengths (N,), or an "
-                   ".npy of inputs")  # fmt: skip
+    p.add_argument(
+        "--data",
+        metavar="FILE",
+        required=True,
+        help="an .npz with inputs (N, T, F) and optionally lengths (N,), or an .npy of inputs",
+    )
     p.add_argument("--out", metavar="PRED.npy", required=True, help="where to write them")
 
 
@@ -205,11 +229,16 @@ def _add_check(sub: Any) -> None:
         ("features", 16, "input features of the random model"),
         ("hidden", 32, "hidden units of the random model"),
     ):
-        p.add_argument(f"--{name}", type=positive, default=default,
-                       help=f"{what} (default: {default})")  # fmt: skip
+        p.add_argument(
+            f"--{name}", type=positive, default=default, help=f"{what} (default: {default})"
+        )
     seed = next(f for f in dataclasses.fields(RunConfig) if f.name == "seed")
-    p.add_argument("--seed", type=_value_type(seed), default=0,
-                   help="PRNG seed of the random model (default: 0)")  # fmt: skip
+    p.add_argument(
+        "--seed",
+        type=_value_type(seed),
+        default=0,
+        help="PRNG seed of the random model (default: 0)",
+    )
 
 
 def parser() -> argparse.ArgumentParser:

@@ -43,8 +43,10 @@ def figure(rows: list[dict[str, Any]], config: RunConfig, step: int) -> Any:
     learning rate and the gradient norm; the title names the model, schedule and steps."""
     task = run_task(config)
     train_rows = [r for r in rows if r["split"] == "train"]
-    held = {"test": [r for r in rows if r["split"] == "test"],
-            "validation": [r for r in rows if r["split"] == "val"]}  # fmt: skip
+    held = {
+        "test": [r for r in rows if r["split"] == "test"],
+        "validation": [r for r in rows if r["split"] == "val"],
+    }
     panels = ["loss", "accuracy", "recall_accuracy", "lr", "grad_norm", "steps_per_s"]
     if task.loss != "cross_entropy":
         panels.remove("accuracy")
@@ -77,9 +79,13 @@ def figure(rows: list[dict[str, Any]], config: RunConfig, step: int) -> Any:
             if pts:
                 ax.plot(*zip(*pts, strict=True), style, label=split, ms=3, lw=1)
         if key in baselines:
-            ax.axhline(baselines[key], color="gray", ls="--", lw=1,
-                       label="chance" if key == "recall_accuracy"
-                       else f"baseline ({task.baseline_name})")  # fmt: skip
+            ax.axhline(
+                baselines[key],
+                color="gray",
+                ls="--",
+                lw=1,
+                label="chance" if key == "recall_accuracy" else f"baseline ({task.baseline_name})",
+            )
         if key in ("loss", "grad_norm"):
             ax.set_yscale("log")
         ax.set_xlabel("step")
