@@ -70,3 +70,13 @@ def test_no_kernel_build_spills(builds):
     cases = {(r["form"], r["case"]) for r in rows}
     assert ("mosaic_gpu", "bf16 H=256 B=256 reverse+lengths+mask") in cases
     assert ("triton", "f32 H=128 lengths+mask") in cases
+    # tiny and unrolled: a one-trip loop with the steps left over written out (the Triton
+    # adjoint once spilled there), and unrolling asked at the limits (capped where it spills)
+    for form in ("mosaic_gpu", "triton"):
+        assert (form, "f32 H=5 B=3 T=7 relu time-major unroll=4") in cases
+    for case in ("f32 H=128 unroll=4 lengths+mask", "bf16 H=256 T=9 reverse unroll=4 lengths+mask"):
+        assert ("triton", case) in cases
+    assert {r["arch"] for r in rows if r["case"] == "f32 H=128 unroll=4 lengths+mask"} == {
+        "sm_90a",
+        "sm_80",
+    }

@@ -705,3 +705,26 @@ def test_the_kernel_check_script(capsys):
     module.BOUND["float32"] = 1e-12  # a bound no float32 run meets: the script says so
     assert module.main(["--smoke", "--dtype", "float32", "--options", "plain"]) == 1
     assert "FAIL auto" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "form",
+    [Form("tpu", pltpu.InterpretParams()), Form("triton", True), HOPPER],
+    ids=["tpu-interpret", "triton-interpret", "hopper-interpret"],
+)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_unrolled_kernels_with_steps_left_over(form, reverse):
+    # T = 7 at unroll 4: one trip of the unrolled loop, then three steps written out
+    xw, w, h0, lengths, mask, dhs = _kernel_case(7, 3, 5, seed=4)
+    dh_last = jnp.flip(h0, 1)
+    got = _run_kernels(form, "relu", reverse, 4, xw, w, h0, lengths, mask, dhs, dh_last)
+    want = _scan_reference(xw, w, h0, lengths, mask, dhs, dh_last, "relu", reverse)
+    for g, r in zip(got, want, strict=True):
+        assert rel_err(g, r) <= F32
+
+
+def test_the_gpu_kernels_unroll_where_their_registers_hold_it():
+    assert triton.kernel_unroll(4, 64, jnp.float32) == 4  # W_h: 32 KiB as two TF32 parts
+    assert triton.kernel_unroll(4, 128, jnp.float32) == 1
+    assert triton.kernel_unroll(8, 128, jnp.bfloat16) == 8
+    assert triton.kernel_unroll(2, 256, jnp.bfloat16) == 1
