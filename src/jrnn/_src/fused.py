@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from functools import partial
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +38,14 @@ from jrnn._src.scopes import scoped
 __all__ = ["adjoint", "forward"]
 
 
-def _recurrence(kind: str, opts: Options, lengths, streamed: list, weight, per_row: list):
+def _recurrence(
+    kind: str,
+    opts: Options,
+    lengths: jax.Array | None,
+    streamed: list[jax.Array | None],
+    weight: Any,
+    per_row: list[jax.Array | None],
+) -> tuple[jax.Array, jax.Array]:
     """``(seq_out, row_out)`` of the ``kind`` kernel (``recurrence`` of a backend module,
     arguments as :func:`jrnn._src.kernels.tpu.recurrence`'s) of the form of the platform
     being lowered for; ``None`` operands (no lengths, mask or cotangent) stay ``None``.
@@ -46,10 +54,11 @@ def _recurrence(kind: str, opts: Options, lengths, streamed: list, weight, per_r
     over those axes: a kernel is one custom call, which the partitioner cannot split).
     """
     operands = [lengths, *streamed, weight, *per_row]
-    # what each operand is: "r" a (B, ...) per-row array, "s" a time-major (T, B, H)
-    # sequence, "w" the weight; the outputs are a sequence and a per-row array
-    roles = "r" + "s" * len(streamed) + "w" + "r" * len(per_row)
     given = [x for x in operands if x is not None]
+    # what each given operand is: "r" a (B, ...) per-row array, "s" a time-major (T, B, H)
+    # sequence, "w" the weight; the outputs are a sequence and a per-row array
+    kinds = "r" + "s" * len(streamed) + "w" + "r" * len(per_row)
+    roles = "".join(k for k, x in zip(kinds, operands, strict=True) if x is not None)
     ns = len(streamed)
 
     def run(form: Form, *arrays: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -70,7 +79,6 @@ def _recurrence(kind: str, opts: Options, lengths, streamed: list, weight, per_r
             **({} if form.tiles is None else {"tiles": form.tiles}),
         )
 
-    roles = "".join(k for k, x in zip(roles, operands, strict=True) if x is not None)
     sharding = explicit_sharding(given[roles.index("s")])
     if sharding is None:
         return _per_platform(run, opts, given, roles)
