@@ -103,7 +103,8 @@ def _per_platform(run, opts: Options, arrays, roles: str):
     if any(not isinstance(f.interpret, bool | None) for f in forms):
         # the TPU interpret mode (under shard_map) carries effects: JAX's own switch
         return lax.platform_dependent(*arrays, **dict(branches))
-    return _kernel_p.bind(*arrays, branches=branches, like=(roles.index("s"), roles.index("r")))
+    like = (roles.index("s"), roles.index("r"))
+    return tuple(_kernel_p.bind(*arrays, branches=branches, like=like))
 
 
 # One kernel call, a form per platform. Unlike lax.platform_dependent, whose branches are

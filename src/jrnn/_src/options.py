@@ -501,7 +501,7 @@ def prepare(
     return Prepared(ops, opts, batched)
 
 
-def _check_xs(xs: Any, params: RNNParams, time_major: bool) -> tuple[jax.Array, str]:
+def _check_xs(xs: Any, params: RNNParams, time_major: bool) -> tuple[Any, str]:
     """``xs`` checked against ``params``, and its layout (``"btf"`` or ``"tbf"``; unbatched
     `(T, F)` runs as ``"tbf"``)."""
     f, h = params.w_x.shape
