@@ -15,8 +15,9 @@ Any other elementwise, traceable callable (``jax.nn.gelu``, ``jnp.sin``, your ow
 too. Its derivative comes from JAX (``jax.jvp`` of the callable at ``a_t``), and the BPTT
 recomputes ``a_t = x_t W_x + h_{t-1} W_h + b`` for it: two GEMMs over all ``T * B`` rows
 before the reverse loop, off the sequential path, where keeping ``a_t`` from the forward
-pass would add a `(T, B, H)` residual to every forward call. The Pallas kernels run the
-built-ins only.
+pass would add a `(T, B, H)` residual to every forward call. An :class:`Activation` of
+your own that writes its derivative from the output (``grad_from_output``) skips that
+recompute. The Pallas kernels run the built-ins only.
 """
 
 from __future__ import annotations

@@ -30,13 +30,13 @@ accumulates ``a_hi W_hi + a_hi W_lo + a_lo W_hi`` in three ``wgmma``: about 2^-2
 relative error per product, float32's own order (the scan path's 1e-5 contract).
 
 Registers. A `(64, n)` float32 array is ``n / 2`` registers a thread: one warpgroup
-holding all of ``H = 128`` float32 or ``H = 256`` bfloat16 (the accumulator, the kept state,
-the mask and the step's operands) passes a thread's 255, hence the columns split over
-warpgroups; and the step loop unrolls only with one warpgroup (two leave no registers
-for several steps). The forward loads ``xw_t`` during its own ``wgmma`` (not the next step's, which
-would keep two steps' operands live), except bfloat16 with both lengths and a mask, which
-loads it after. What ptxas reports of every build, compile-only:
-``benchmarks/RESULTS-gpu-compile.md``.
+holding all of ``H = 128`` float32 or ``H = 256`` bfloat16 (the accumulator, the kept
+state, the mask and the step's operands) passes a thread's 255, hence the columns split
+over warpgroups; and the step loop unrolls only with one warpgroup (two leave no
+registers for several steps). The forward loads ``xw_t`` during its own ``wgmma`` (not
+the next step's, which would keep two steps' operands live), except bfloat16 with both
+lengths and a mask, which loads it after. What ptxas reports of every build,
+compile-only: ``benchmarks/RESULTS-gpu-compile.md``.
 
 SMEM (of Hopper's 227 KiB per CTA): bfloat16 ``H <= 256``: ``W`` 128 KiB (``wgmma``'s
 ``N`` is at most 256) + the shared state operand 32 KiB; float32 ``H <= 128``: ``W_hi``,
