@@ -47,7 +47,9 @@ __all__ = [
     "lengths_or_all",
     "load_mask",
     "pad",
+    "padded_inputs",
     "present",
+    "roles",
     "round_up",
     "split_refs",
     "split_tf32",
@@ -93,6 +95,28 @@ def present(inputs: list[Any]) -> tuple[bool, ...]:
     """Which of a kernel's refs (:data:`REFS`) are there: the inputs that are not ``None``,
     and the two outputs."""
     return (*(x is not None for x in inputs), True, True)
+
+
+def roles(streamed: list[Any], per_row: list[Any]) -> str:
+    """What each input of a kernel (:data:`REFS`' order) is: ``"l"`` the lengths, ``"s"`` a
+    streamed `(T, B, H)` array, ``"w"`` the weight (and its low TF32 part), ``"r"`` a
+    `(B, H)` per-row array."""
+    return "l" + "s" * len(streamed) + "ww" + "r" * len(per_row)
+
+
+def padded_inputs(
+    inputs: list[Any], kinds: str, shapes: dict[str, Any], specs: dict[str, Any]
+) -> tuple[list[jax.Array], list[Any]]:
+    """The present ``inputs`` (of :func:`roles` ``kinds``) zero-padded to ``shapes`` of their
+    kind, the lengths as a `(B, 1)` column (padded rows have length 0), and their block
+    specs (``specs`` by kind): a TPU or Triton kernel call's operands."""
+    args, in_specs = [], []
+    for x, kind in zip(inputs, kinds, strict=True):
+        if x is not None:
+            x = pad(x, shapes[kind])
+            args.append(x[:, None] if kind == "l" else x)
+            in_specs.append(specs[kind])
+    return args, in_specs
 
 
 def split_refs(refs: tuple[Any, ...], kind: str, flags: tuple[bool, ...]) -> dict[str, Any]:

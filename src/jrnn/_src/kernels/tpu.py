@@ -30,8 +30,9 @@ from jrnn._src.kernels.common import (
     dot,
     forward_step,
     lengths_or_all,
-    pad,
+    padded_inputs,
     present,
+    roles,
     round_up,
     split_refs,
     unrolled_loop,
@@ -145,22 +146,17 @@ def recurrence(
     last = tp // tc - 1
     seq_spec = pl.BlockSpec((tc, bt, h), lambda i, k: (last - k if reverse else k, i, 0))
     row_spec = pl.BlockSpec((bt, h), lambda i, k: (i, 0))
-    sizes: list[Any] = [
-        (bp,),
-        *[(tp, bp, h)] * len(streamed),
-        (h, h),
-        None,
-        *[(bp, h)] * len(per_row),
-    ]
-    specs = [
-        pl.BlockSpec((bt, 1), lambda i, k: (i, 0)),
-        *[seq_spec] * len(streamed),
-        pl.BlockSpec((h, h), lambda i, k: (0, 0)),
-        None,
-        *[row_spec] * len(per_row),
-    ]
-    args = [pad(x, s) for x, s in zip(inputs, sizes, strict=True) if x is not None]
-    args[0] = args[0][:, None]  # padded rows have length 0
+    args, in_specs = padded_inputs(
+        inputs,
+        roles(streamed, per_row),
+        shapes={"l": (bp,), "s": (tp, bp, h), "w": (h, h), "r": (bp, h)},
+        specs={
+            "l": pl.BlockSpec((bt, 1), lambda i, k: (i, 0)),
+            "s": seq_spec,
+            "w": pl.BlockSpec((h, h), lambda i, k: (0, 0)),
+            "r": row_spec,
+        },
+    )
     # batch tiles may run on either TensorCore; interpreted, one core needs no semantics
     semantics: tuple[Literal["parallel", "arbitrary"], ...] | None = (
         None if interpret is not None else ("parallel", "arbitrary")
@@ -172,7 +168,7 @@ def recurrence(
             struct_like((bp, h), jnp.float32, first),
         ),
         grid=(bp // bt, last + 1),
-        in_specs=[s for s, x in zip(specs, inputs, strict=True) if x is not None],
+        in_specs=in_specs,
         out_specs=(seq_spec, row_spec),
         scratch_shapes=[pltpu.VMEM((bt, h), jnp.float32)],
         compiler_params=pltpu.CompilerParams(dimension_semantics=semantics),

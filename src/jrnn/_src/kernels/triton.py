@@ -30,8 +30,9 @@ from jrnn._src.kernels.common import (
     dot,
     forward_step,
     lengths_or_all,
-    pad,
+    padded_inputs,
     present,
+    roles,
     round_up,
     split_refs,
     split_tf32,
@@ -128,22 +129,17 @@ def recurrence(
     flags = present(inputs)
     seq_spec = pl.BlockSpec((t, bt, hp), lambda i: (0, i, 0))
     row_spec = pl.BlockSpec((bt, hp), lambda i: (i, 0))
-    sizes: list[Any] = [
-        (bp,),
-        *[(t, bp, hp)] * len(streamed),
-        (hp, hp),
-        None,
-        *[(bp, hp)] * len(per_row),
-    ]
-    specs = [
-        pl.BlockSpec((bt, 1), lambda i: (i, 0)),
-        *[seq_spec] * len(streamed),
-        pl.BlockSpec((hp, hp), lambda i: (0, 0)),
-        None,
-        *[row_spec] * len(per_row),
-    ]
-    args = [pad(x, s) for x, s in zip(inputs, sizes, strict=True) if x is not None]
-    args[0] = args[0][:, None]  # padded rows have length 0
+    args, in_specs = padded_inputs(
+        inputs,
+        roles(streamed, per_row),
+        shapes={"l": (bp,), "s": (t, bp, hp), "w": (hp, hp), "r": (bp, hp)},
+        specs={
+            "l": pl.BlockSpec((bt, 1), lambda i: (i, 0)),
+            "s": seq_spec,
+            "w": pl.BlockSpec((hp, hp), lambda i: (0, 0)),
+            "r": row_spec,
+        },
+    )
     seq_out, row_out = pl.pallas_call(
         partial(
             _kernel,
@@ -159,7 +155,7 @@ def recurrence(
             struct_like((bp, hp), jnp.float32, first),
         ),
         grid=(bp // bt,),
-        in_specs=[s for s, x in zip(specs, inputs, strict=True) if x is not None],
+        in_specs=in_specs,
         out_specs=(seq_spec, row_spec),
         compiler_params=pltriton.CompilerParams(num_warps=num_warps(hp), num_stages=2),
         interpret=interpret is not None,
