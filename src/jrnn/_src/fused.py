@@ -30,7 +30,7 @@ from jax.interpreters import batching, mlir
 from jax.sharding import PartitionSpec as P
 
 from jrnn._src.compat import explicit_sharding
-from jrnn._src.kernels.common import Form
+from jrnn._src.kernels.common import Form, roles
 from jrnn._src.kernels.forms import PLATFORMS, kernel_module
 from jrnn._src.options import Operands, Options
 from jrnn._src.scopes import scoped
@@ -53,12 +53,11 @@ def _recurrence(
     A batch sharded over Explicit mesh axes runs one kernel per shard (a ``shard_map``
     over those axes: a kernel is one custom call, which the partitioner cannot split).
     """
-    operands = [lengths, *streamed, weight, *per_row]
+    operands = [lengths, *streamed, weight, None, *per_row]  # a kernel's inputs (no w_lo)
     given = [x for x in operands if x is not None]
-    # what each given operand is: "r" a (B, ...) per-row array, "s" a time-major (T, B, H)
-    # sequence, "w" the weight; the outputs are a sequence and a per-row array
-    kinds = "r" + "s" * len(streamed) + "w" + "r" * len(per_row)
-    roles = "".join(k for k, x in zip(kinds, operands, strict=True) if x is not None)
+    # what each given operand is (common.roles); the outputs: a sequence and a per-row array
+    all_kinds = roles(streamed, per_row)
+    kinds = "".join(k for k, x in zip(all_kinds, operands, strict=True) if x is not None)
     ns = len(streamed)
 
     def run(form: Form, *arrays: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -70,7 +69,7 @@ def _recurrence(
             lengths,
             xs[:ns],
             xs[ns],
-            xs[ns + 1 :],
+            xs[ns + 2 :],
             act=opts.act,
             reverse=opts.reverse,
             # unroll=True (no loop at all) is no option inside a kernel: it unrolls by 1
@@ -79,21 +78,21 @@ def _recurrence(
             **({} if form.tiles is None else {"tiles": form.tiles}),
         )
 
-    sharding = explicit_sharding(given[roles.index("s")])
+    sharding = explicit_sharding(given[kinds.index("s")])
     if sharding is None:
-        return _per_platform(run, opts, given, roles)
+        return _per_platform(run, opts, given, kinds)
     rows = sharding.spec[1] if len(sharding.spec) > 1 else None
-    spec = {"s": P(None, rows), "r": P(rows), "w": P()}
+    spec = {"l": P(rows), "s": P(None, rows), "w": P(), "r": P(rows)}
     return jax.shard_map(
-        lambda *arrays: _per_platform(run, opts, arrays, roles),
+        lambda *arrays: _per_platform(run, opts, arrays, kinds),
         mesh=sharding.mesh,
-        in_specs=tuple(spec[k] for k in roles),
+        in_specs=tuple(spec[k] for k in kinds),
         out_specs=(spec["s"], spec["r"]),
         axis_names=set(jax.tree.leaves(rows)),
     )(*given)
 
 
-def _per_platform(run, opts: Options, arrays, roles: str):
+def _per_platform(run, opts: Options, arrays, kinds: str):
     """``run(form, *arrays)`` for the form of the platform being lowered for."""
     forms = opts.forms
     assert forms is not None, "prepare() sets the kernel forms of impl='pallas'"
@@ -103,7 +102,7 @@ def _per_platform(run, opts: Options, arrays, roles: str):
     if any(not isinstance(f.interpret, bool | None) for f in forms):
         # the TPU interpret mode (under shard_map) carries effects: JAX's own switch
         return lax.platform_dependent(*arrays, **dict(branches))
-    like = (roles.index("s"), roles.index("r"))
+    like = (kinds.index("s"), kinds.index("r"))  # outputs typed as these operands
     return tuple(_kernel_p.bind(*arrays, branches=branches, like=like))
 
 

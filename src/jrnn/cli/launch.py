@@ -156,7 +156,7 @@ def launch(
                 env["JAX_COORDINATOR_BIND_ADDRESS"] = address  # this machine only
                 pid = job.start(i, command, env)
                 job.say(f"process {i} of {processes} started (pid {pid}), coordinator {address}")
-            status = _supervise(job.children, out, job.lock, grace_s, job.signals)
+            status = _supervise(job, grace_s)
         finally:
             job.close()  # never leave a process behind (an exception here, say)
     stopped = [s for s in job.signals if s != signal.SIGINT]
@@ -240,38 +240,26 @@ def _signals_to(handler: Any) -> Iterator[None]:
             signal.signal(signum, old)
 
 
-def _supervise(
-    children: list[subprocess.Popen],
-    out: TextIO,
-    lock: threading.Lock,
-    grace_s: float,
-    signals: list[int],
-    saving_s: float = 60.0,
-) -> int:
-    """Waits for the children. On the first failure the others get ``grace_s`` to stop by
+def _supervise(job: _Job, grace_s: float, saving_s: float = 60.0) -> int:
+    """Waits for the job's processes. On the first failure the others get ``grace_s`` to stop by
     themselves (``saving_s`` after a Ctrl-C, when they save a checkpoint together), then
     are killed: a process stuck in a collective whose peer has gone never returns."""
     first: tuple[int, int] | None = None
     deadline = None
     codes: list[int | None] = []
     while True:
-        codes = [c.poll() for c in children]
+        codes = [c.poll() for c in job.children]
         if all(code is not None for code in codes):
             break
         for i, code in enumerate(codes):
             if code not in (None, 0) and first is None:
                 first = (i, code)
-                interrupted = signal.SIGINT in signals
+                interrupted = signal.SIGINT in job.signals
                 deadline = time.monotonic() + (saving_s if interrupted else grace_s)
                 if not interrupted:
-                    with lock:
-                        print(
-                            f"jrnn launch: process {i} {_describe(code)}; stopping the others",
-                            file=out,
-                            flush=True,
-                        )
+                    job.say(f"process {i} {_describe(code)}; stopping the others")
         if deadline is not None and time.monotonic() > deadline:
-            _stop(children)
+            _stop(job.children)
             deadline = None
         time.sleep(0.05)
     if first is None:
